@@ -1,0 +1,1 @@
+"""A tiny package with lint problems for prefect-agentic's demo plan."""

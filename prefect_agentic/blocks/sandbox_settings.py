@@ -1,0 +1,70 @@
+"""Where and how step commands run: the Docker sandbox settings block."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from prefect.blocks.core import Block
+from prefect_docker.host import DockerHost
+from pydantic import Field
+
+DEFAULT_IMAGE = "prefect-agentic/sandbox:1"
+
+
+class SandboxSettings(Block):
+    """Settings of the Docker containers that step commands run in.
+
+    The Docker engine is reached through prefect-docker's ``DockerHost`` block,
+    so a worker that already knows its engine needs no second configuration.
+    """
+
+    _block_type_name = "Agentic Sandbox Settings"
+    _block_type_slug = "agentic-sandbox-settings"
+    _logo_url = "https://images.ctfassets.net/gm98wzqotmnx/2IfXXfMq66mrzJBDFFCHTp/6d8f320d9e4fc4393f045673d61ab612/Moby-logo.png?h=250"  # noqa: E501
+    _description = (
+        "Docker sandbox for prefect-agentic steps: image, resource limits, network, "
+        "timeout, user, and whether each step gets a fresh container or a warm one is reused."
+    )
+
+    image: str = Field(
+        default_factory=lambda: os.environ.get("AGENTIC_SANDBOX_IMAGE", DEFAULT_IMAGE),
+        description="Image with the tools steps need (python3, git, pytest, ruff).",
+    )
+    mode: Literal["per_step", "warm"] = Field(
+        default="per_step",
+        description=(
+            "per_step: a fresh container for every command (strongest isolation). "
+            "warm: one container per run, commands run in it with `docker exec` (faster)."
+        ),
+    )
+    memory: str = Field(default="1g", description="Memory limit per container (Docker syntax).")
+    cpus: float = Field(default=1.0, gt=0, description="CPU limit per container.")
+    pids: int = Field(default=512, gt=0, description="Maximum number of processes per container.")
+    network: str = Field(
+        default="none",
+        description="Docker network for containers; 'none' (the default) disables networking.",
+    )
+    timeout_seconds: float = Field(
+        default=600, gt=0, description="Step timeout used when a step sets none."
+    )
+    user: str | None = Field(
+        default=None,
+        description="uid:gid the command runs as; empty means the uid:gid of the calling process.",
+    )
+    output_limit_bytes: int = Field(
+        default=1_000_000,
+        ge=1024,
+        description="Captured bytes per stream; beyond it the middle of the output is dropped.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment of every command. The host's environment is never passed in.",
+    )
+    docker_host: DockerHost = Field(
+        default_factory=lambda: DockerHost(max_pool_size=64),
+        description="The Docker engine to use (prefect-docker block).",
+    )
+
+    def effective_user(self) -> str:
+        return self.user or f"{os.getuid()}:{os.getgid()}"

@@ -1,0 +1,160 @@
+"""`agentic`: run, validate and describe plans from the command line.
+
+Exit codes: 0 success; 1 the plan ran and failed; 2 bad input (plan file,
+flags, repository); 3 the environment is not ready (Docker engine, image).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# The run's own progress display replaces Prefect's console log lines (the logs
+# still reach the Prefect API); `agentic -v` brings them back. Prefect reads
+# these when it is imported, so they are set first.
+if "-v" not in sys.argv[1:2] and "--verbose" not in sys.argv[1:2]:
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import json  # noqa: E402
+from enum import Enum  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Annotated, Optional  # noqa: E402
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from prefect_agentic.cli.render import ProgressDisplay, report_table  # noqa: E402
+from prefect_agentic.errors import AgenticError, PlanError, SandboxError, WorkspaceError  # noqa: E402
+from prefect_agentic.plan import load_plan, plan_json_schema  # noqa: E402
+from prefect_agentic.tools.registry import default_registry  # noqa: E402
+
+app = typer.Typer(
+    name="agentic",
+    help="Run agentic software-development plans as Prefect flows with sandboxed steps.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 132)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show Prefect's log lines too.")] = False,
+) -> None:
+    """Run agentic software-development plans as Prefect flows with sandboxed steps."""
+
+
+class SandboxMode(str, Enum):
+    per_step = "per_step"
+    warm = "warm"
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def validate(
+    plan_file: Annotated[Path, typer.Argument(help="Plan file (YAML or JSON).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result.")] = False,
+) -> None:
+    """Check a plan file without running it."""
+    try:
+        plan = load_plan(plan_file)
+    except PlanError as exc:
+        if as_json:
+            out.print_json(json.dumps({"valid": False, "source": exc.source, "problems": exc.problems}))
+            raise typer.Exit(2) from None
+        raise _fail(str(exc), 2) from None
+    if as_json:
+        out.print_json(json.dumps({"valid": True, "plan": plan.id, "steps": len(plan.steps)}))
+    else:
+        out.print(f"{plan_file}: valid plan '{plan.id}' v{plan.version} with {len(plan.steps)} steps")
+
+
+@app.command()
+def schema(
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write to a file.")] = None,
+) -> None:
+    """Print the JSON Schema of plan files (for editor validation)."""
+    text = json.dumps(plan_json_schema(), indent=2) + "\n"
+    if output:
+        output.write_text(text)
+        err.print(f"wrote {output}")
+    else:
+        typer.echo(text, nl=False)
+
+
+@app.command()
+def tools() -> None:
+    """List the registered tools with their versions."""
+    for tool in default_registry():
+        out.print(f"[bold]{tool.name}[/] v{tool.version}  {tool.description}")
+
+
+@app.command()
+def run(
+    plan_file: Annotated[Path, typer.Argument(help="Plan file (YAML or JSON).")],
+    repo: Annotated[Path, typer.Option(help="Git repository to work on (only read).")] = Path("."),
+    ref: Annotated[str, typer.Option(help="Commit, branch or tag to start from.")] = "HEAD",
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Steps run at once.")] = 4,
+    sandbox_block: Annotated[
+        Optional[str], typer.Option(help="Name of a saved Agentic Sandbox Settings block.")
+    ] = None,
+    mode: Annotated[Optional[SandboxMode], typer.Option(help="Container per step, or one warm container.")] = None,
+    image: Annotated[Optional[str], typer.Option(help="Sandbox image (overrides the block).")] = None,
+    fresh: Annotated[bool, typer.Option(help="Ignore cached step results; run every step.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run report as JSON.")] = False,
+) -> None:
+    """Run a plan on a git repository; completed steps of earlier runs come from the cache."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from prefect_agentic.blocks.sandbox_settings import SandboxSettings
+    from prefect_agentic.errors import PlanRunFailed
+    from prefect_agentic.flows.run_plan import run_plan
+    from prefect_agentic.record.progress import subscribe
+    from prefect_agentic.sandbox.runner import check_ready
+    from prefect_agentic.workspace import resolve_base
+
+    try:
+        plan = load_plan(plan_file)
+        resolve_base(repo.resolve(), ref)
+        settings = SandboxSettings.load(sandbox_block) if sandbox_block else SandboxSettings()
+        if mode:
+            settings.mode = mode.value
+        if image:
+            settings.image = image
+        check_ready(settings)
+    except (PlanError, WorkspaceError) as exc:
+        raise _fail(str(exc), 2) from None
+    except SandboxError as exc:
+        raise _fail(str(exc), 3) from None
+    except ValueError as exc:  # e.g. no block of that name
+        raise _fail(f"--sandbox-block {sandbox_block}: {exc}", 2) from None
+
+    display = ProgressDisplay(plan, err, enabled=not as_json)
+    unsubscribe = subscribe(display.on_event)
+    flow = run_plan.with_options(task_runner=ThreadPoolTaskRunner(max_workers=concurrency))
+    try:
+        with display:
+            state = flow(plan=plan, repo=str(repo.resolve()), ref=ref, sandbox=settings, fresh=fresh,
+                         return_state=True)
+    finally:
+        unsubscribe()
+    outcome = state.result(raise_on_failure=False)
+    report = outcome.report if isinstance(outcome, PlanRunFailed) else outcome
+    if isinstance(outcome, BaseException) and not isinstance(outcome, PlanRunFailed):
+        code = 3 if isinstance(outcome, SandboxError) else 2 if isinstance(outcome, AgenticError) else 1
+        raise _fail(f"run did not start its steps: {outcome}", code)
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+    else:
+        out.print(report_table(report))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,96 @@
+"""Terminal rendering of run progress and run reports (rich)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import TracebackType
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from prefect_agentic.flows.run_plan import RunReport
+from prefect_agentic.plan.models import Plan
+from prefect_agentic.record.progress import StepEvent, StepStatus
+
+_STYLE = {
+    StepStatus.PENDING: ("·", "dim"),
+    StepStatus.RUNNING: ("▶", "cyan"),
+    StepStatus.COMPLETED: ("✔", "green"),
+    StepStatus.CACHED: ("✔", "blue"),
+    StepStatus.FAILED: ("✘", "red"),
+    StepStatus.NOT_RUN: ("–", "yellow"),
+}
+
+
+class ProgressDisplay:
+    """A live line per step, updated from progress events."""
+
+    def __init__(self, plan: Plan, console: Console, *, enabled: bool = True) -> None:
+        self.plan = plan
+        self.enabled = enabled
+        self._status = {s.id: StepStatus.PENDING for s in plan.steps}
+        self._attempt = {s.id: 0 for s in plan.steps}
+        self._since = {s.id: 0.0 for s in plan.steps}
+        self._lock = threading.Lock()
+        self._live = Live(console=console, refresh_per_second=8, transient=False,
+                          get_renderable=self._render)
+
+    def on_event(self, event: StepEvent) -> None:
+        with self._lock:
+            if event.step_id in self._status:
+                self._status[event.step_id] = event.status
+                self._attempt[event.step_id] = event.attempt
+                if event.status is StepStatus.RUNNING:
+                    self._since[event.step_id] = time.monotonic()
+
+    def _render(self) -> Group:
+        lines = [Text(f"{self.plan.id} v{self.plan.version}: {self.plan.goal}", style="bold")]
+        with self._lock:
+            for step in self.plan.steps:
+                status = self._status[step.id]
+                mark, style = _STYLE[status]
+                line = Text(f" {mark} {step.id:<20} {step.tool:<8} {status.value}", style=style)
+                if status is StepStatus.RUNNING:
+                    elapsed = time.monotonic() - self._since[step.id]
+                    line.append(f"  attempt {self._attempt[step.id]}  {elapsed:4.1f}s")
+                lines.append(line)
+        return Group(*lines)
+
+    def __enter__(self) -> ProgressDisplay:
+        if self.enabled:
+            self._live.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.enabled:
+            self._live.stop()
+
+
+def report_table(report: RunReport) -> Group:
+    """The end-of-run summary: one row per step, then failure reasons."""
+    table = Table(title=f"{report.plan_id} v{report.plan_version} — {report.goal}", title_justify="left")
+    for column in ("step", "tool", "status", "attempts", "cached", "duration", "snapshot", "changes"):
+        table.add_column(column, justify="right" if column in ("attempts", "duration") else "left")
+    for s in report.steps:
+        mark, style = _STYLE[s.status]
+        table.add_row(
+            s.step_id, s.tool, Text(f"{mark} {s.status.value}", style=style),
+            str(s.attempts) if s.attempts else "-", "yes" if s.cached else "no",
+            f"{s.duration_s:.2f}s" if s.duration_s is not None else "-",
+            (s.snapshot or "")[:12] or "-", s.diff_stat or "-",
+        )
+    parts: list[Table | Text] = [table]
+    for s in report.steps:
+        if s.status is StepStatus.FAILED and s.reason:
+            parts.append(Text(f"{s.step_id}: {s.reason}", style="red"))
+    verdict = "succeeded" if report.ok else "FAILED"
+    parts.append(Text(
+        f"Run {verdict} in {report.duration_s:.1f}s; final snapshot {report.final_snapshot[:12]} "
+        f"(workspace {report.workspace})",
+        style="bold green" if report.ok else "bold red",
+    ))
+    return Group(*parts)

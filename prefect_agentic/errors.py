@@ -1,0 +1,86 @@
+"""Typed errors of prefect-agentic.
+
+Every error names the place it comes from (a file, a step, a field path, a
+tool) so that the person reading it knows what to change without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class AgenticError(Exception):
+    """Base class of every error raised on purpose by prefect-agentic."""
+
+
+class PlanError(AgenticError):
+    """A plan file or plan object is not a valid plan.
+
+    ``problems`` holds one line per problem, each starting with the place
+    (``steps[1] 'fix'.args.mode``) so that tools and people can point at it.
+    """
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"{source}: invalid plan ({len(problems)} {noun}):\n{lines}")
+
+
+class ToolNotFoundError(AgenticError):
+    """A plan names a tool that no installed package registers."""
+
+
+class ToolError(AgenticError):
+    """A tool could not do its job (bad invocation, crash, unparsable output).
+
+    A tool error fails the step it happened in; it never crashes the run.
+    """
+
+    retryable: bool = False
+
+
+class ToolOutputError(ToolError):
+    """A tool produced output that does not fit its declared output model."""
+
+
+class SandboxError(AgenticError):
+    """The Docker sandbox could not run a command (engine down, image missing...)."""
+
+    retryable: bool = True
+
+
+class SandboxImageMissingError(SandboxError):
+    """The configured sandbox image is not present on the Docker engine."""
+
+    retryable = False
+
+
+class WorkspaceError(AgenticError):
+    """The run workspace (the run's private clone) is missing or inconsistent."""
+
+
+class SnapshotMissingError(WorkspaceError):
+    """A cached step refers to a snapshot that the workspace no longer holds."""
+
+
+class StepFailed(AgenticError):
+    """A step ran but its result did not meet its success criteria.
+
+    ``retryable`` tells Prefect's retry condition whether another attempt may
+    help (an unmet outcome such as failing tests) or not (a guard such as a
+    protected path that was changed).
+    """
+
+    def __init__(self, step_id: str, reason: str, *, retryable: bool) -> None:
+        self.step_id = step_id
+        self.reason = reason
+        self.retryable = retryable
+        super().__init__(f"step '{step_id}': {reason}")
+
+
+class PlanRunFailed(AgenticError):
+    """A plan run ended with failed or not-run steps; carries the run report."""
+
+    def __init__(self, message: str, report: object) -> None:
+        self.report = report
+        super().__init__(message)

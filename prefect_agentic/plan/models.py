@@ -1,0 +1,86 @@
+"""Pydantic models of a plan file.
+
+Field names are the plan file format users write; keep them stable. The models
+check structure only; ``validation.check_plan`` checks meaning (tools, graph).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from prefect_agentic.plan.criteria import SuccessCriteria
+
+Identifier = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$",
+        description="Lower-case letters, digits, '_', '-', '.'; at most 64 characters.",
+    ),
+]
+
+
+class PlannerInfo(BaseModel):
+    """Which planner produced a plan, and why (absent for hand-written plans)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str
+    rationale: str = ""
+
+
+class Step(BaseModel):
+    """One small verifiable unit of work: a tool call with success criteria."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Identifier
+    tool: str = Field(description="Name of a registered tool (see `agentic tools`).")
+    args: dict[str, Any] = Field(default_factory=dict, description="Arguments for the tool.")
+    description: str | None = None
+    depends_on: list[str] = Field(
+        default_factory=list, description="Ids of steps that must complete first."
+    )
+    success: SuccessCriteria = Field(default_factory=SuccessCriteria)
+    retries: Annotated[int, Field(ge=0, le=20)] = 0
+    retry_backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
+        default=1.0,
+        description="Delay before the first retry; doubles for each further retry.",
+    )
+    retry_jitter: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.5, description="Random extra delay, as a fraction of each backoff delay."
+    )
+    timeout_seconds: Annotated[float, Field(gt=0, le=86400)] | None = Field(
+        default=None,
+        description="Kill the step's command after this long; defaults to the sandbox setting.",
+    )
+    writes_workspace: bool = Field(
+        default=False,
+        description=(
+            "The step changes files; its result is committed as a new snapshot. "
+            "Such a step never runs at the same time as another step."
+        ),
+    )
+    requires_approval: bool = Field(
+        default=False, description="Pause for a human decision before the step runs."
+    )
+
+
+class Plan(BaseModel):
+    """A goal broken into a DAG of steps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Identifier
+    version: Annotated[int, Field(ge=1)] = 1
+    goal: Annotated[str, Field(min_length=1)]
+    planner: PlannerInfo | None = None
+    steps: Annotated[list[Step], Field(min_length=1)]
+
+    def step(self, step_id: str) -> Step:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)

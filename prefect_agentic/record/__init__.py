@@ -1,0 +1,1 @@
+"""What a run leaves behind: progress notifications, reports, (later) audit records."""

@@ -1,0 +1,312 @@
+"""Docker sandboxes that run step commands.
+
+Two modes share one contract (``Sandbox.run``):
+
+* ``ContainerPerStep`` starts a fresh container for every command and removes
+  it afterwards: nothing a command leaves behind outside the workspace can
+  reach the next one.
+* ``WarmContainer`` starts one container per run and runs each command in it
+  with ``docker exec``: no container start-up per step.
+
+Both mount the run workspace at ``/workspace`` (its ``.git`` read-only, so a
+command cannot plant hooks or configuration that host-side git would later
+obey), disable networking unless told otherwise, capture output up to a cap,
+kill at the timeout, and label their containers so that leftovers of a killed
+process are removed by the next run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import docker
+import docker.errors
+import requests
+from docker.models.containers import Container
+from docker.types import LogConfig, Mount
+
+from prefect_agentic.blocks.sandbox_settings import SandboxSettings
+from prefect_agentic.errors import SandboxError, SandboxImageMissingError
+from prefect_agentic.sandbox.result import CappedBuffer, CommandResult
+
+WORKSPACE_MOUNT = "/workspace"
+LABEL_MANAGED = "org.prefect-agentic.managed"
+LABEL_RUN = "org.prefect-agentic.run"
+KILL_GRACE_SECONDS = 5.0
+
+
+class Sandbox(Protocol):
+    """Runs commands in containers with the run workspace mounted."""
+
+    image_id: str
+
+    def run(
+        self, command: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+    ) -> CommandResult: ...
+
+    def close(self) -> None: ...
+
+
+def open_sandbox(settings: SandboxSettings, workspace: Path, run_key: str) -> Sandbox:
+    """A sandbox of the configured mode; removes containers a killed earlier run left."""
+    client = _client(settings)
+    image_id = _image_id(client, settings.image)
+    remove_run_containers(client, run_key)
+    cls = WarmContainer if settings.mode == "warm" else ContainerPerStep
+    return cls(client, settings, workspace, run_key, image_id)
+
+
+def remove_run_containers(client: docker.DockerClient, run_key: str | None = None) -> int:
+    """Force-remove managed containers (of one run, or all); returns how many."""
+    labels = [f"{LABEL_MANAGED}=true"] + ([f"{LABEL_RUN}={run_key}"] if run_key else [])
+    removed = 0
+    for container in client.containers.list(all=True, filters={"label": labels}):
+        try:
+            container.remove(force=True)
+            removed += 1
+        except docker.errors.NotFound:
+            pass
+    return removed
+
+
+def _client(settings: SandboxSettings) -> docker.DockerClient:
+    try:
+        client = settings.docker_host.get_client()
+        client.ping()
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise SandboxError(
+            f"cannot reach the Docker engine ({exc}); start it (`dockerd` or `make setup`) "
+            "or point the sandbox settings' docker_host at a running engine"
+        ) from None
+    return client
+
+
+def _image_id(client: docker.DockerClient, image: str) -> str:
+    try:
+        return str(client.images.get(image).id)
+    except docker.errors.ImageNotFound:
+        raise SandboxImageMissingError(
+            f"sandbox image '{image}' is not on the Docker engine; build it with "
+            f"`scripts/build-sandbox-image.sh {image}` (or `make setup`)"
+        ) from None
+
+
+class _ContainerSandbox:
+    """What both modes share: container options, output capture, cleanup."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        settings: SandboxSettings,
+        workspace: Path,
+        run_key: str,
+        image_id: str,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.workspace = workspace
+        self.run_key = run_key
+        self.image_id = image_id
+        self._live: set[str] = set()
+        self._live_lock = threading.Lock()
+
+    def _create(self, command: Sequence[str], env: Mapping[str, str]) -> Container:
+        s = self.settings
+        network: dict[str, Any] = (
+            {"network_mode": "none"} if s.network == "none" else {"network": s.network}
+        )
+        mounts = [Mount(WORKSPACE_MOUNT, str(self.workspace), type="bind")]
+        if (self.workspace / ".git").is_dir():
+            mounts.append(
+                Mount(f"{WORKSPACE_MOUNT}/.git", str(self.workspace / ".git"), type="bind", read_only=True)
+            )
+        try:
+            container = self.client.containers.create(
+                self.image_id,
+                command=list(command),
+                working_dir=WORKSPACE_MOUNT,
+                user=s.effective_user(),
+                environment={"HOME": "/tmp", **s.env, **env},
+                mounts=mounts,
+                mem_limit=s.memory,
+                nano_cpus=int(s.cpus * 1e9),
+                pids_limit=s.pids,
+                labels={LABEL_MANAGED: "true", LABEL_RUN: self.run_key},
+                log_config=LogConfig(type=LogConfig.types.NONE),
+                detach=True,
+                **network,
+            )
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"cannot create a sandbox container: {exc.explanation or exc}") from None
+        with self._live_lock:
+            self._live.add(container.id)
+        return container
+
+    def _remove(self, container: Container) -> None:
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        finally:
+            with self._live_lock:
+                self._live.discard(container.id)
+
+    def close(self) -> None:
+        """Remove every container this sandbox still has (also after Ctrl-C)."""
+        with self._live_lock:
+            live = list(self._live)
+        for container_id in live:
+            try:
+                self.client.containers.get(container_id).remove(force=True)
+            except docker.errors.NotFound:
+                pass
+            with self._live_lock:
+                self._live.discard(container_id)
+
+    def _capture(self, stream: Iterator[tuple[bytes | None, bytes | None]]) -> tuple[CappedBuffer, CappedBuffer, threading.Thread]:
+        out = CappedBuffer(self.settings.output_limit_bytes)
+        err = CappedBuffer(self.settings.output_limit_bytes)
+
+        def pump() -> None:
+            try:
+                for chunk_out, chunk_err in stream:
+                    if chunk_out:
+                        out.write(chunk_out)
+                    if chunk_err:
+                        err.write(chunk_err)
+            except (requests.RequestException, OSError, ValueError):
+                pass  # the stream ends abruptly when the container is killed
+
+        thread = threading.Thread(target=pump, name="sandbox-output", daemon=True)
+        thread.start()
+        return out, err, thread
+
+
+class ContainerPerStep(_ContainerSandbox):
+    """A fresh container for every command, always removed afterwards."""
+
+    def run(
+        self, command: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+    ) -> CommandResult:
+        container = self._create(command, env or {})
+        try:
+            stream = container.attach(stdout=True, stderr=True, stream=True, demux=True, logs=False)
+            out, err, pump = self._capture(stream)
+            started = time.monotonic()
+            container.start()
+            timed_out = False
+            try:
+                exit_code = int(container.wait(timeout=timeout)["StatusCode"])
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                timed_out = True
+                _kill(container)
+                exit_code = int(container.wait(timeout=30)["StatusCode"])
+            duration = time.monotonic() - started
+            pump.join(timeout=10)
+            container.reload()
+            oom = bool(container.attrs["State"].get("OOMKilled"))
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"sandbox container failed: {exc.explanation or exc}") from None
+        finally:
+            self._remove(container)
+        return CommandResult(
+            exit_code=exit_code,
+            stdout=out.text(),
+            stderr=err.text(),
+            duration_s=duration,
+            timed_out=timed_out,
+            oom_killed=oom,
+            output_truncated=out.truncated or err.truncated,
+        )
+
+
+class WarmContainer(_ContainerSandbox):
+    """One long-lived container per run; each command is a ``docker exec`` in it.
+
+    The command is wrapped in coreutils ``timeout`` so it (and its process
+    group) is killed inside the container; if even that does not end it, the
+    whole container is killed and a new one is started for the next command.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._container: Container | None = None
+        self._start_lock = threading.Lock()
+
+    def _warm(self) -> Container:
+        with self._start_lock:
+            if self._container is None:
+                container = self._create(["sleep", "infinity"], {})
+                container.start()
+                self._container = container
+            return self._container
+
+    def run(
+        self, command: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+    ) -> CommandResult:
+        container = self._warm()
+        wrapped = ["timeout", "-k", f"{KILL_GRACE_SECONDS:g}", f"{timeout:g}", *command]
+        api = self.client.api
+        try:
+            exec_id = api.exec_create(
+                container.id,
+                wrapped,
+                environment={"HOME": "/tmp", **self.settings.env, **(env or {})},
+                workdir=WORKSPACE_MOUNT,
+                user=self.settings.effective_user(),
+            )["Id"]
+            started = time.monotonic()
+            stream = api.exec_start(exec_id, stream=True, demux=True)
+            out, err, pump = self._capture(stream)
+            pump.join(timeout=timeout + 2 * KILL_GRACE_SECONDS)
+            duration = time.monotonic() - started
+            if pump.is_alive():  # not even SIGKILL inside ended it: drop the container
+                self._discard(container)
+                pump.join(timeout=10)
+                return CommandResult(-9, out.text(), err.text(), duration, timed_out=True,
+                                     output_truncated=out.truncated or err.truncated)
+            info = api.exec_inspect(exec_id)
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"sandbox exec failed: {exc.explanation or exc}") from None
+        exit_code = int(info.get("ExitCode") or 0)
+        timed_out = duration >= timeout and exit_code in (124, 137)
+        return CommandResult(
+            exit_code=exit_code,
+            stdout=out.text(),
+            stderr=err.text(),
+            duration_s=duration,
+            timed_out=timed_out,
+            oom_killed=exit_code == 137 and not timed_out and self._oom_killed(container),
+            output_truncated=out.truncated or err.truncated,
+        )
+
+    def _oom_killed(self, container: Container) -> bool:
+        container.reload()
+        return bool(container.attrs["State"].get("OOMKilled"))
+
+    def _discard(self, container: Container) -> None:
+        with self._start_lock:
+            if self._container is container:
+                self._container = None
+        self._remove(container)
+
+    def close(self) -> None:
+        with self._start_lock:
+            self._container = None
+        super().close()
+
+
+def _kill(container: Container) -> None:
+    try:
+        container.kill()
+    except docker.errors.APIError:
+        pass  # already gone
+
+
+def check_ready(settings: SandboxSettings) -> str:
+    """Fail fast, before a run starts, if the engine or the image is missing; returns the image id."""
+    return _image_id(_client(settings), settings.image)

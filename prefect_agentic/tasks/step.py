@@ -1,0 +1,90 @@
+"""A plan step as a cached, retryable Prefect task.
+
+The cache key is ours, not Prefect's default (which includes the flow run id
+and so never hits across runs): the step spec, the tool's name and version,
+the sandbox image and the snapshot the step starts from. A step is a function
+of exactly these, so a later run (a resume after a crash, or a re-run) takes
+every step whose inputs did not change from the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from typing import Any
+
+from prefect import Task, task
+from prefect.context import TaskRunContext
+from prefect.runtime import task_run as task_run_runtime
+from prefect.states import State
+from prefect.tasks import exponential_backoff
+
+from prefect_agentic.executor import RunContext, StepResult, execute_step
+from prefect_agentic.plan.models import Step
+from prefect_agentic.record.progress import StepEvent, StepStatus, publish
+from prefect_agentic.tools.registry import default_registry
+
+TIMEOUT_GRACE_SECONDS = 60.0
+"""Prefect's own task timeout is a backstop behind the sandbox's exact one."""
+
+
+def input_snapshot_of(run: RunContext, input_result: StepResult | None) -> str:
+    return input_result.snapshot if input_result is not None else run.base_snapshot
+
+
+def step_cache_key(context: TaskRunContext | None, parameters: dict[str, Any]) -> str:
+    """Cache key from (step spec, tool version, sandbox image, input snapshot).
+
+    The workspace epoch is part of it too: a cached result is only usable
+    while the workspace holding its snapshot exists.
+    """
+    step: Step = parameters["step"]
+    run: RunContext = parameters["run"]
+    tool = default_registry().get(step.tool)
+    payload = {
+        "step": step.model_dump(mode="json", exclude={"description"}),
+        "tool": [tool.name, tool.version],
+        "image": run.sandbox.image,
+        "input_snapshot": input_snapshot_of(run, parameters.get("input_result")),
+        "workspace_epoch": run.workspace_epoch,
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return f"agentic-step-{digest}"
+
+
+def _retryable(task: Task[Any, Any], task_run: Any, state: State[Any]) -> bool:
+    """Retry only what another attempt can fix (unmet outcome, timeout, engine hiccup)."""
+    exc = state.result(raise_on_failure=False)
+    return bool(getattr(exc, "retryable", False))
+
+
+@task(persist_result=True, result_serializer="json", cache_key_fn=step_cache_key)
+async def run_step(step: Step, run: RunContext, input_result: StepResult | None = None) -> StepResult:
+    """Execute one plan step (see ``executor.execute_step``).
+
+    The task is async only so that Prefect's task timeout can end it: the
+    blocking work runs in a thread, and the sandbox kills the container at the
+    step's own (shorter) timeout.
+    """
+    attempt = task_run_runtime.get_run_count() or 1
+    publish(StepEvent(run_key=run.run_key, step_id=step.id, status=StepStatus.RUNNING, attempt=attempt))
+    snapshot = input_snapshot_of(run, input_result)
+    return await asyncio.to_thread(execute_step, step, run, snapshot, attempt)
+
+
+def step_task(step: Step, plan_id: str, default_timeout: float) -> Task[..., StepResult]:
+    """``run_step`` configured for ``step``: name, tags, retries, backoff, timeout."""
+    timeout = (step.timeout_seconds or default_timeout) + TIMEOUT_GRACE_SECONDS
+    return run_step.with_options(
+        name=step.id,
+        task_run_name=step.id,
+        tags={f"plan:{plan_id}", f"tool:{step.tool}"},
+        retries=step.retries,
+        retry_delay_seconds=exponential_backoff(step.retry_backoff_seconds)(step.retries)
+        if step.retries
+        else 0,
+        retry_jitter_factor=step.retry_jitter,
+        retry_condition_fn=_retryable,
+        timeout_seconds=timeout,
+    )

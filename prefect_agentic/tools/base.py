@@ -1,0 +1,145 @@
+"""The tool contract every tool follows.
+
+A tool declares ``name``, ``version``, an ``Input`` model and an ``Output``
+model. ``Tool.invoke`` is the single door through which a step calls a tool:
+it validates the arguments, runs the tool, and validates what came back, so
+that a misbehaving tool fails its step with a precise message instead of
+crashing the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from prefect_agentic.errors import ToolError, ToolOutputError
+from prefect_agentic.sandbox.result import CommandResult
+from prefect_agentic.sandbox.runner import Sandbox
+
+
+class ToolInput(BaseModel):
+    """Base of tool input models: unknown arguments are errors, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ToolOutput(BaseModel):
+    """Base of tool output models.
+
+    ``exit_code`` is the exit code of the tool's main command (0 for tools that
+    run no command). ``log`` is the captured output, already capped by the
+    sandbox, kept so that a failed step can be understood later.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    exit_code: int
+    log: str = ""
+
+
+class StepTimeoutError(ToolError):
+    """The step's command ran past its timeout and its container was killed."""
+
+    retryable = True
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a running tool may use: the sandbox and the step's workspace.
+
+    ``workspace`` is the host path of the run workspace (mounted at
+    ``/workspace`` in the sandbox). ``report_dir`` is a directory inside it,
+    excluded from snapshots, where a tool may ask its command to write
+    machine-readable reports; ``report_dir_in_sandbox`` is the same place seen
+    from inside the container.
+    """
+
+    sandbox: Sandbox
+    workspace: Path
+    report_dir: Path
+    report_dir_in_sandbox: str
+    step_id: str
+    base_snapshot: str
+    attempt: int
+    timeout_seconds: float
+    env: Mapping[str, str] = field(default_factory=dict)
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = logging.getLogger(
+        "prefect_agentic.tools"
+    )
+
+    def run(self, command: Sequence[str]) -> CommandResult:
+        """Run ``command`` in the sandbox with the step's timeout and environment.
+
+        A timeout becomes a retryable ``StepTimeoutError``: the container is
+        already gone, and a later attempt may be luckier.
+        """
+        env = {"AGENTIC_STEP_ID": self.step_id, "AGENTIC_STEP_ATTEMPT": str(self.attempt)}
+        env.update(self.env)
+        result = self.sandbox.run(command, timeout=self.timeout_seconds, env=env)
+        if result.timed_out:
+            raise StepTimeoutError(
+                f"command {list(command)!r} exceeded the step timeout of "
+                f"{self.timeout_seconds:g}s and was killed"
+            )
+        return result
+
+
+class Tool(ABC):
+    """A named, versioned operation with typed input and output.
+
+    Subclasses set the class attributes and implement ``run``, which returns a
+    mapping that must fit ``Output``. ``default_success`` holds success
+    criteria that apply when a step sets none of its own (for instance a shell
+    command is expected to exit 0).
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    description: ClassVar[str]
+    Input: ClassVar[type[ToolInput]]
+    Output: ClassVar[type[ToolOutput]]
+    default_success: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def parse_args(cls, args: Mapping[str, Any]) -> ToolInput:
+        """Validate step arguments against the input model (raises ``ValidationError``)."""
+        return cls.Input.model_validate(dict(args))
+
+    @classmethod
+    def changes_files(cls, args: ToolInput) -> bool:
+        """Whether this call is known to change files (its step must write the workspace)."""
+        return False
+
+    @abstractmethod
+    def run(self, args: Any, ctx: ToolContext) -> Mapping[str, Any]:
+        """Do the work and return the raw output fields."""
+
+    def invoke(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
+        """Validate ``args``, run the tool, and validate its output."""
+        try:
+            parsed = self.parse_args(args)
+        except ValidationError as exc:
+            raise ToolError(f"tool '{self.name}' rejected its arguments: {_short(exc)}") from None
+        raw = self.run(parsed, ctx)
+        try:
+            return self.Output.model_validate(dict(raw))
+        except ValidationError as exc:
+            raise ToolOutputError(
+                f"tool '{self.name}' v{self.version} produced output that does not fit "
+                f"its output model: {_short(exc)}"
+            ) from None
+
+
+def _short(exc: ValidationError) -> str:
+    """One line per validation error, ``field.path: message``."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,263 @@
+"""The run workspace: a private clone of the target repository with snapshots.
+
+Each run works in its own clone (the user's repository, branches and working
+tree are only read). A step starts from a snapshot (a commit) and, if it
+writes the workspace, ends by committing the worktree into a new snapshot.
+Snapshot commits are deterministic (fixed identity, the parent's timestamp),
+so the same step on the same snapshot always yields the same commit id; that
+is what makes a resumed run end on exactly the snapshot of an uninterrupted
+one.
+
+Host-side git never runs hooks, fsmonitor commands or user/system config:
+the worktree is written by untrusted commands, and git must not obey them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import fnmatch
+import hashlib
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+from pydantic import BaseModel, Field
+
+from prefect_agentic.errors import SnapshotMissingError, WorkspaceError
+
+AGENTIC_DIR = ".agentic"
+"""Directory inside the workspace for reports; excluded from snapshots."""
+
+SNAPSHOT_REF_PREFIX = "refs/agentic/snapshots"
+_IDENTITY = {
+    "GIT_AUTHOR_NAME": "prefect-agentic",
+    "GIT_AUTHOR_EMAIL": "agentic@prefect-agentic.invalid",
+    "GIT_COMMITTER_NAME": "prefect-agentic",
+    "GIT_COMMITTER_EMAIL": "agentic@prefect-agentic.invalid",
+}
+_HARDENED = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "core.autocrlf=false"]
+_ISOLATED_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0"}
+
+
+class FileChange(BaseModel):
+    path: str
+    added: int
+    deleted: int
+    binary: bool = False
+
+
+class ChangeSummary(BaseModel):
+    """What changed between two snapshots (a diff stat)."""
+
+    files: list[FileChange] = Field(default_factory=list)
+
+    @property
+    def lines_changed(self) -> int:
+        return sum(f.added + f.deleted for f in self.files)
+
+    def touches(self, pattern: str) -> list[str]:
+        """Changed paths matching a glob (``*`` also matches ``/``; ``dir/`` = all below)."""
+        if pattern.endswith("/"):
+            return [f.path for f in self.files if f.path.startswith(pattern)]
+        return [f.path for f in self.files if fnmatch.fnmatchcase(f.path, pattern)]
+
+    def stat_line(self) -> str:
+        added = sum(f.added for f in self.files)
+        deleted = sum(f.deleted for f in self.files)
+        return f"{len(self.files)} files, +{added} -{deleted}"
+
+
+def run_key(plan_id: str, source: Path, base: str) -> str:
+    """Identity of a run: the same plan on the same repository and base commit."""
+    digest = hashlib.sha256(f"{plan_id}\0{source.resolve()}\0{base}".encode()).hexdigest()
+    return f"{plan_id}-{digest[:12]}"
+
+
+def resolve_base(source: Path, ref: str) -> str:
+    """The commit ``ref`` names in the user's repository (read-only)."""
+    try:
+        return git.Repo(source).commit(ref).hexsha
+    except git.InvalidGitRepositoryError:
+        raise WorkspaceError(f"{source} is not a git repository") from None
+    except git.NoSuchPathError:
+        raise WorkspaceError(f"repository path {source} does not exist") from None
+    except (git.BadName, ValueError):
+        raise WorkspaceError(f"'{ref}' names no commit in {source}") from None
+
+
+def run_git(path: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run git in ``path`` without hooks, fsmonitor, or user and system config."""
+    return git.Git(str(path)).execute(
+        ["git", *_HARDENED, *args], env={**os.environ, **_ISOLATED_ENV, **(env or {})}
+    )
+
+
+def commit_identity(parent_date: str) -> dict[str, str]:
+    """Environment for a deterministic commit: our identity, the parent's timestamp."""
+    return {**_IDENTITY, "GIT_AUTHOR_DATE": parent_date, "GIT_COMMITTER_DATE": parent_date}
+
+
+@dataclass
+class _Occupancy:
+    snapshot: str | None = None
+    active: int = 0
+    exclusive: bool = False
+
+
+class Workspace:
+    """A run's private clone; steps check snapshots out of it and commit new ones."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.repo = git.Repo(path)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise WorkspaceError(f"{path} is not a run workspace (no git repository)") from None
+        self._lock = threading.Lock()
+        self._occupancy = _Occupancy()
+
+    @classmethod
+    def prepare(cls, source: Path, base: str, path: Path) -> Workspace:
+        """Clone ``source`` into ``path`` unless an earlier run already did.
+
+        The clone is made next to ``path`` and renamed into place, so a process
+        killed mid-clone leaves no half-made workspace behind.
+        """
+        if not (path / ".git").is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging = path.with_name(path.name + ".cloning")
+            shutil.rmtree(staging, ignore_errors=True)
+            git.Repo.clone_from(str(source.resolve()), str(staging), no_checkout=True, env=_ISOLATED_ENV)
+            staging.rename(path)
+        workspace = cls(path)
+        workspace._ensure_commit(source, base)
+        workspace._configure()
+        return workspace
+
+    def _git(self, *args: str, env: dict[str, str] | None = None) -> str:
+        return run_git(self.path, *args, env=env)
+
+    def _ensure_commit(self, source: Path, sha: str) -> None:
+        if not self.has_commit(sha):
+            self._git("fetch", "--quiet", str(source.resolve()), sha)
+
+    def _configure(self) -> None:
+        exclude = self.path / ".git" / "info" / "exclude"
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        lines = exclude.read_text().splitlines() if exclude.exists() else []
+        if f"/{AGENTIC_DIR}/" not in lines:
+            exclude.write_text("\n".join([*lines, f"/{AGENTIC_DIR}/"]) + "\n")
+        (self.path / ".git" / "index.lock").unlink(missing_ok=True)  # left by a killed process
+
+    @property
+    def epoch(self) -> str:
+        """A random id made when this workspace was created.
+
+        Cache keys include it: cached results point at snapshots that only this
+        workspace holds, so a recreated workspace must not reuse them.
+        """
+        marker = self.path / ".git" / "agentic-epoch"
+        if not marker.exists():
+            marker.write_text(uuid.uuid4().hex)
+        return marker.read_text().strip()
+
+    def has_commit(self, sha: str) -> bool:
+        try:
+            self._git("cat-file", "-e", f"{sha}^{{commit}}")
+            return True
+        except git.GitCommandError:
+            return False
+
+    @contextmanager
+    def checkout(self, snapshot: str, *, exclusive: bool) -> Iterator[Path]:
+        """Hold the worktree at ``snapshot`` for the duration of a step.
+
+        Steps that only read may share the worktree; the plan guarantees they
+        start from the same snapshot. A writing step holds it alone. The
+        worktree is reset (checkout plus clean) whenever it is taken while
+        nobody else holds it, so every step starts from exactly its snapshot.
+        """
+        if not self.has_commit(snapshot):
+            raise SnapshotMissingError(
+                f"snapshot {snapshot[:12]} is not in workspace {self.path}; it was made by a "
+                "cached step of an earlier run whose workspace is gone. Re-run with --fresh."
+            )
+        with self._lock:
+            occ = self._occupancy
+            if occ.active and (exclusive or occ.exclusive or occ.snapshot != snapshot):
+                raise WorkspaceError(
+                    f"workspace is busy at snapshot {str(occ.snapshot)[:12]}; a step wanted "
+                    f"{snapshot[:12]} (steps that write the workspace must be ordered)"
+                )
+            if not occ.active:
+                self._restore(snapshot)
+                occ.snapshot, occ.exclusive = snapshot, exclusive
+            occ.active += 1
+        try:
+            yield self.path
+        finally:
+            with self._lock:
+                occ.active -= 1
+
+    def _restore(self, snapshot: str) -> None:
+        self._git("checkout", "--quiet", "--force", "--detach", snapshot)
+        self._git("clean", "-ffdxq", "-e", f"/{AGENTIC_DIR}/")
+
+    def snapshot(self, message: str, ref_name: str) -> str:
+        """Commit the worktree as it is now; returns the snapshot commit id.
+
+        If the worktree equals HEAD, HEAD is the snapshot (a step that made its
+        own commits, or changed nothing, adds no commit of ours).
+        """
+        self._git("add", "--all")
+        tree = self._git("write-tree")
+        head = self._git("rev-parse", "HEAD")
+        if tree == self._git("rev-parse", f"{head}^{{tree}}"):
+            sha = head
+        else:
+            date = self._git("show", "-s", "--format=%cI", head)
+            sha = self._git("commit-tree", tree, "-p", head, "-m", message, env=commit_identity(date))
+            self._git("update-ref", "--no-deref", "HEAD", sha)
+        self._git("update-ref", f"{SNAPSHOT_REF_PREFIX}/{ref_name}", sha)
+        return sha
+
+    def changes(self, old: str, new: str) -> ChangeSummary:
+        """Diff stat from snapshot ``old`` to snapshot ``new``."""
+        if old == new:
+            return ChangeSummary()
+        files = []
+        for line in self._git("diff", "--numstat", "--no-renames", "-z", old, new).split("\0"):
+            if not line.strip():
+                continue
+            added, deleted, path = line.split("\t", 2)
+            binary = added == "-"
+            files.append(
+                FileChange(path=path, added=0 if binary else int(added),
+                           deleted=0 if binary else int(deleted), binary=binary)
+            )
+        return ChangeSummary(files=files)
+
+    def diff(self, old: str, new: str) -> str:
+        return self._git("diff", "--no-color", old, new)
+
+    @contextmanager
+    def run_lock(self) -> Iterator[None]:
+        """One run at a time per workspace, across processes (released if the process dies)."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        with open(lock_path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WorkspaceError(
+                    f"another run is using workspace {self.path}; wait for it to end"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
