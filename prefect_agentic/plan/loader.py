@@ -45,12 +45,23 @@ def _parse_document(text: str, source: str) -> Any:
     if not text.strip():
         raise PlanError(source, ["(root): the file is empty"])
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(root)"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise PlanError(source, [f"{where}: not valid YAML/JSON: {problem}"]) from None
+        raise PlanError(source, [_yaml_problem(exc)]) from None
+    if data is None:
+        raise PlanError(source, ["(root): the file is empty"])
+    return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where the broken construct starts (``context_mark``), then what broke and where."""
+    context, mark = getattr(exc, "context_mark", None), getattr(exc, "problem_mark", None)
+    start = context or mark
+    where = f"line {start.line + 1}, column {start.column + 1}" if start else "(root)"
+    what = " ".join(filter(None, [getattr(exc, "context", None), getattr(exc, "problem", None)]))
+    if context and mark:
+        what += f" (at line {mark.line + 1}, column {mark.column + 1})"
+    return f"{where}: not valid YAML/JSON: {what or exc}"
 
 
 def _describe(err: Any, data: dict[str, Any]) -> str:

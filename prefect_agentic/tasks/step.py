@@ -55,8 +55,7 @@ def step_cache_key(context: TaskRunContext | None, parameters: dict[str, Any]) -
 
 def _retryable(task: Task[Any, Any], task_run: Any, state: State[Any]) -> bool:
     """Retry only what another attempt can fix (unmet outcome, timeout, engine hiccup)."""
-    exc = state.result(raise_on_failure=False)
-    return bool(getattr(exc, "retryable", False))
+    return bool(getattr(state.data, "retryable", False))
 
 
 @task(persist_result=True, result_serializer="json", cache_key_fn=step_cache_key)

@@ -1,16 +1,16 @@
-import os
 import sys
-from typing import List
+import os
+from statistics import fmean
 
 
 def add(a, b):
     return a + b
 
 
-def mean(values: List[float]) -> float:
+def mean(values):
     if not values:
         raise ValueError(f"mean of nothing")
-    return sum(values) / len(values)
+    return fmean(values)
 
 
 def describe(values):

@@ -1,0 +1,113 @@
+"""Shared fixtures: an isolated Prefect home, real git repositories, a real Docker engine.
+
+Tests that need Docker use the ``sandbox_image`` fixture. Outside CI they are
+skipped when no engine or image is there; with CI=true a missing engine or
+image is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+# Isolate Prefect and prefect-agentic state before anything imports Prefect; the
+# subprocesses that tests start inherit these.
+_STATE = Path(tempfile.mkdtemp(prefix="agentic-tests-"))
+os.environ["PREFECT_HOME"] = str(_STATE / "prefect")
+os.environ["AGENTIC_HOME"] = str(_STATE / "agentic")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+DEFAULT_IMAGE = os.environ.get("AGENTIC_SANDBOX_IMAGE", "prefect-agentic/sandbox:1")
+
+
+def _missing(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}; CI must provide it (see .ci/run)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_client():  # type: ignore[no-untyped-def]
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
+        _missing(f"no Docker engine answers ({exc})")
+    return client
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(docker_client) -> str:  # type: ignore[no-untyped-def]
+    import docker.errors
+
+    try:
+        docker_client.images.get(DEFAULT_IMAGE)
+    except docker.errors.ImageNotFound:
+        _missing(f"sandbox image {DEFAULT_IMAGE} is not built (run `make setup`)")
+    return DEFAULT_IMAGE
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One temporary Prefect server for the session (real API, own SQLite database)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        from prefect.settings import PREFECT_API_URL
+
+        url = PREFECT_API_URL.value()
+        os.environ["PREFECT_API_URL"] = url  # for subprocesses
+        yield url
+        os.environ.pop("PREFECT_API_URL", None)
+
+
+def git_commit_all(repo: Path, message: str, date: str = "2026-01-01T00:00:00Z") -> str:
+    """Commit everything in ``repo`` with a fixed identity and date; returns the sha."""
+    env = {**os.environ, "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date,
+           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    identity = ["-c", "user.name=Test Author", "-c", "user.email=author@example.invalid"]
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env)
+    subprocess.run(["git", *identity, "commit", "-qm", message], cwd=repo, check=True, env=env)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, env=env,
+                          capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def make_repo(tmp_path: Path) -> Callable[..., Path]:
+    """Make a git repository from a dict of files, or a copy of an example repo."""
+
+    def make(files: dict[str, str] | None = None, *, example: str | None = None,
+             name: str = "repo") -> Path:
+        repo = tmp_path / name
+        if example:
+            shutil.copytree(EXAMPLES / "repos" / example, repo)
+        else:
+            repo.mkdir()
+        for rel, text in (files or {}).items():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            (repo / rel).write_text(text)
+        subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
+        git_commit_all(repo, "initial")
+        return repo
+
+    return make
+
+
+def agentic_cli(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    """Run the installed `agentic` command as a user would."""
+    return subprocess.run([sys.executable, "-m", "prefect_agentic.cli.main", *args],
+                          capture_output=True, text=True, **kwargs)
