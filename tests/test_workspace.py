@@ -1,0 +1,152 @@
+"""Run workspaces and snapshots on real git repositories."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from prefect_agentic.errors import SnapshotMissingError, WorkspaceError
+from prefect_agentic.workspace import Workspace, resolve_base, run_key
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(make_repo):  # type: ignore[no-untyped-def]
+    return make_repo({"a.txt": "one\n", "pkg/b.py": "x = 1\n", ".gitignore": "*.log\n"})
+
+
+@pytest.fixture
+def workspace(repo: Path, tmp_path: Path) -> Workspace:
+    return Workspace.prepare(repo, resolve_base(repo, "HEAD"), tmp_path / "ws")
+
+
+def test_the_users_repository_is_never_touched(repo: Path, workspace: Workspace) -> None:
+    before = (git(repo, "for-each-ref"), git(repo, "status", "--porcelain"), git(repo, "stash", "list"))
+    base = resolve_base(repo, "HEAD")
+    with workspace.checkout(base, exclusive=True) as path:
+        (path / "a.txt").write_text("changed\n")
+        workspace.snapshot("s", "test/s")
+    assert (git(repo, "for-each-ref"), git(repo, "status", "--porcelain"),
+            git(repo, "stash", "list")) == before
+    assert (repo / "a.txt").read_text() == "one\n"
+
+
+def test_snapshots_are_deterministic_commits(repo: Path, tmp_path: Path) -> None:
+    base = resolve_base(repo, "HEAD")
+    shas = []
+    for name in ("ws1", "ws2"):
+        ws = Workspace.prepare(repo, base, tmp_path / name)
+        with ws.checkout(base, exclusive=True) as path:
+            (path / "a.txt").write_text("two\n")
+            (path / "new.txt").write_text("new\n")
+            shas.append(ws.snapshot("agentic snapshot: p/s", "p/s"))
+    assert shas[0] == shas[1] != base
+    assert git(tmp_path / "ws1", "rev-parse", "refs/agentic/snapshots/p/s") == shas[0]
+
+
+def test_a_step_starts_from_exactly_its_snapshot(repo: Path, workspace: Workspace) -> None:
+    base = resolve_base(repo, "HEAD")
+    with workspace.checkout(base, exclusive=True) as path:
+        (path / "a.txt").write_text("two\n")
+        after = workspace.snapshot("s", "p/s")
+    with workspace.checkout(base, exclusive=False) as path:
+        (path / "stray.txt").write_text("left by a reader\n")
+        (path / "debug.log").write_text("ignored but still removed\n")
+    with workspace.checkout(after, exclusive=False) as path:
+        assert (path / "a.txt").read_text() == "two\n"
+        assert not (path / "stray.txt").exists()
+        assert not (path / "debug.log").exists()
+    with workspace.checkout(base, exclusive=False) as path:
+        assert (path / "a.txt").read_text() == "one\n"
+
+
+def test_a_step_that_changes_nothing_keeps_its_input_snapshot(repo: Path, workspace: Workspace) -> None:
+    base = resolve_base(repo, "HEAD")
+    with workspace.checkout(base, exclusive=True):
+        assert workspace.snapshot("s", "p/s") == base
+
+
+def test_reports_directory_is_not_part_of_snapshots(repo: Path, workspace: Workspace) -> None:
+    base = resolve_base(repo, "HEAD")
+    with workspace.checkout(base, exclusive=True) as path:
+        (path / ".agentic" / "reports").mkdir(parents=True)
+        (path / ".agentic" / "reports" / "r.xml").write_text("<x/>")
+        assert workspace.snapshot("s", "p/s") == base
+
+
+def test_changes_between_snapshots(repo: Path, workspace: Workspace) -> None:
+    base = resolve_base(repo, "HEAD")
+    with workspace.checkout(base, exclusive=True) as path:
+        (path / "a.txt").write_text("one\ntwo\nthree\n")
+        (path / "pkg" / "b.py").unlink()
+        after = workspace.snapshot("s", "p/s")
+    change = workspace.changes(base, after)
+    assert {(f.path, f.added, f.deleted) for f in change.files} == {("a.txt", 2, 0), ("pkg/b.py", 0, 1)}
+    assert change.lines_changed == 3
+    assert change.stat_line() == "2 files, +2 -1"
+    assert "+three" in workspace.diff(base, after)
+
+
+def test_readers_share_the_worktree_but_a_writer_holds_it_alone(repo: Path, workspace: Workspace) -> None:
+    base = resolve_base(repo, "HEAD")
+    with workspace.checkout(base, exclusive=False):
+        with workspace.checkout(base, exclusive=False):
+            pass
+        with pytest.raises(WorkspaceError, match="busy"):
+            with workspace.checkout(base, exclusive=True):
+                pass
+
+
+def test_a_missing_snapshot_is_reported_with_the_way_out(workspace: Workspace) -> None:
+    with pytest.raises(SnapshotMissingError, match="--fresh"):
+        with workspace.checkout("0" * 40, exclusive=False):
+            pass
+
+
+def test_only_one_run_per_workspace(workspace: Workspace) -> None:
+    errors: list[Exception] = []
+    with workspace.run_lock():
+        def second() -> None:
+            try:
+                with workspace.run_lock():
+                    pass
+            except WorkspaceError as exc:
+                errors.append(exc)
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join()
+    assert len(errors) == 1 and "another run" in str(errors[0])
+
+
+def test_bad_repository_and_ref_are_named(tmp_path: Path, repo: Path) -> None:
+    with pytest.raises(WorkspaceError, match="is not a git repository"):
+        resolve_base(tmp_path, "HEAD")
+    with pytest.raises(WorkspaceError, match="'nope' names no commit"):
+        resolve_base(repo, "nope")
+
+
+def test_run_key_depends_on_plan_repo_and_base(repo: Path) -> None:
+    assert run_key("p", repo, "a" * 40) == run_key("p", repo, "a" * 40)
+    assert run_key("p", repo, "a" * 40) != run_key("p", repo, "b" * 40)
+    assert run_key("p", repo, "a" * 40) != run_key("q", repo, "a" * 40)
+
+
+def test_hooks_in_the_workspace_never_run(repo: Path, workspace: Workspace, tmp_path: Path) -> None:
+    marker = tmp_path / "hook-ran"
+    hook = workspace.path / ".git" / "hooks" / "post-checkout"
+    hook.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    hook.chmod(0o755)
+    base = resolve_base(repo, "HEAD")
+    with workspace.checkout(base, exclusive=True) as path:
+        (path / "a.txt").write_text("x\n")
+        after = workspace.snapshot("s", "p/s")
+    with workspace.checkout(after, exclusive=False):
+        pass
+    assert not marker.exists()
