@@ -23,6 +23,7 @@ from typing import Annotated, Optional  # noqa: E402
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 
 from prefect_agentic.cli.render import ProgressDisplay, report_table  # noqa: E402
 from prefect_agentic.errors import AgenticError, PlanError, SandboxError, WorkspaceError  # noqa: E402
@@ -52,7 +53,7 @@ class SandboxMode(str, Enum):
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
