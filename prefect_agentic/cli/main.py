@@ -37,7 +37,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
-out = Console(width=None if sys.stdout.isatty() else 132)
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @app.callback()

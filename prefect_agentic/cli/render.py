@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -26,11 +27,13 @@ _STYLE = {
 
 
 class ProgressDisplay:
-    """A live line per step, updated from progress events."""
+    """A live line per step on a terminal; one printed line per event elsewhere (CI logs)."""
 
     def __init__(self, plan: Plan, console: Console, *, enabled: bool = True) -> None:
         self.plan = plan
+        self.console = console
         self.enabled = enabled
+        self.live = enabled and console.is_terminal
         self._status = {s.id: StepStatus.PENDING for s in plan.steps}
         self._attempt = {s.id: 0 for s in plan.steps}
         self._since = {s.id: 0.0 for s in plan.steps}
@@ -45,6 +48,10 @@ class ProgressDisplay:
                 self._attempt[event.step_id] = event.attempt
                 if event.status is StepStatus.RUNNING:
                     self._since[event.step_id] = time.monotonic()
+        if self.enabled and not self.live:
+            mark, style = _STYLE[event.status]
+            attempt = f" (attempt {event.attempt})" if event.status is StepStatus.RUNNING else ""
+            self.console.print(Text(f"{mark} {event.step_id} {event.status.value}{attempt}", style=style))
 
     def _render(self) -> Group:
         lines = [Text(f"{self.plan.id} v{self.plan.version}: {self.plan.goal}", style="bold")]
@@ -60,20 +67,23 @@ class ProgressDisplay:
         return Group(*lines)
 
     def __enter__(self) -> ProgressDisplay:
-        if self.enabled:
+        if self.live:
             self._live.start()
+        elif self.enabled:
+            self.console.print(Text(f"{self.plan.id} v{self.plan.version}: {self.plan.goal}", style="bold"))
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if self.enabled:
+        if self.live:
             self._live.stop()
 
 
 def report_table(report: RunReport) -> Group:
     """The end-of-run summary: one row per step, then failure reasons."""
     table = Table(title=f"{report.plan_id} v{report.plan_version} — {report.goal}", title_justify="left")
-    for column in ("step", "tool", "status", "attempts", "cached", "duration", "snapshot", "changes"):
+    columns = ("step", "tool", "status", "attempts", "cached", "duration", "snapshot", "changes", "outcome")
+    for column in columns:
         table.add_column(column, justify="right" if column in ("attempts", "duration") else "left")
     for s in report.steps:
         mark, style = _STYLE[s.status]
@@ -81,7 +91,7 @@ def report_table(report: RunReport) -> Group:
             s.step_id, s.tool, Text(f"{mark} {s.status.value}", style=style),
             str(s.attempts) if s.attempts else "-", "yes" if s.cached else "no",
             f"{s.duration_s:.2f}s" if s.duration_s is not None else "-",
-            (s.snapshot or "")[:12] or "-", s.diff_stat or "-",
+            (s.snapshot or "")[:12] or "-", s.diff_stat or "-", outcome_line(s.output),
         )
     parts: list[Table | Text] = [table]
     for s in report.steps:
@@ -94,3 +104,20 @@ def report_table(report: RunReport) -> Group:
         style="bold green" if report.ok else "bold red",
     ))
     return Group(*parts)
+
+
+def outcome_line(output: dict[str, Any] | None) -> str:
+    """A few words on what a step found: tests, violations, or the exit code."""
+    if not output:
+        return "-"
+    if "tests_failed" in output:
+        extra = "".join(f", {output[k]} {k}" for k in ("errors", "skipped") if output.get(k))
+        return f"{output['passed']} passed, {output['failed']} failed{extra}"
+    if output.get("lint_violations") is not None:
+        rules = ", ".join(f"{code}×{n}" for code, n in list(output.get("by_rule", {}).items())[:4])
+        return f"{output['lint_violations']} violations" + (f" ({rules})" if rules else "")
+    if output.get("files_reformatted"):
+        return f"{output['files_reformatted']} files reformatted"
+    if output.get("commit"):
+        return f"commit {output['commit'][:12]}"
+    return f"exit {output.get('exit_code')}"
