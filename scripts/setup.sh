@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Set up a machine for prefect-agentic: Python environment, Docker engine, sandbox image.
+# Idempotent: each phase is skipped when already done. Usage: scripts/setup.sh [python] [docker] [image]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+IMAGE=${AGENTIC_SANDBOX_IMAGE:-prefect-agentic/sandbox:1}
+PHASES=${*:-python docker image}
+log() { printf '[setup] %s\n' "$*"; }
+
+need_apt() {  # install Debian packages, updating the index once
+  if [ -z "${_APT_UPDATED:-}" ]; then apt-get update -qq; _APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+phase_python() {
+  [ -x .venv/bin/python ] || { log "creating .venv"; python3 -m venv .venv; }
+  stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+  if [ ! -e "$stamp" ]; then
+    log "installing prefect-agentic and its dependencies into .venv"
+    pip_log="${TMPDIR:-/tmp}/prefect-agentic-pip.log"
+    if ! .venv/bin/python -m pip install --quiet -e '.[dev]' >"$pip_log" 2>&1; then
+      log "pip install failed; its log ends with:"; tail -n 40 "$pip_log" >&2; exit 1
+    fi
+    rm -f .venv/.installed-*; touch "$stamp"
+  fi
+  log "python: $(.venv/bin/python --version), prefect $(.venv/bin/python -c 'import prefect; print(prefect.__version__)')"
+}
+
+phase_docker() {
+  if docker info >/dev/null 2>&1; then log "docker engine: running"; return; fi
+  command -v docker >/dev/null && command -v dockerd >/dev/null || { log "installing docker.io"; need_apt docker.io; }
+  dockerd_log="${TMPDIR:-/tmp}/prefect-agentic-dockerd.log"
+  log "starting dockerd (log: $dockerd_log)"
+  setsid nohup dockerd >"$dockerd_log" 2>&1 < /dev/null &
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && { log "docker engine: running"; return; }; sleep 1; done
+  log "dockerd did not answer within 60 s; its log ends with:"; tail -n 30 "$dockerd_log" >&2
+  exit 1
+}
+
+phase_image() {
+  if docker image inspect "$IMAGE" >/dev/null 2>&1; then log "sandbox image: $IMAGE present"; return; fi
+  PYTHON="$ROOT/.venv/bin/python"
+  [ -x "$PYTHON" ] || PYTHON=python3
+  PYTHON="$PYTHON" scripts/build-sandbox-image.sh "$IMAGE"
+}
+
+for phase in $PHASES; do "phase_$phase"; done
