@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.errors import StepFailed
 from prefect_agentic.evaluator import Verdict, VerdictKind, evaluate
 from prefect_agentic.plan.models import Step
+from prefect_agentic.record.recorder import LoggingRecorder, Recorder
 from prefect_agentic.sandbox.runner import WORKSPACE_MOUNT, Sandbox, open_sandbox
 from prefect_agentic.tools.base import ToolContext
 from prefect_agentic.tools.registry import default_registry
@@ -60,6 +61,7 @@ class StepResult(BaseModel):
 class RunResources:
     workspace: Workspace
     sandbox: Sandbox
+    recorder: Recorder = field(default_factory=LoggingRecorder)
 
 
 _resources: dict[str, RunResources] = {}
@@ -90,6 +92,11 @@ def execute_step(step: Step, run: RunContext, input_snapshot: str, attempt: int)
     tool_cls = default_registry().get(step.tool)
     resources = run_resources(run)
     started = time.monotonic()
+    recorder = resources.recorder
+    recorder.record("attempt_started", {"attempt": attempt, "input_snapshot": input_snapshot,
+                                        "tool": tool_cls.name, "tool_version": tool_cls.version,
+                                        "args": step.args, "image_id": resources.sandbox.image_id},
+                    step_id=step.id)
     with resources.workspace.checkout(input_snapshot, exclusive=step.writes_workspace) as path:
         relative_reports = f"{AGENTIC_DIR}/reports/{step.id}/{attempt}"
         report_dir = path / relative_reports
@@ -113,6 +120,9 @@ def execute_step(step: Step, run: RunContext, input_snapshot: str, attempt: int)
         changes = resources.workspace.changes(input_snapshot, snapshot)
     criteria = step.success.merged_over(dict(tool_cls.default_success))
     verdict = evaluate(criteria, output, changes)
+    recorder.record("verdict", {"attempt": attempt, "verdict": verdict.model_dump(mode="json"),
+                                "snapshot": snapshot, "output": output.model_dump(mode="json")},
+                    step_id=step.id)
     if verdict.kind is not VerdictKind.OK:
         raise StepFailed(step.id, _failure_reason(verdict, output.log),
                          retryable=verdict.kind is VerdictKind.RETRY)

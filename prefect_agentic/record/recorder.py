@@ -1,0 +1,31 @@
+"""The seam through which every decision of a run is recorded.
+
+Steps, policy checks, approval gates and budgets call ``Recorder.record`` with
+a record kind and its data. The default recorder only logs; the audit log
+replaces it with an append-only, hash-chained store. Keep kinds stable: they
+are part of the audit format.
+
+Kinds: ``run_started``, ``plan``, ``step_input``, ``attempt_started``,
+``attempt_finished``, ``verdict``, ``policy_decision``, ``approval``,
+``budget``, ``step_finished``, ``run_finished``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+logger = logging.getLogger("prefect_agentic.record")
+
+
+class Recorder(Protocol):
+    def record(self, kind: str, data: Mapping[str, Any], *, step_id: str | None = None) -> None:
+        """Record ``data`` durably before the action it describes counts as done."""
+
+
+class LoggingRecorder:
+    """Records to the Python log only (the default before the audit log exists)."""
+
+    def record(self, kind: str, data: Mapping[str, Any], *, step_id: str | None = None) -> None:
+        logger.debug("%s %s %s", kind, step_id or "-", dict(data))
