@@ -73,7 +73,7 @@ def run_resources(run: RunContext) -> RunResources:
     with _resources_lock:
         found = _resources.get(run.run_key)
         if found is None:
-            workspace = Workspace(run.workspace)
+            workspace = Workspace(run.workspace, run.sandbox.workspace_owner())
             sandbox = open_sandbox(run.sandbox, run.workspace, run.run_key)
             found = _resources[run.run_key] = RunResources(workspace, sandbox)
         return found
@@ -101,6 +101,7 @@ def execute_step(step: Step, run: RunContext, input_snapshot: str, attempt: int)
         relative_reports = f"{AGENTIC_DIR}/reports/{step.id}/{attempt}"
         report_dir = path / relative_reports
         report_dir.mkdir(parents=True, exist_ok=True)
+        resources.workspace.hand_over(path / AGENTIC_DIR)
         ctx = ToolContext(
             sandbox=resources.sandbox,
             workspace=path,

@@ -113,8 +113,14 @@ class _Occupancy:
 class Workspace:
     """A run's private clone; steps check snapshots out of it and commit new ones."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, owner: tuple[int, int] | None = None) -> None:
+        """``owner``: uid:gid that sandboxed commands run as, when it is not ours.
+
+        Files the host checks out are handed to that uid so the commands can
+        write them (only possible, and only needed, when the host runs as root).
+        """
         self.path = path
+        self.owner = owner
         try:
             self.repo = git.Repo(path)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError):
@@ -123,7 +129,9 @@ class Workspace:
         self._occupancy = _Occupancy()
 
     @classmethod
-    def prepare(cls, source: Path, base: str, path: Path) -> Workspace:
+    def prepare(
+        cls, source: Path, base: str, path: Path, owner: tuple[int, int] | None = None
+    ) -> Workspace:
         """Clone ``source`` into ``path`` unless an earlier run already did.
 
         The clone is made next to ``path`` and renamed into place, so a process
@@ -135,7 +143,7 @@ class Workspace:
             shutil.rmtree(staging, ignore_errors=True)
             git.Repo.clone_from(str(source.resolve()), str(staging), no_checkout=True, env=_ISOLATED_ENV)
             staging.rename(path)
-        workspace = cls(path)
+        workspace = cls(path, owner)
         workspace._ensure_commit(source, base)
         workspace._configure()
         return workspace
@@ -208,6 +216,28 @@ class Workspace:
     def _restore(self, snapshot: str) -> None:
         self._git("checkout", "--quiet", "--force", "--detach", snapshot)
         self._git("clean", "-ffdxq", "-e", f"/{AGENTIC_DIR}/")
+        self.hand_over(self.path)
+
+    def hand_over(self, path: Path) -> None:
+        """Give ``path`` (recursively, never ``.git``) to the sandbox uid, if it has one.
+
+        The worktree's top directory stays ours (git refuses to work in a
+        repository whose top directory another uid owns) but gets the sandbox
+        group with write permission, so commands can create files there.
+        """
+        if self.owner is None:
+            return
+        uid, gid = self.owner
+        if path == self.path:
+            os.chown(path, os.getuid(), gid)
+            os.chmod(path, 0o775)
+        else:
+            os.lchown(path, uid, gid)
+        for root, dirs, files in os.walk(path):
+            if Path(root) == self.path and ".git" in dirs:
+                dirs.remove(".git")
+            for name in dirs + files:
+                os.lchown(os.path.join(root, name), uid, gid)
 
     def snapshot(self, message: str, ref_name: str) -> str:
         """Commit the worktree as it is now; returns the snapshot commit id.

@@ -11,13 +11,16 @@ import pytest
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.errors import SandboxImageMissingError
 from prefect_agentic.sandbox.runner import LABEL_RUN, open_sandbox
+from prefect_agentic.workspace import Workspace
 
 MODES = ["per_step", "warm"]
 
 
 @pytest.fixture
 def workspace(make_repo) -> Path:  # type: ignore[no-untyped-def]
-    return make_repo({"hello.txt": "hi\n"})
+    repo = make_repo({"hello.txt": "hi\n"})
+    Workspace(repo, SandboxSettings().workspace_owner()).hand_over(repo)  # as a run does
+    return repo
 
 
 @pytest.fixture(params=MODES)

@@ -18,7 +18,7 @@ from prefect_agentic.tools.git import GitTool
 from prefect_agentic.tools.pytest import PytestTool, parse_junit_xml
 from prefect_agentic.tools.registry import ENTRY_POINT_GROUP, ToolRegistry, default_registry
 from prefect_agentic.tools.ruff import RuffTool
-from prefect_agentic.workspace import resolve_base
+from prefect_agentic.workspace import Workspace, resolve_base
 
 TESTS = {
     "tests/test_mixed.py": textwrap.dedent("""
@@ -52,12 +52,14 @@ TESTS = {
 def context(make_repo, sandbox_image: str):  # type: ignore[no-untyped-def]
     def make(files: dict[str, str], step_id: str = "s") -> ToolContext:
         repo = make_repo(files)
-        sandbox = open_sandbox(SandboxSettings(image=sandbox_image), repo, f"tools-{os.getpid()}")
+        base = resolve_base(repo, "HEAD")
         reports = repo / ".agentic" / "reports" / step_id
         reports.mkdir(parents=True)
+        Workspace(repo, SandboxSettings().workspace_owner()).hand_over(repo)  # as a run does
+        sandbox = open_sandbox(SandboxSettings(image=sandbox_image), repo, f"tools-{os.getpid()}")
         return ToolContext(sandbox=sandbox, workspace=repo, report_dir=reports,
                            report_dir_in_sandbox=f"/workspace/.agentic/reports/{step_id}",
-                           step_id=step_id, base_snapshot=resolve_base(repo, "HEAD"),
+                           step_id=step_id, base_snapshot=base,
                            attempt=1, timeout_seconds=120)
     return make
 

@@ -10,6 +10,8 @@ from prefect_docker.host import DockerHost
 from pydantic import Field
 
 DEFAULT_IMAGE = "prefect-agentic/sandbox:1"
+SANDBOX_UID = 10001
+"""The unprivileged uid commands run as (user ``agent`` in the sandbox image)."""
 
 
 class SandboxSettings(Block):
@@ -50,7 +52,20 @@ class SandboxSettings(Block):
     )
     user: str | None = Field(
         default=None,
-        description="uid:gid the command runs as; empty means the uid:gid of the calling process.",
+        description=(
+            "uid:gid the command runs as. Empty: 10001:10001 when the calling process is root "
+            "(the workspace is handed to that uid), else the caller's own uid:gid. "
+            "Never 0 unless set on purpose."
+        ),
+    )
+    read_only_root: bool = Field(
+        default=True,
+        description="Mount the image's root filesystem read-only; /tmp is a size-capped tmpfs.",
+    )
+    tmp_size: str = Field(default="256m", description="Size cap of the /tmp tmpfs.")
+    drop_capabilities: bool = Field(
+        default=True,
+        description="Drop every Linux capability and forbid gaining privileges (no-new-privileges).",
     )
     output_limit_bytes: int = Field(
         default=1_000_000,
@@ -67,4 +82,19 @@ class SandboxSettings(Block):
     )
 
     def effective_user(self) -> str:
-        return self.user or f"{os.getuid()}:{os.getgid()}"
+        if self.user:
+            return self.user
+        if os.getuid() == 0:
+            return f"{SANDBOX_UID}:{SANDBOX_UID}"
+        return f"{os.getuid()}:{os.getgid()}"
+
+    def workspace_owner(self) -> tuple[int, int] | None:
+        """The uid:gid the workspace must belong to so commands can write it (None: leave it).
+
+        Only a root caller can hand files to another uid; a non-root caller
+        runs commands as itself, and its files are already its own.
+        """
+        if os.getuid() != 0:
+            return None
+        uid, _, gid = self.effective_user().partition(":")
+        return int(uid), int(gid or uid)

@@ -15,6 +15,8 @@ class CommandResult:
     duration_s: float
     timed_out: bool = False
     oom_killed: bool = False
+    pids_limit_hit: bool = False
+    cpu_seconds: float | None = None
     output_truncated: bool = False
 
     def combined_tail(self, limit: int = 4000) -> str:

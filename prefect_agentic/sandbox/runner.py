@@ -8,11 +8,14 @@ Two modes share one contract (``Sandbox.run``):
 * ``WarmContainer`` starts one container per run and runs each command in it
   with ``docker exec``: no container start-up per step.
 
-Both mount the run workspace at ``/workspace`` (its ``.git`` read-only, so a
-command cannot plant hooks or configuration that host-side git would later
-obey), disable networking unless told otherwise, capture output up to a cap,
-kill at the timeout, and label their containers so that leftovers of a killed
-process are removed by the next run.
+Both are secure by default: an unprivileged uid, every capability dropped
+and ``no-new-privileges``, a read-only root filesystem with a size-capped
+tmpfs ``/tmp``, no network unless a named one is allowed, memory/CPU/process
+limits, and no host path but the run workspace at ``/workspace`` (its ``.git``
+read-only, so a command cannot plant hooks or configuration that host-side
+git would later obey). The environment is only what the caller gives. Output
+is captured up to a cap, the command is killed at its timeout, and containers
+are labelled so that leftovers of a killed process are removed by the next run.
 """
 
 from __future__ import annotations
@@ -31,12 +34,21 @@ from docker.types import LogConfig, Mount
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.errors import SandboxError, SandboxImageMissingError
+from prefect_agentic.sandbox.limits import CgroupCounters, CounterSampler, read_counters
 from prefect_agentic.sandbox.result import CappedBuffer, CommandResult
 
 WORKSPACE_MOUNT = "/workspace"
 LABEL_MANAGED = "org.prefect-agentic.managed"
 LABEL_RUN = "org.prefect-agentic.run"
 KILL_GRACE_SECONDS = 5.0
+BASE_ENV = {
+    "HOME": "/tmp",
+    # The workspace belongs to another uid than git inside expects; trusting it is
+    # safe there because nothing the container does to .git reaches the host.
+    "GIT_CONFIG_COUNT": "1",
+    "GIT_CONFIG_KEY_0": "safe.directory",
+    "GIT_CONFIG_VALUE_0": "*",
+}
 
 
 class Sandbox(Protocol):
@@ -45,7 +57,12 @@ class Sandbox(Protocol):
     image_id: str
 
     def run(
-        self, command: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+        self,
+        command: Sequence[str],
+        *,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        network: str | None = None,
     ) -> CommandResult: ...
 
     def close(self) -> None: ...
@@ -114,11 +131,18 @@ class _ContainerSandbox:
         self._live: set[str] = set()
         self._live_lock = threading.Lock()
 
-    def _create(self, command: Sequence[str], env: Mapping[str, str]) -> Container:
+    def _create(
+        self, command: Sequence[str], env: Mapping[str, str], network: str | None = None
+    ) -> Container:
         s = self.settings
-        network: dict[str, Any] = (
-            {"network_mode": "none"} if s.network == "none" else {"network": s.network}
-        )
+        net = network or s.network
+        networking: dict[str, Any] = {"network_mode": "none"} if net == "none" else {"network": net}
+        hardening: dict[str, Any] = {}
+        if s.drop_capabilities:
+            hardening.update(cap_drop=["ALL"], security_opt=["no-new-privileges"])
+        if s.read_only_root:
+            hardening.update(read_only=True,
+                             tmpfs={"/tmp": f"rw,nosuid,nodev,size={s.tmp_size},mode=1777"})
         mounts = [Mount(WORKSPACE_MOUNT, str(self.workspace), type="bind")]
         if (self.workspace / ".git").is_dir():
             mounts.append(
@@ -130,7 +154,7 @@ class _ContainerSandbox:
                 command=list(command),
                 working_dir=WORKSPACE_MOUNT,
                 user=s.effective_user(),
-                environment={"HOME": "/tmp", **s.env, **env},
+                environment={**BASE_ENV, **s.env, **env},
                 mounts=mounts,
                 mem_limit=s.memory,
                 nano_cpus=int(s.cpus * 1e9),
@@ -138,7 +162,8 @@ class _ContainerSandbox:
                 labels={LABEL_MANAGED: "true", LABEL_RUN: self.run_key},
                 log_config=LogConfig(type=LogConfig.types.NONE),
                 detach=True,
-                **network,
+                **networking,
+                **hardening,
             )
         except docker.errors.APIError as exc:
             raise SandboxError(f"cannot create a sandbox container: {exc.explanation or exc}") from None
@@ -190,22 +215,30 @@ class ContainerPerStep(_ContainerSandbox):
     """A fresh container for every command, always removed afterwards."""
 
     def run(
-        self, command: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+        self,
+        command: Sequence[str],
+        *,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        network: str | None = None,
     ) -> CommandResult:
-        container = self._create(command, env or {})
+        container = self._create(command, env or {}, network)
         try:
             stream = container.attach(stdout=True, stderr=True, stream=True, demux=True, logs=False)
             out, err, pump = self._capture(stream)
             started = time.monotonic()
             container.start()
+            sampler = CounterSampler(container.id).start()
             timed_out = False
             try:
                 exit_code = int(container.wait(timeout=timeout)["StatusCode"])
             except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
                 timed_out = True
+                sampler.stop()  # read the counters while the container still exists
                 _kill(container)
                 exit_code = int(container.wait(timeout=30)["StatusCode"])
             duration = time.monotonic() - started
+            counters = sampler.stop()
             pump.join(timeout=10)
             container.reload()
             oom = bool(container.attrs["State"].get("OOMKilled"))
@@ -213,15 +246,7 @@ class ContainerPerStep(_ContainerSandbox):
             raise SandboxError(f"sandbox container failed: {exc.explanation or exc}") from None
         finally:
             self._remove(container)
-        return CommandResult(
-            exit_code=exit_code,
-            stdout=out.text(),
-            stderr=err.text(),
-            duration_s=duration,
-            timed_out=timed_out,
-            oom_killed=oom,
-            output_truncated=out.truncated or err.truncated,
-        )
+        return _result(exit_code, out, err, duration, timed_out, counters, oom_flag=oom)
 
 
 class WarmContainer(_ContainerSandbox):
@@ -236,6 +261,8 @@ class WarmContainer(_ContainerSandbox):
         super().__init__(*args, **kwargs)
         self._container: Container | None = None
         self._start_lock = threading.Lock()
+        self._own_network = ContainerPerStep(*args, **kwargs)
+        self._own_network._live, self._own_network._live_lock = self._live, self._live_lock
 
     def _warm(self) -> Container:
         with self._start_lock:
@@ -246,8 +273,16 @@ class WarmContainer(_ContainerSandbox):
             return self._container
 
     def run(
-        self, command: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+        self,
+        command: Sequence[str],
+        *,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        network: str | None = None,
     ) -> CommandResult:
+        if network and network != self.settings.network:
+            # A warm container has one network; a step allowed another gets its own container.
+            return self._own_network.run(command, timeout=timeout, env=env, network=network)
         container = self._warm()
         wrapped = ["timeout", "-k", f"{KILL_GRACE_SECONDS:g}", f"{timeout:g}", *command]
         api = self.client.api
@@ -255,38 +290,28 @@ class WarmContainer(_ContainerSandbox):
             exec_id = api.exec_create(
                 container.id,
                 wrapped,
-                environment={"HOME": "/tmp", **self.settings.env, **(env or {})},
+                environment={**BASE_ENV, **self.settings.env, **(env or {})},
                 workdir=WORKSPACE_MOUNT,
                 user=self.settings.effective_user(),
             )["Id"]
+            before = read_counters(container.id)
             started = time.monotonic()
             stream = api.exec_start(exec_id, stream=True, demux=True)
             out, err, pump = self._capture(stream)
             pump.join(timeout=timeout + 2 * KILL_GRACE_SECONDS)
             duration = time.monotonic() - started
             if pump.is_alive():  # not even SIGKILL inside ended it: drop the container
+                counters = _delta(read_counters(container.id), before)
                 self._discard(container)
                 pump.join(timeout=10)
-                return CommandResult(-9, out.text(), err.text(), duration, timed_out=True,
-                                     output_truncated=out.truncated or err.truncated)
+                return _result(-9, out, err, duration, True, counters)
             info = api.exec_inspect(exec_id)
+            counters = _delta(read_counters(container.id), before)
         except docker.errors.APIError as exc:
             raise SandboxError(f"sandbox exec failed: {exc.explanation or exc}") from None
         exit_code = int(info.get("ExitCode") or 0)
         timed_out = duration >= timeout and exit_code in (124, 137)
-        return CommandResult(
-            exit_code=exit_code,
-            stdout=out.text(),
-            stderr=err.text(),
-            duration_s=duration,
-            timed_out=timed_out,
-            oom_killed=exit_code == 137 and not timed_out and self._oom_killed(container),
-            output_truncated=out.truncated or err.truncated,
-        )
-
-    def _oom_killed(self, container: Container) -> bool:
-        container.reload()
-        return bool(container.attrs["State"].get("OOMKilled"))
+        return _result(exit_code, out, err, duration, timed_out, counters)
 
     def _discard(self, container: Container) -> None:
         with self._start_lock:
@@ -298,6 +323,33 @@ class WarmContainer(_ContainerSandbox):
         with self._start_lock:
             self._container = None
         super().close()
+
+
+def _delta(after: CgroupCounters | None, before: CgroupCounters | None) -> CgroupCounters | None:
+    return after.since(before) if after is not None else None
+
+
+def _result(
+    exit_code: int,
+    out: CappedBuffer,
+    err: CappedBuffer,
+    duration: float,
+    timed_out: bool,
+    counters: CgroupCounters | None,
+    *,
+    oom_flag: bool = False,
+) -> CommandResult:
+    return CommandResult(
+        exit_code=exit_code,
+        stdout=out.text(),
+        stderr=err.text(),
+        duration_s=duration,
+        timed_out=timed_out,
+        oom_killed=oom_flag or bool(counters and counters.oom_kills > 0),
+        pids_limit_hit=bool(counters and counters.pids_refused > 0),
+        cpu_seconds=round(counters.cpu_ns / 1e9, 3) if counters else None,
+        output_truncated=out.truncated or err.truncated,
+    )
 
 
 def _kill(container: Container) -> None:
