@@ -43,6 +43,10 @@ class ToolOutputError(ToolError):
     """A tool produced output that does not fit its declared output model."""
 
 
+class SandboxLimitError(ToolError):
+    """A command hit a sandbox limit (memory, processes) and was stopped by it."""
+
+
 class SandboxError(AgenticError):
     """The Docker sandbox could not run a command (engine down, image missing...)."""
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from prefect_agentic.errors import ToolError, ToolOutputError
+from prefect_agentic.errors import SandboxLimitError, ToolError, ToolOutputError
 from prefect_agentic.sandbox.result import CommandResult
 from prefect_agentic.sandbox.runner import Sandbox
 
@@ -82,10 +82,23 @@ class ToolContext:
         env = {"AGENTIC_STEP_ID": self.step_id, "AGENTIC_STEP_ATTEMPT": str(self.attempt)}
         env.update(self.env)
         result = self.sandbox.run(command, timeout=self.timeout_seconds, env=env)
+        limits = getattr(self.sandbox, "settings", None)
+        processes = f" ({limits.pids})" if limits else ""
         if result.timed_out:
+            also = f"; the process limit{processes} was reached" if result.pids_limit_hit else ""
             raise StepTimeoutError(
                 f"command {list(command)!r} exceeded the step timeout of "
-                f"{self.timeout_seconds:g}s and was killed"
+                f"{self.timeout_seconds:g}s and was killed{also}"
+            )
+        if result.oom_killed:
+            memory = f" ({limits.memory})" if limits else ""
+            raise SandboxLimitError(
+                f"command {list(command)!r} was killed: out of memory (sandbox memory limit{memory})"
+            )
+        if result.pids_limit_hit and result.exit_code != 0:
+            raise SandboxLimitError(
+                f"command {list(command)!r} failed (exit code {result.exit_code}) after reaching "
+                f"the sandbox process limit{processes}: new processes were refused"
             )
         return result
 
