@@ -9,60 +9,23 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run as flow_run_runtime
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, Field
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.compiler import compile_plan
 from prefect_agentic.errors import PlanRunFailed
-from prefect_agentic.executor import RunContext, StepResult, close_run_resources
+from prefect_agentic.executor import RunContext, close_run_resources
 from prefect_agentic.plan.models import Plan
-from prefect_agentic.record.progress import StepEvent, StepStatus, publish, subscribe
+from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe
+from prefect_agentic.report import RunReport, StepReport
+from prefect_agentic.scheduler import RunHook, StepScheduler
 from prefect_agentic.settings import agentic_home
 from prefect_agentic.workspace import Workspace, resolve_base, run_key
 
 DEFAULT_CONCURRENCY = 4
-
-
-class StepReport(BaseModel):
-    """How one step ended in this run."""
-
-    step_id: str
-    tool: str
-    status: StepStatus
-    attempts: int = 0
-    cached: bool = False
-    duration_s: float | None = None
-    snapshot: str | None = None
-    diff_stat: str | None = None
-    reason: str | None = None
-    output: dict[str, Any] | None = None
-
-
-class RunReport(BaseModel):
-    """The outcome of a plan run: every step, and the snapshot it ended on."""
-
-    plan_id: str
-    plan_version: int
-    goal: str
-    run_key: str
-    flow_run_id: str | None
-    repo: str
-    base_snapshot: str
-    final_snapshot: str
-    workspace: str
-    started_at: datetime
-    duration_s: float
-    steps: list[StepReport] = Field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(s.status in (StepStatus.COMPLETED, StepStatus.CACHED) for s in self.steps)
 
 
 def _flow_run_name() -> str:
@@ -105,12 +68,11 @@ def run_plan(
                      workspace_epoch=workspace.epoch, base_snapshot=base, sandbox=sandbox or SandboxSettings())
     logger.info("Plan %s v%s on %s@%s (workspace %s)", plan.id, plan.version, source, base[:12],
                 workspace.path)
-    attempts: dict[str, int] = {}
-    unsubscribe = subscribe(lambda e: _count_attempt(e, key, attempts))
+    scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run), refresh_cache=fresh)
+    unsubscribe = subscribe(lambda e: _count_attempt(e, key, scheduler.attempts))
     with workspace.run_lock():
         try:
-            futures = compiled.submit(run, refresh_cache=fresh)
-            reports = _collect(futures, plan, key, attempts)
+            reports = scheduler.run_all()
         finally:
             unsubscribe()
             close_run_resources(key)
@@ -119,11 +81,10 @@ def run_plan(
         flow_run_id=flow_run_runtime.id, repo=str(source), base_snapshot=base,
         final_snapshot=_final_snapshot(reports, compiled.order, base), workspace=str(workspace.path),
         started_at=started_at, duration_s=round(time.monotonic() - started, 3),
-        steps=[reports[s.id] for s in plan.steps],
+        steps=[reports[s.id] for s in plan.steps], stopped=scheduler.stopped,
     )
     if not report.ok:
-        bad = [s.step_id for s in report.steps if s.status is StepStatus.FAILED]
-        raise PlanRunFailed(f"plan '{plan.id}' failed at step(s) {', '.join(bad) or '?'}", report)
+        raise PlanRunFailed(_failure_summary(report), report)
     logger.info("Plan %s completed; final snapshot %s", plan.id, report.final_snapshot[:12])
     return report
 
@@ -133,40 +94,16 @@ def _count_attempt(event: StepEvent, key: str, attempts: dict[str, int]) -> None
         attempts[event.step_id] = max(attempts.get(event.step_id, 0), event.attempt)
 
 
-def _collect(
-    futures: dict[str, PrefectFuture[StepResult]], plan: Plan, key: str, attempts: dict[str, int]
-) -> dict[str, StepReport]:
-    """Wait for every step, publishing each final status as it is reached."""
-    step_of = {f.task_run_id: step_id for step_id, f in futures.items()}
-    reports: dict[str, StepReport] = {}
-    for future in as_completed(list(futures.values())):
-        step_id = step_of[future.task_run_id]
-        report = _step_report(plan, step_id, future, attempts.get(step_id, 0))
-        reports[step_id] = report
-        publish(StepEvent(run_key=key, step_id=step_id, status=report.status,
-                          attempt=report.attempts, message=report.reason or ""))
-    return reports
+def _failure_summary(report: RunReport) -> str:
+    bad = [s.step_id for s in report.steps if s.status is StepStatus.FAILED]
+    if bad:
+        return f"plan '{report.plan_id}' failed at step(s) {', '.join(bad)}"
+    return f"plan '{report.plan_id}' stopped: {report.stopped}"
 
 
-def _step_report(plan: Plan, step_id: str, future: PrefectFuture[StepResult], attempts: int) -> StepReport:
-    future.wait()  # makes .state the final state instead of a possibly lagging API read
-    state = future.state
-    tool = plan.step(step_id).tool
-    if state.is_completed():
-        result: StepResult = state.result()
-        cached = state.name == "Cached"
-        return StepReport(
-            step_id=step_id, tool=tool, status=StepStatus.CACHED if cached else StepStatus.COMPLETED,
-            attempts=0 if cached else result.attempts, cached=cached,
-            duration_s=None if cached else result.duration_s, snapshot=result.snapshot,
-            diff_stat=result.changes.stat_line(), output=result.output,
-        )
-    if state.is_pending() or state.is_scheduled():
-        return StepReport(step_id=step_id, tool=tool, status=StepStatus.NOT_RUN,
-                          reason="not run: a step it depends on did not complete")
-    exc = state.result(raise_on_failure=False)
-    return StepReport(step_id=step_id, tool=tool, status=StepStatus.FAILED, attempts=attempts,
-                      reason=str(exc) if isinstance(exc, BaseException) else state.message)
+def run_hooks(plan: Plan, run: RunContext) -> list[RunHook]:
+    """The hooks that decide, between steps, whether the run goes on."""
+    return []
 
 
 def _final_snapshot(reports: dict[str, StepReport], order: list[str], base: str) -> str:

@@ -1,0 +1,56 @@
+"""What a plan run reports: every step's outcome and the snapshot the run ended on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from prefect_agentic.record.progress import StepStatus
+
+
+class StepReport(BaseModel):
+    """How one step ended in this run."""
+
+    step_id: str
+    tool: str
+    status: StepStatus
+    attempts: int = 0
+    cached: bool = False
+    duration_s: float | None = None
+    snapshot: str | None = None
+    diff_stat: str | None = None
+    reason: str | None = None
+    output: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (StepStatus.COMPLETED, StepStatus.CACHED)
+
+
+class RunReport(BaseModel):
+    """The outcome of a plan run: every step, and the snapshot it ended on.
+
+    ``stopped`` says why the run stopped before running every step when
+    something other than a failed step stopped it (a budget, a rejected
+    approval); such a run keeps its work and can be resumed.
+    """
+
+    plan_id: str
+    plan_version: int
+    goal: str
+    run_key: str
+    flow_run_id: str | None
+    repo: str
+    base_snapshot: str
+    final_snapshot: str
+    workspace: str
+    started_at: datetime
+    duration_s: float
+    steps: list[StepReport] = Field(default_factory=list)
+    stopped: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.stopped is None and all(s.ok for s in self.steps)
