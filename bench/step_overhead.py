@@ -1,0 +1,193 @@
+"""Step overhead of prefect-agentic against raw Docker, measured in one process.
+
+Prints, for the same command and image:
+  * raw ``docker exec`` (CLI) into a running container, and our per-step latency
+    with one warm container per run;
+  * raw ``docker run --rm`` (CLI), and our per-step latency with a container per step;
+  * the ratios against the targets;
+  * a 100-step plan that fails at step 90, resumed (time of the resume / time of
+    the first run);
+  * 16 independent 1-second steps at concurrency 8.
+
+"Our per-step latency" is the marginal cost of one more step in a chain of
+steps run by the ``run-plan`` flow (Prefect task, workspace checkout,
+sandboxed command, evaluation): (time of N+1 steps - time of 1 step) / N,
+so the flow's fixed start-up cost is not spread over the steps.
+
+Usage: ``python bench/step_overhead.py [--quick]`` (``make bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
+_STATE = Path(tempfile.mkdtemp(prefix="agentic-bench-"))
+os.environ.setdefault("PREFECT_HOME", str(_STATE / "prefect"))
+os.environ.setdefault("AGENTIC_HOME", str(_STATE / "agentic"))
+
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+
+from prefect_agentic.blocks.sandbox_settings import SandboxSettings  # noqa: E402
+from prefect_agentic.errors import PlanRunFailed  # noqa: E402
+from prefect_agentic.flows.run_plan import run_plan  # noqa: E402
+from prefect_agentic.plan.loader import plan_from_data  # noqa: E402
+from prefect_agentic.report import RunReport  # noqa: E402
+
+IMAGE = os.environ.get("AGENTIC_SANDBOX_IMAGE", "prefect-agentic/sandbox:1")
+COMMAND = ["python3", "-c", "print(sum(range(200000)))"]
+"""A small real command (an interpreter start and a little work, ~50 ms)."""
+
+TARGETS = {"warm": 1.15, "per_step": 1.10, "resume": 0.05, "parallel_s": 2.3}
+
+
+def make_repo() -> Path:
+    repo = _STATE / "repo"
+    repo.mkdir()
+    (repo / "README.md").write_text("bench\n")
+    env = {**os.environ, "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
+           "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"],
+                 ["-c", "user.name=bench", "-c", "user.email=bench@example.invalid",
+                  "commit", "-qm", "bench"]):
+        subprocess.run(["git", *args], cwd=repo, check=True, env=env)
+    return repo
+
+
+def timed(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``fn`` (after one warm-up call)."""
+    fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def raw_exec_latency(repeats: int) -> float:
+    name = f"agentic-bench-exec-{os.getpid()}"
+    subprocess.run(["docker", "run", "-d", "--rm", "--name", name, "--network", "none", IMAGE,
+                    "sleep", "infinity"], check=True, capture_output=True)
+    try:
+        return timed(lambda: subprocess.run(["docker", "exec", name, *COMMAND], check=True,
+                                            capture_output=True), repeats)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def raw_run_latency(repeats: int) -> float:
+    return timed(lambda: subprocess.run(["docker", "run", "--rm", "--network", "none", IMAGE,
+                                         *COMMAND], check=True, capture_output=True), repeats)
+
+
+def chain_plan(plan_id: str, length: int, command: list[str], fail_at: int | None = None) -> dict:
+    """``length`` shell steps, each depending on the one before."""
+    steps = []
+    for i in range(1, length + 1):
+        cmd: str | list[str] = command
+        if i == fail_at:
+            cmd = 'test "$BENCH_GO" = 1'
+        step = {"id": f"s{i:03d}", "tool": "shell", "args": {"command": cmd}}
+        if i > 1:
+            step["depends_on"] = [f"s{i - 1:03d}"]
+        steps.append(step)
+    return {"id": plan_id, "goal": f"{length} chained steps", "steps": steps}
+
+
+def run(plan: dict, repo: Path, settings: SandboxSettings, *, fresh: bool = True,
+        concurrency: int = 4) -> tuple[float, RunReport]:
+    flow = run_plan.with_options(task_runner=ThreadPoolTaskRunner(max_workers=concurrency))
+    start = time.perf_counter()
+    state = flow(plan=plan_from_data(plan, source="bench"), repo=str(repo), sandbox=settings,
+                 fresh=fresh, return_state=True)
+    elapsed = time.perf_counter() - start
+    outcome = state.result(raise_on_failure=False)
+    report = outcome.report if isinstance(outcome, PlanRunFailed) else outcome
+    if not isinstance(report, RunReport):
+        raise SystemExit(f"bench run did not produce a report: {outcome!r}")
+    return elapsed, report
+
+
+def per_step_latency(mode: str, repo: Path, chain: int, repeats: int) -> float:
+    settings = SandboxSettings(image=IMAGE, mode=mode)
+    one = chain_plan(f"bench-{mode}-1", 1, COMMAND)
+    many = chain_plan(f"bench-{mode}-{chain + 1}", chain + 1, COMMAND)
+    t_one = timed(lambda: run(one, repo, settings), repeats)
+    t_many = timed(lambda: run(many, repo, settings), repeats)
+    return (t_many - t_one) / chain
+
+
+def resume_ratio(repo: Path) -> tuple[float, float, float, int]:
+    """First run fails at step 90 of 100; the resume (now passing) runs from the cache."""
+    plan = chain_plan("bench-resume", 100, COMMAND, fail_at=90)
+    first, report = run(plan, repo, SandboxSettings(image=IMAGE, mode="warm", env={"BENCH_GO": "0"}))
+    assert not report.ok, "the first run was meant to fail at step 90"
+    resume, report = run(plan, repo, SandboxSettings(image=IMAGE, mode="warm", env={"BENCH_GO": "1"}),
+                         fresh=False)
+    assert report.ok, [s.reason for s in report.steps if not s.ok]
+    cached = sum(1 for s in report.steps if s.cached)
+    executed = sum(s.duration_s or 0 for s in report.steps if not s.cached)
+    return first, resume, executed, cached
+
+
+def parallel_seconds(mode: str, repo: Path) -> float:
+    steps = [{"id": f"p{i:02d}", "tool": "shell", "args": {"command": "sleep 1"}} for i in range(16)]
+    plan = {"id": f"bench-parallel-{mode}", "goal": "16 independent 1 s steps", "steps": steps}
+    settings = SandboxSettings(image=IMAGE, mode=mode)
+    run(plan, repo, settings, concurrency=8)  # warm-up (first container start, imports)
+    elapsed, report = run(plan, repo, settings, concurrency=8)
+    assert report.ok
+    return elapsed
+
+
+def verdict(value: float, target: float) -> str:
+    return "PASS" if value <= target else "MISS"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (for a smoke run)")
+    options = parser.parse_args()
+    repeats, chain = (3, 5) if options.quick else (10, 20)
+    repo = make_repo()
+    print(f"image {IMAGE}; command {' '.join(COMMAND)!r}; python {sys.version.split()[0]}")
+
+    exec_s = raw_exec_latency(repeats * 2)
+    warm_s = per_step_latency("warm", repo, chain, max(2, repeats // 3))
+    run_s = raw_run_latency(repeats)
+    per_step_s = per_step_latency("per_step", repo, chain, max(2, repeats // 3))
+    print(f"raw docker exec            {exec_s * 1000:8.1f} ms")
+    print(f"our step, warm container   {warm_s * 1000:8.1f} ms   ratio {warm_s / exec_s:5.2f}x  "
+          f"(target <= {TARGETS['warm']}x: {verdict(warm_s / exec_s, TARGETS['warm'])})")
+    print(f"raw docker run --rm        {run_s * 1000:8.1f} ms")
+    print(f"our step, container/step   {per_step_s * 1000:8.1f} ms   ratio {per_step_s / run_s:5.2f}x  "
+          f"(target <= {TARGETS['per_step']}x: {verdict(per_step_s / run_s, TARGETS['per_step'])})")
+
+    first, resume, executed, cached = resume_ratio(repo)
+    ratio = resume / first
+    print(f"100-step plan, fails at 90 {first:8.2f} s first run (89 steps completed)")
+    print(f"  resumed                  {resume:8.2f} s   ratio {ratio:5.3f}  "
+          f"(target <= {TARGETS['resume']}: {verdict(ratio, TARGETS['resume'])}); "
+          f"{cached} steps from the cache, {100 - cached} executed ({executed:.2f} s inside them)")
+    floor = (100 - cached) / 89
+    print(f"  note: {100 - cached} of 100 steps must execute on resume, so a resume that costs nothing "
+          f"but those steps is {floor:.3f} of the first run")
+
+    for mode in ("warm", "per_step"):
+        elapsed = parallel_seconds(mode, repo)
+        print(f"16 x 1 s steps, 8 at once ({mode:8s}) {elapsed:6.2f} s   "
+              f"(target <= {TARGETS['parallel_s']} s: {verdict(elapsed, TARGETS['parallel_s'])})")
+
+
+if __name__ == "__main__":
+    main()
