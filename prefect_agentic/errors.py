@@ -88,3 +88,44 @@ class PlanRunFailed(AgenticError):
     def __init__(self, message: str, report: object) -> None:
         self.report = report
         super().__init__(message)
+
+
+class LLMError(AgenticError):
+    """A language-model endpoint gave no usable answer; the message names the endpoint block."""
+
+    retryable: bool = False
+
+
+class LLMTimeoutError(LLMError):
+    """The endpoint did not answer within the block's ``timeout_seconds``."""
+
+    retryable = True
+
+
+class LLMUnavailableError(LLMError):
+    """The endpoint kept answering 429/5xx (or refusing connections) through every retry."""
+
+    retryable = True
+
+
+class LLMRequestError(LLMError):
+    """The endpoint refused the request (4xx) or answered with something not a chat completion."""
+
+
+class LLMOutputError(LLMError):
+    """The model's answers stayed malformed or invalid after the errors were fed back to it.
+
+    ``problems`` are those of the last answer. A later attempt asks afresh, so
+    a step may retry.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{message}:\n{lines}" if problems else message)
+
+
+class PatchRejectedError(ToolError):
+    """A proposed unified diff does not apply to the workspace; the message names the hunk."""

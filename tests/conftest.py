@@ -111,3 +111,13 @@ def agentic_cli(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:  # ty
     """Run the installed `agentic` command as a user would."""
     return subprocess.run([sys.executable, "-m", "prefect_agentic.cli.main", *args],
                           capture_output=True, text=True, **kwargs)
+
+
+@pytest.fixture
+def llm_server():  # type: ignore[no-untyped-def]
+    """A scripted OpenAI-compatible chat-completions server on 127.0.0.1 (see llm_server.py)."""
+    from llm_server import ScriptedLLM
+
+    server = ScriptedLLM().start()
+    yield server
+    server.stop()
