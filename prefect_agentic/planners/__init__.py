@@ -1,0 +1,1 @@
+"""Planners: turn a goal into a plan, and a failure into a revised plan."""
