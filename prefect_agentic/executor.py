@@ -111,6 +111,7 @@ def execute_step(step: Step, run: RunContext, input_snapshot: str, attempt: int)
             base_snapshot=run.base_snapshot,
             attempt=attempt,
             timeout_seconds=step.timeout_seconds or run.sandbox.timeout_seconds,
+            recorder=recorder,
         )
         output = tool_cls().invoke(step.args, ctx)
         snapshot = input_snapshot

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
 from conftest import EXAMPLES, agentic_cli
 
 DEMO_PLAN = EXAMPLES / "plans" / "fix-lint-demo.yaml"
@@ -53,7 +51,7 @@ def test_schema_validates_plan_files_in_an_editor() -> None:
 
 def test_tools_lists_the_built_in_tools() -> None:
     result = agentic_cli("tools")
-    assert [line.split()[0] for line in result.stdout.splitlines()] == ["git", "pytest", "ruff", "shell"]
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["git", "propose_patch", "pytest", "ruff", "shell"]
 
 
 @pytest.mark.usefixtures("prefect_api")

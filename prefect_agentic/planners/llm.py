@@ -150,6 +150,9 @@ class LLMPlanner:
             f"{', '.join(tool.Output.model_fields)}."
             for tool in self.registry
         )
+        name = getattr(self.endpoint, "_block_document_name", None)
+        if name and "propose_patch" in self.registry:
+            tools += f'\nSteps of tool propose_patch use "endpoint": "{name}".'
         schema = json.dumps(plan_json_schema(self.registry), separators=(",", ":"))
         return SYSTEM_PROMPT.replace("{tools}", tools).replace("{schema}", schema)
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from prefect_agentic.errors import SandboxLimitError, ToolError, ToolOutputError
+from prefect_agentic.record.recorder import LoggingRecorder, Recorder
 from prefect_agentic.sandbox.result import CommandResult
 from prefect_agentic.sandbox.runner import Sandbox
 
@@ -57,7 +58,8 @@ class ToolContext:
     ``/workspace`` in the sandbox). ``report_dir`` is a directory inside it,
     excluded from snapshots, where a tool may ask its command to write
     machine-readable reports; ``report_dir_in_sandbox`` is the same place seen
-    from inside the container.
+    from inside the container. ``recorder`` is the run's: a tool that decides
+    or spends something (a model call's tokens) records it there.
     """
 
     sandbox: Sandbox
@@ -69,6 +71,7 @@ class ToolContext:
     attempt: int
     timeout_seconds: float
     env: Mapping[str, str] = field(default_factory=dict)
+    recorder: Recorder = field(default_factory=LoggingRecorder)
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = logging.getLogger(
         "prefect_agentic.tools"
     )
