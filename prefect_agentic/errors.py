@@ -129,3 +129,27 @@ class LLMOutputError(LLMError):
 
 class PatchRejectedError(ToolError):
     """A proposed unified diff does not apply to the workspace; the message names the hunk."""
+
+
+class PolicyDeniedError(ToolError):
+    """The tool policy does not allow a tool call, a command or a change.
+
+    ``rule`` names the policy rule that decided, so the message says what to
+    change (the plan, or the policy, deliberately).
+    """
+
+    def __init__(self, rule: str, message: str) -> None:
+        self.rule = rule
+        super().__init__(f"denied by policy rule '{rule}': {message}")
+
+
+class BudgetExceededError(ToolError):
+    """A run reached a hard limit of its budget; the run stops and can be resumed with a larger one."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        self.limit = limit
+        super().__init__(f"budget exhausted ({limit}): {message}")
+
+
+class SecretUnavailableError(ToolError):
+    """A step asked for a secret that the policy does not grant it, or that cannot be loaded."""

@@ -1,27 +1,37 @@
 """Executes one step: tool call in the sandbox, snapshot, evaluation.
 
-This module knows nothing about Prefect; ``tasks/step.py`` wraps it in a task.
-Run resources (the workspace and its sandbox) are opened once per run and
-process and shared by the run's steps.
+This module drives no flow or task (``tasks/step.py`` wraps it in a task); of
+Prefect it only emits events. Run resources (the workspace, its sandbox and
+the budget meter) are opened once per run and process and shared by the run's
+steps.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from prefect.events import emit_event
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from prefect_agentic.blocks.budget import Budget
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
-from prefect_agentic.errors import StepFailed
+from prefect_agentic.blocks.tool_policy import ToolPolicy
+from prefect_agentic.budget import BudgetMeter, BudgetWarning
+from prefect_agentic.errors import PolicyDeniedError, StepFailed
 from prefect_agentic.evaluator import Verdict, VerdictKind, evaluate
+from prefect_agentic.guard import StepGuard
 from prefect_agentic.plan.models import Step
+from prefect_agentic.policy import PolicyDecision, approval_rules, protected_path_changes
 from prefect_agentic.record.recorder import LoggingRecorder, Recorder
 from prefect_agentic.sandbox.runner import WORKSPACE_MOUNT, Sandbox, open_sandbox
+from prefect_agentic.secrets import Redactor, load_step_secrets
 from prefect_agentic.tools.base import ToolContext
 from prefect_agentic.tools.registry import default_registry
 from prefect_agentic.workspace import AGENTIC_DIR, ChangeSummary, Workspace
@@ -38,6 +48,10 @@ class RunContext(BaseModel):
     workspace_epoch: str
     base_snapshot: str
     sandbox: SandboxSettings
+    policy: ToolPolicy = Field(default_factory=ToolPolicy)
+    budget: Budget = Field(default_factory=Budget)
+    secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    started_at: float = Field(default_factory=time.time, description="Epoch seconds; budgets count from here.")
 
 
 class StepResult(BaseModel):
@@ -61,6 +75,7 @@ class StepResult(BaseModel):
 class RunResources:
     workspace: Workspace
     sandbox: Sandbox
+    meter: BudgetMeter
     recorder: Recorder = field(default_factory=LoggingRecorder)
 
 
@@ -75,8 +90,21 @@ def run_resources(run: RunContext) -> RunResources:
         if found is None:
             workspace = Workspace(run.workspace, run.sandbox.workspace_owner())
             sandbox = open_sandbox(run.sandbox, run.workspace, run.run_key)
-            found = _resources[run.run_key] = RunResources(workspace, sandbox)
+            meter = BudgetMeter(run.budget, started=run.started_at)
+            found = _resources[run.run_key] = RunResources(workspace, sandbox, meter)
+            meter.on_warning = partial(_warn_budget, found, run)
         return found
+
+
+def _warn_budget(resources: RunResources, run: RunContext, warning: BudgetWarning) -> None:
+    """The soft limit: a log line, a record and a Prefect event (automations can react)."""
+    logging.getLogger("prefect_agentic.budget").warning("%s", warning.message())
+    resources.recorder.record("budget", {"event": "warning", "meter": warning.meter,
+                                         "used": warning.used, "limit": warning.limit})
+    emit_event(event="prefect-agentic.budget.warning",
+               resource={"prefect.resource.id": f"prefect-agentic.run.{run.run_key}",
+                         "prefect-agentic.plan": run.plan_id},
+               payload={"meter": warning.meter, "used": warning.used, "limit": warning.limit})
 
 
 def close_run_resources(run_key: str) -> None:
@@ -93,6 +121,7 @@ def execute_step(step: Step, run: RunContext, input_snapshot: str, attempt: int)
     resources = run_resources(run)
     started = time.monotonic()
     recorder = resources.recorder
+    guard = _step_guard(step, run, resources, attempt)
     recorder.record("attempt_started", {"attempt": attempt, "input_snapshot": input_snapshot,
                                         "tool": tool_cls.name, "tool_version": tool_cls.version,
                                         "args": step.args, "image_id": resources.sandbox.image_id},
@@ -112,6 +141,9 @@ def execute_step(step: Step, run: RunContext, input_snapshot: str, attempt: int)
             attempt=attempt,
             timeout_seconds=step.timeout_seconds or run.sandbox.timeout_seconds,
             recorder=recorder,
+            env=guard.secret_env,
+            network=step.network,
+            guard=guard,
         )
         output = tool_cls().invoke(step.args, ctx)
         snapshot = input_snapshot
@@ -120,6 +152,7 @@ def execute_step(step: Step, run: RunContext, input_snapshot: str, attempt: int)
                 f"agentic snapshot: {run.plan_id}/{step.id}", f"{run.plan_id}/{step.id}"
             )
         changes = resources.workspace.changes(input_snapshot, snapshot)
+    _check_protected_paths(step, run, changes, recorder)
     criteria = step.success.merged_over(dict(tool_cls.default_success))
     verdict = evaluate(criteria, output, changes)
     recorder.record("verdict", {"attempt": attempt, "verdict": verdict.model_dump(mode="json"),
@@ -142,6 +175,28 @@ def execute_step(step: Step, run: RunContext, input_snapshot: str, attempt: int)
         finished_at=datetime.now(timezone.utc),
         image_id=resources.sandbox.image_id,
     )
+
+
+def _step_guard(step: Step, run: RunContext, resources: RunResources, attempt: int) -> StepGuard:
+    """Arm the step's guard with its secrets and charge the step (or the retry) to the budget."""
+    secret_env = load_step_secrets(step, run.policy, run.secrets)
+    guard = StepGuard(step.id, run.policy, resources.meter, resources.recorder,
+                      Redactor(secret_env.values()), secret_env=secret_env,
+                      approved=step.requires_approval or bool(
+                          approval_rules(run.policy, step, default_registry())))
+    guard.charge("steps" if attempt == 1 else "retries")
+    return guard
+
+
+def _check_protected_paths(step: Step, run: RunContext, changes: ChangeSummary, recorder: Recorder) -> None:
+    touched = protected_path_changes(run.policy, changes)
+    if not touched:
+        return
+    pattern, paths = next(iter(touched.items()))
+    decision = PolicyDecision(f"change of {paths}", False, f"protected_paths:{pattern}",
+                              f"the step changed protected path(s) {paths}")
+    recorder.record("policy_decision", {"level": "change", **decision.as_record()}, step_id=step.id)
+    raise PolicyDeniedError(str(decision.rule), decision.reason)
 
 
 def _failure_reason(verdict: Verdict, log: str) -> str:

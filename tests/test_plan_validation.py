@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import EXAMPLES
 
 from prefect_agentic.errors import PlanError
 from prefect_agentic.plan import load_plan, parse_plan
 from prefect_agentic.plan.graph import snapshot_sources, topological_order
-
-from conftest import EXAMPLES
 
 BAD = sorted((Path(__file__).parent / "plans" / "bad").glob("*.yaml"))
 

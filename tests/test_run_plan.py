@@ -6,16 +6,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import EXAMPLES
 from prefect.client.orchestration import get_client
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.flows.run_plan import RunReport, run_plan
 from prefect_agentic.plan import load_plan, parse_plan
-from prefect_agentic.record.progress import StepStatus
 from prefect_agentic.tools.registry import default_registry
-
-from conftest import EXAMPLES
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

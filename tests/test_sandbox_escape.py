@@ -59,8 +59,9 @@ class HostListener:
 
 @pytest.fixture(scope="module")
 def attack_run(tmp_path_factory, sandbox_image: str) -> tuple[RunReport, HostListener, Path]:  # type: ignore[no-untyped-def]
-    from conftest import git_commit_all
     import subprocess
+
+    from conftest import git_commit_all
 
     listener = HostListener()
     secret = tmp_path_factory.mktemp("host") / "host-secret.txt"

@@ -19,16 +19,21 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 import json  # noqa: E402
 from enum import Enum  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Annotated, Optional  # noqa: E402
+from typing import Annotated, Optional, TypeVar  # noqa: E402
 
 import typer  # noqa: E402
+from prefect.blocks.core import Block  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
+from prefect_agentic.blocks.budget import Budget  # noqa: E402
+from prefect_agentic.blocks.tool_policy import ToolPolicy  # noqa: E402
 from prefect_agentic.cli.render import ProgressDisplay, report_table  # noqa: E402
 from prefect_agentic.errors import AgenticError, PlanError, SandboxError, WorkspaceError  # noqa: E402
 from prefect_agentic.plan import load_plan, plan_json_schema  # noqa: E402
 from prefect_agentic.tools.registry import default_registry  # noqa: E402
+
+BlockT = TypeVar("BlockT", bound="Block")
 
 app = typer.Typer(
     name="agentic",
@@ -57,14 +62,29 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+POLICY_HELP = "Name of a saved Agentic Tool Policy block (default: the built-in policy)."
+BUDGET_HELP = "Name of a saved Agentic Budget block (default: unlimited)."
+
+
+def _load_block(option: str, kind: type[BlockT], name: str | None) -> BlockT:
+    """A saved block by name, or the block's defaults; a bad name is a usage error (exit 2)."""
+    if name is None:
+        return kind()
+    try:
+        return kind.load(name)
+    except ValueError as exc:
+        raise _fail(f"{option} {name}: {exc}", 2) from None
+
+
 @app.command()
 def validate(
     plan_file: Annotated[Path, typer.Argument(help="Plan file (YAML or JSON).")],
+    policy_block: Annotated[Optional[str], typer.Option(help=POLICY_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result.")] = False,
 ) -> None:
-    """Check a plan file without running it."""
+    """Check a plan file without running it (also against the tool policy)."""
     try:
-        plan = load_plan(plan_file)
+        plan = load_plan(plan_file, policy=_load_block("--policy-block", ToolPolicy, policy_block))
     except PlanError as exc:
         if as_json:
             out.print_json(json.dumps({"valid": False, "source": exc.source, "problems": exc.problems}))
@@ -105,6 +125,8 @@ def run(
     sandbox_block: Annotated[
         Optional[str], typer.Option(help="Name of a saved Agentic Sandbox Settings block.")
     ] = None,
+    policy_block: Annotated[Optional[str], typer.Option(help=POLICY_HELP)] = None,
+    budget_block: Annotated[Optional[str], typer.Option(help=BUDGET_HELP)] = None,
     mode: Annotated[Optional[SandboxMode], typer.Option(help="Container per step, or one warm container.")] = None,
     image: Annotated[Optional[str], typer.Option(help="Sandbox image (overrides the block).")] = None,
     fresh: Annotated[bool, typer.Option(help="Ignore cached step results; run every step.")] = False,
@@ -120,8 +142,10 @@ def run(
     from prefect_agentic.sandbox.runner import check_ready
     from prefect_agentic.workspace import resolve_base
 
+    policy = _load_block("--policy-block", ToolPolicy, policy_block)
+    budget = _load_block("--budget-block", Budget, budget_block)
     try:
-        plan = load_plan(plan_file)
+        plan = load_plan(plan_file, policy=policy)
         resolve_base(repo.resolve(), ref)
         settings = SandboxSettings.load(sandbox_block) if sandbox_block else SandboxSettings()
         if mode:
@@ -142,7 +166,7 @@ def run(
     try:
         with display:
             state = flow(plan=plan, repo=str(repo.resolve()), ref=ref, sandbox=settings, fresh=fresh,
-                         return_state=True)
+                         policy=policy, budget=budget, return_state=True)
     finally:
         unsubscribe()
     outcome = state.result(raise_on_failure=False)

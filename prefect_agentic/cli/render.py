@@ -97,7 +97,9 @@ def report_table(report: RunReport) -> Group:
     for s in report.steps:
         if s.status is StepStatus.FAILED and s.reason:
             parts.append(Text(f"{s.step_id}: {s.reason}", style="red"))
-    verdict = "succeeded" if report.ok else "FAILED"
+    if report.stopped:
+        parts.append(Text(f"stopped: {report.stopped}", style="yellow"))
+    verdict = "succeeded" if report.ok else "STOPPED" if report.stopped else "FAILED"
     parts.append(Text(
         f"Run {verdict} in {report.duration_s:.1f}s; final snapshot {report.final_snapshot[:12]} "
         f"(workspace {report.workspace})",

@@ -13,11 +13,15 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as flow_run_runtime
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import SecretStr
 
+from prefect_agentic.blocks.budget import Budget
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
+from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.compiler import compile_plan
 from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.executor import RunContext, close_run_resources
+from prefect_agentic.flows.hooks import BudgetHook
 from prefect_agentic.plan.models import Plan
 from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe
 from prefect_agentic.report import RunReport, StepReport
@@ -49,23 +53,31 @@ def run_plan(
     ref: str = "HEAD",
     sandbox: SandboxSettings | None = None,
     fresh: bool = False,
+    policy: ToolPolicy | None = None,
+    budget: Budget | None = None,
+    secrets: dict[str, SecretStr] | None = None,
 ) -> RunReport:
     """Run ``plan`` on the repository at ``repo`` starting from commit ``ref``.
 
     The repository is cloned into a private run workspace; the user's branches
     and working tree are never touched. With ``fresh``, cached step results are
-    ignored (and replaced). Raises ``PlanRunFailed`` (the flow run
+    ignored (and replaced). ``policy`` (default: the default ``ToolPolicy``)
+    says what steps may do; ``budget`` bounds what the run may spend;
+    ``secrets`` are values steps may receive when the policy grants them
+    (otherwise Prefect Secret blocks of the same names are used). Raises ``PlanRunFailed`` (the flow run
     fails) when any step failed or could not run; the report is attached.
     """
     logger = get_run_logger()
     started_at, started = datetime.now(timezone.utc), time.monotonic()
-    compiled = compile_plan(plan)
+    policy = policy or ToolPolicy()
+    compiled = compile_plan(plan, policy)
     source = Path(repo).resolve()
     base = resolve_base(source, ref)
     key = run_key(plan.id, source, base)
     workspace = Workspace.prepare(source, base, agentic_home() / "workspaces" / key)
     run = RunContext(run_key=key, plan_id=plan.id, workspace=workspace.path,
-                     workspace_epoch=workspace.epoch, base_snapshot=base, sandbox=sandbox or SandboxSettings())
+                     workspace_epoch=workspace.epoch, base_snapshot=base, sandbox=sandbox or SandboxSettings(),
+                     policy=policy, budget=budget or Budget(), secrets=secrets or {})
     logger.info("Plan %s v%s on %s@%s (workspace %s)", plan.id, plan.version, source, base[:12],
                 workspace.path)
     scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run), refresh_cache=fresh)
@@ -103,7 +115,7 @@ def _failure_summary(report: RunReport) -> str:
 
 def run_hooks(plan: Plan, run: RunContext) -> list[RunHook]:
     """The hooks that decide, between steps, whether the run goes on."""
-    return []
+    return [BudgetHook(run)]
 
 
 def _final_snapshot(reports: dict[str, StepReport], order: list[str], base: str) -> str:

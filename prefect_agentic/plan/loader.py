@@ -9,26 +9,29 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.errors import PlanError
 from prefect_agentic.plan.models import Plan
 from prefect_agentic.plan.validation import check_plan, step_place
 from prefect_agentic.tools.registry import ToolRegistry
 
 
-def load_plan(path: str | Path, registry: ToolRegistry | None = None) -> Plan:
-    """Read, parse and fully validate the plan file at ``path``."""
+def load_plan(path: str | Path, registry: ToolRegistry | None = None,
+              policy: ToolPolicy | None = None) -> Plan:
+    """Read, parse and fully validate the plan file at ``path`` (against ``policy`` if given)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PlanError(str(path), [f"cannot read the file: {exc.strerror or exc}"]) from None
-    return parse_plan(text, source=str(path), registry=registry)
+    return parse_plan(text, source=str(path), registry=registry, policy=policy)
 
 
-def parse_plan(text: str, source: str = "plan", registry: ToolRegistry | None = None) -> Plan:
+def parse_plan(text: str, source: str = "plan", registry: ToolRegistry | None = None,
+               policy: ToolPolicy | None = None) -> Plan:
     """Parse plan text (JSON is YAML too) and validate structure and meaning."""
     data = _parse_document(text, source)
-    return check_plan(plan_from_data(data, source), registry, source)
+    return check_plan(plan_from_data(data, source), registry, source, policy)
 
 
 def plan_from_data(data: Any, source: str = "plan") -> Plan:

@@ -66,6 +66,15 @@ class Step(BaseModel):
     requires_approval: bool = Field(
         default=False, description="Pause for a human decision before the step runs."
     )
+    network: str | None = Field(
+        default=None,
+        description="Docker network the step's commands join (the tool policy must allow it); none by default.",
+    )
+    secrets: list[str] = Field(
+        default_factory=list,
+        description="Secrets (Prefect Secret block names) the step receives as environment variables, "
+        "if the tool policy grants them.",
+    )
 
 
 class Plan(BaseModel):

@@ -10,6 +10,7 @@ from collections import Counter
 
 from pydantic import ValidationError
 
+from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.errors import PlanError, ToolNotFoundError
 from prefect_agentic.plan.criteria import OUTCOME_FIELDS
 from prefect_agentic.plan.graph import concurrent_writer_pairs, find_cycle
@@ -22,19 +23,27 @@ def step_place(index: int, step_id: object) -> str:
     return f"steps[{index}] '{step_id}'" if isinstance(step_id, str) else f"steps[{index}]"
 
 
-def check_plan(plan: Plan, registry: ToolRegistry | None = None, source: str = "plan") -> Plan:
-    """Return ``plan`` if it is valid, else raise ``PlanError`` listing every problem."""
-    problems = plan_problems(plan, registry or default_registry())
+def check_plan(plan: Plan, registry: ToolRegistry | None = None, source: str = "plan",
+               policy: ToolPolicy | None = None) -> Plan:
+    """Return ``plan`` if it is valid, else raise ``PlanError`` listing every problem.
+
+    With a ``policy``, a plan that could only run by breaking it is invalid too.
+    """
+    problems = plan_problems(plan, registry or default_registry(), policy)
     if problems:
         raise PlanError(source, problems)
     return plan
 
 
-def plan_problems(plan: Plan, registry: ToolRegistry) -> list[str]:
+def plan_problems(plan: Plan, registry: ToolRegistry, policy: ToolPolicy | None = None) -> list[str]:
     problems: list[str] = []
     for index, step in enumerate(plan.steps):
         problems += _step_problems(index, step, registry)
     problems += _graph_problems(plan)
+    if policy is not None and not problems:
+        from prefect_agentic.policy import static_problems
+
+        problems += static_problems(policy, plan, registry)
     return problems
 
 

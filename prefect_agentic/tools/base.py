@@ -10,6 +10,7 @@ crashing the run.
 from __future__ import annotations
 
 import logging
+import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,31 @@ class StepTimeoutError(ToolError):
     retryable = True
 
 
+class CallGuard:
+    """Checks every tool call and command of a step; this base lets everything through.
+
+    The executor gives each step a guard that enforces the tool policy, the
+    run's budget and the step's secrets (``prefect_agentic.guard.StepGuard``).
+    Tools never call it themselves: ``Tool.invoke`` and ``ToolContext.run`` do,
+    so no tool can go around it.
+    """
+
+    def before_tool(self, tool: type[Tool], args: ToolInput) -> None:
+        """Raise to refuse the call."""
+
+    def before_command(self, command: Sequence[str], timeout: float) -> float:
+        """Raise to refuse the command; returns the timeout to use (may shorten it)."""
+        return timeout
+
+    def after_command(self, result: CommandResult) -> CommandResult:
+        """Account for the result and return it as the tool may see it (e.g. redacted)."""
+        return result
+
+    def redact(self, raw: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A tool's raw output as it may be kept and shown."""
+        return raw
+
+
 @dataclass(frozen=True)
 class ToolContext:
     """What a running tool may use: the sandbox and the step's workspace.
@@ -72,6 +98,8 @@ class ToolContext:
     timeout_seconds: float
     env: Mapping[str, str] = field(default_factory=dict)
     recorder: Recorder = field(default_factory=LoggingRecorder)
+    network: str | None = None
+    guard: CallGuard = field(default_factory=CallGuard)
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = logging.getLogger(
         "prefect_agentic.tools"
     )
@@ -82,16 +110,19 @@ class ToolContext:
         A timeout becomes a retryable ``StepTimeoutError``: the container is
         already gone, and a later attempt may be luckier.
         """
+        timeout = self.guard.before_command(command, self.timeout_seconds)
         env = {"AGENTIC_STEP_ID": self.step_id, "AGENTIC_STEP_ATTEMPT": str(self.attempt)}
         env.update(self.env)
-        result = self.sandbox.run(command, timeout=self.timeout_seconds, env=env)
+        result = self.guard.after_command(
+            self.sandbox.run(command, timeout=timeout, env=env, network=self.network)
+        )
         limits = getattr(self.sandbox, "settings", None)
         processes = f" ({limits.pids})" if limits else ""
         if result.timed_out:
             also = f"; the process limit{processes} was reached" if result.pids_limit_hit else ""
             raise StepTimeoutError(
                 f"command {list(command)!r} exceeded the step timeout of "
-                f"{self.timeout_seconds:g}s and was killed{also}"
+                f"{timeout:g}s and was killed{also}"
             )
         if result.oom_killed:
             memory = f" ({limits.memory})" if limits else ""
@@ -132,17 +163,29 @@ class Tool(ABC):
         """Whether this call is known to change files (its step must write the workspace)."""
         return False
 
+    @classmethod
+    def operation(cls, args: ToolInput) -> str:
+        """The operation this call performs, as policies name it (``tool:operation``)."""
+        return "run"
+
+    @classmethod
+    def command_preview(cls, args: ToolInput) -> str | None:
+        """The command line this call will run, when the arguments alone tell (for policy
+        checks before the run and for approvers); ``None`` when they do not."""
+        return None
+
     @abstractmethod
     def run(self, args: Any, ctx: ToolContext) -> Mapping[str, Any]:
         """Do the work and return the raw output fields."""
 
     def invoke(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        """Validate ``args``, run the tool, and validate its output."""
+        """Validate ``args``, pass the guard, run the tool, and validate its output."""
         try:
             parsed = self.parse_args(args)
         except ValidationError as exc:
             raise ToolError(f"tool '{self.name}' rejected its arguments: {_short(exc)}") from None
-        raw = self.run(parsed, ctx)
+        ctx.guard.before_tool(type(self), parsed)
+        raw = ctx.guard.redact(self.run(parsed, ctx))
         try:
             return self.Output.model_validate(dict(raw))
         except ValidationError as exc:
@@ -150,6 +193,11 @@ class Tool(ABC):
                 f"tool '{self.name}' v{self.version} produced output that does not fit "
                 f"its output model: {_short(exc)}"
             ) from None
+
+
+def command_line(command: Sequence[str] | str) -> str:
+    """A command as one line of text (a list is joined the way a shell would read it)."""
+    return command if isinstance(command, str) else shlex.join(command)
 
 
 def _short(exc: ValidationError) -> str:

@@ -73,6 +73,11 @@ class GitTool(Tool):
     def changes_files(cls, args: ToolInput) -> bool:
         return isinstance(args, GitInput) and args.op == "commit"
 
+    @classmethod
+    def operation(cls, args: ToolInput) -> str:
+        assert isinstance(args, GitInput)
+        return args.op
+
     def run(self, args: GitInput, ctx: ToolContext) -> Mapping[str, Any]:
         def git(*cmd: str, env: dict[str, str] | None = None) -> str:
             try:

@@ -44,6 +44,10 @@ class PytestTool(Tool):
     Input: ClassVar[type[ToolInput]] = PytestInput
     Output: ClassVar[type[ToolOutput]] = PytestOutput
 
+    @classmethod
+    def operation(cls, args: ToolInput) -> str:
+        return "test"
+
     def run(self, args: PytestInput, ctx: ToolContext) -> Mapping[str, Any]:
         report = ctx.report_dir / "junit.xml"
         report.unlink(missing_ok=True)

@@ -51,6 +51,11 @@ class RuffTool(Tool):
     def changes_files(cls, args: ToolInput) -> bool:
         return isinstance(args, RuffInput) and args.mode in ("fix", "format")
 
+    @classmethod
+    def operation(cls, args: ToolInput) -> str:
+        assert isinstance(args, RuffInput)
+        return args.mode
+
     def run(self, args: RuffInput, ctx: ToolContext) -> Mapping[str, Any]:
         if args.mode in ("check", "fix"):
             return self._lint(args, ctx)

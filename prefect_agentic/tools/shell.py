@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput
+from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput, command_line
 
 
 class ShellInput(ToolInput):
@@ -32,6 +32,11 @@ class ShellTool(Tool):
     Input: ClassVar[type[ToolInput]] = ShellInput
     Output: ClassVar[type[ToolOutput]] = ShellOutput
     default_success: ClassVar[Mapping[str, Any]] = {"exit_code": 0}
+
+    @classmethod
+    def command_preview(cls, args: ToolInput) -> str | None:
+        assert isinstance(args, ShellInput)
+        return command_line(args.command)
 
     def run(self, args: ShellInput, ctx: ToolContext) -> Mapping[str, Any]:
         command = ["sh", "-c", args.command] if isinstance(args.command, str) else args.command
