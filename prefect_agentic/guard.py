@@ -59,6 +59,9 @@ class StepGuard(CallGuard):
     def redact(self, raw: Mapping[str, Any]) -> Mapping[str, Any]:
         return self.redactor.data(raw)
 
+    def spend(self, meter: str, amount: float) -> None:
+        self.meter.add(meter, amount)
+
     def _enforce(self, decision: PolicyDecision, level: str) -> None:
         if decision.allowed:
             return

@@ -75,6 +75,9 @@ class CallGuard:
         """A tool's raw output as it may be kept and shown."""
         return raw
 
+    def spend(self, meter: str, amount: float) -> None:
+        """Count what a call cost once it is known (``cost`` of LLM tokens)."""
+
 
 @dataclass(frozen=True)
 class ToolContext:

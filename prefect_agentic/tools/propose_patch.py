@@ -111,6 +111,8 @@ class ProposePatchTool(Tool):
                     f"no proposed patch applied in {args.attempts} answer(s); last: {applier.rejection}"
                 ) from None
             raise
+        finally:
+            ctx.guard.spend("cost", client.usage.cost)  # charged to the run's budget, even if it failed
         return {
             "exit_code": 0, "log": summary, "summary": summary, "diff": diff,
             "files_changed": [path for _, _, path in numstat],
