@@ -181,5 +181,9 @@ def run(
     raise typer.Exit(0 if report.ok else 1)
 
 
+from prefect_agentic.cli import recipes as _recipes  # noqa: E402
+
+_recipes.register(app)
+
 if __name__ == "__main__":
     app()

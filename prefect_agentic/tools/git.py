@@ -32,6 +32,11 @@ class GitInput(ToolInput):
         default="@base",
         description="diff: what to compare the worktree with; '@base' is the run's starting commit.",
     )
+    onto: str = Field(
+        default="HEAD",
+        description="commit: the new commit's parent; '@base' squashes the run's changes (all its "
+        "snapshots) into one commit on the run's starting commit.",
+    )
     author_name: str = "prefect-agentic"
     author_email: str = "agentic@prefect-agentic.invalid"
     max_diff_bytes: int = Field(default=200_000, ge=1000)
@@ -63,7 +68,7 @@ class GitTool(Tool):
     """Inspect and record changes in the run workspace."""
 
     name: ClassVar[str] = "git"
-    version: ClassVar[str] = "1.0.0"
+    version: ClassVar[str] = "1.1.0"
     description: ClassVar[str] = "status, diff, branch or commit in the run workspace."
     Input: ClassVar[type[ToolInput]] = GitInput
     Output: ClassVar[type[ToolOutput]] = GitOutput
@@ -97,17 +102,17 @@ class GitTool(Tool):
             git("branch", "--force", args.branch or "", "HEAD")
             result["branch"] = args.branch
         elif args.op == "commit":
-            result.update(self._commit(args, git))
+            result.update(self._commit(args, git, ctx.base_snapshot))
         result["log"] = "\n".join(changed)
         return result
 
     @staticmethod
-    def _commit(args: GitInput, git: Any) -> dict[str, Any]:
+    def _commit(args: GitInput, git: Any, base: str) -> dict[str, Any]:
         git("add", "--all")
-        parent = git("rev-parse", "HEAD")
+        parent = git("rev-parse", base if args.onto == "@base" else f"{args.onto}^{{commit}}")
         tree = git("write-tree")
         if tree == git("rev-parse", f"{parent}^{{tree}}"):
-            raise ToolError("nothing to commit: the worktree equals HEAD")
+            raise ToolError(f"nothing to commit: the worktree equals {args.onto}")
         env = commit_identity(git("show", "-s", "--format=%cI", parent))
         env.update(GIT_AUTHOR_NAME=args.author_name, GIT_AUTHOR_EMAIL=args.author_email)
         sha = git("commit-tree", tree, "-p", parent, "-m", args.message or "", env=env)

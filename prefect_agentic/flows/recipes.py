@@ -1,0 +1,33 @@
+"""One deployable flow per recipe, with the recipe's parameters as a typed flow parameter.
+
+Each flow asks the recipe planner for the plan and runs it as a ``run-plan``
+subflow, so a recipe run is cached, resumable, gated and recorded exactly like
+a hand-written plan, and the plan it ran is stored on the subflow run.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from prefect_agentic.blocks.budget import Budget
+from prefect_agentic.blocks.sandbox_settings import SandboxSettings
+from prefect_agentic.blocks.tool_policy import ToolPolicy
+from prefect_agentic.flows.run_plan import run_plan
+from prefect_agentic.planners.recipes import FixLintParams, RecipePlanner, TestAndReportParams
+from prefect_agentic.report import RunReport
+
+
+@flow(name="fix-lint", description="Fix ruff violations, keep the tests green, commit on a branch.")
+def fix_lint(repo: str, params: FixLintParams | None = None, ref: str = "HEAD",
+             sandbox: SandboxSettings | None = None, policy: ToolPolicy | None = None,
+             budget: Budget | None = None) -> RunReport:
+    plan = RecipePlanner().plan("fix-lint", params or FixLintParams())
+    return run_plan(plan=plan, repo=repo, ref=ref, sandbox=sandbox, policy=policy, budget=budget)
+
+
+@flow(name="test-and-report", description="Run the test suite in the sandbox and report the results.")
+def test_and_report(repo: str, params: TestAndReportParams | None = None, ref: str = "HEAD",
+                    sandbox: SandboxSettings | None = None, policy: ToolPolicy | None = None,
+                    budget: Budget | None = None) -> RunReport:
+    plan = RecipePlanner().plan("test-and-report", params or TestAndReportParams())
+    return run_plan(plan=plan, repo=repo, ref=ref, sandbox=sandbox, policy=policy, budget=budget)
