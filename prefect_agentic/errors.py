@@ -72,13 +72,25 @@ class StepFailed(AgenticError):
 
     ``retryable`` tells Prefect's retry condition whether another attempt may
     help (an unmet outcome such as failing tests) or not (a guard such as a
-    protected path that was changed).
+    protected path that was changed). ``output`` (the tool's output) and
+    ``attempt_snapshot`` (what the attempt changed, if it wrote) let a
+    re-plan see why and how the step failed.
     """
 
-    def __init__(self, step_id: str, reason: str, *, retryable: bool) -> None:
+    def __init__(
+        self,
+        step_id: str,
+        reason: str,
+        *,
+        retryable: bool,
+        output: dict[str, object] | None = None,
+        attempt_snapshot: str | None = None,
+    ) -> None:
         self.step_id = step_id
         self.reason = reason
         self.retryable = retryable
+        self.output = output
+        self.attempt_snapshot = attempt_snapshot
         super().__init__(f"step '{step_id}': {reason}")
 
 

@@ -160,7 +160,9 @@ def execute_step(step: Step, run: RunContext, input_snapshot: str, attempt: int)
                     step_id=step.id)
     if verdict.kind is not VerdictKind.OK:
         raise StepFailed(step.id, _failure_reason(verdict, output.log),
-                         retryable=verdict.kind is VerdictKind.RETRY)
+                         retryable=verdict.kind is VerdictKind.RETRY,
+                         output=output.model_dump(mode="json"),
+                         attempt_snapshot=snapshot if snapshot != input_snapshot else None)
     return StepResult(
         step_id=step.id,
         tool=tool_cls.name,

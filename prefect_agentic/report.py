@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from prefect_agentic.plan.models import PlannerInfo
 from prefect_agentic.record.progress import StepStatus
 
 
@@ -23,10 +24,23 @@ class StepReport(BaseModel):
     diff_stat: str | None = None
     reason: str | None = None
     output: dict[str, Any] | None = None
+    attempt_snapshot: str | None = Field(
+        default=None,
+        description="A failed step's last attempt's changes, kept for diagnosis; nothing runs on them.",
+    )
 
     @property
     def ok(self) -> bool:
         return self.status in (StepStatus.COMPLETED, StepStatus.CACHED)
+
+
+class PlanRevision(BaseModel):
+    """A plan version adopted during the run: after a re-plan, or a human's decision."""
+
+    version: int
+    reason: str
+    planner: PlannerInfo | None = None
+    steps: list[str] = Field(default_factory=list, description="The steps it added or replaced.")
 
 
 class RunReport(BaseModel):
@@ -34,7 +48,9 @@ class RunReport(BaseModel):
 
     ``stopped`` says why the run stopped before running every step when
     something other than a failed step stopped it (a budget, a rejected
-    approval); such a run keeps its work and can be resumed.
+    approval); such a run keeps its work and can be resumed. ``steps`` are
+    those of the last plan version (``plan_version``); reports of steps that
+    failed under an earlier version and were replaced are in ``superseded``.
     """
 
     plan_id: str
@@ -50,6 +66,8 @@ class RunReport(BaseModel):
     duration_s: float
     steps: list[StepReport] = Field(default_factory=list)
     stopped: str | None = None
+    revisions: list[PlanRevision] = Field(default_factory=list)
+    superseded: list[StepReport] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:

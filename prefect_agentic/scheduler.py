@@ -5,21 +5,29 @@ independent steps run in parallel. Between steps the run's hooks decide
 whether the next step may start (approval gates, budgets) and may stop the
 run cleanly: every step not started then ends ``not_run`` with the reason,
 and whatever completed keeps its snapshot, so the run can be resumed.
+
+After a step, a hook may also ask for a revised plan (``Replan``): the
+scheduler starts nothing more, waits until no step runs, and asks the hook
+for the next plan version. That version keeps every completed step exactly as
+it ran (never executed again, snapshots still valid) and replaces the rest,
+which then runs in the same flow run.
 """
 
 from __future__ import annotations
 
 import queue
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from prefect.futures import PrefectFuture
 
-from prefect_agentic.compiler import CompiledPlan
-from prefect_agentic.executor import RunContext, StepResult
+from prefect_agentic.compiler import CompiledPlan, compile_plan
+from prefect_agentic.errors import PlanError
+from prefect_agentic.executor import RunContext, StepResult, run_resources
 from prefect_agentic.plan.models import Plan, Step
+from prefect_agentic.plan.revision import changed_completed_steps
 from prefect_agentic.record.progress import StepEvent, StepStatus, publish
-from prefect_agentic.report import StepReport
+from prefect_agentic.report import PlanRevision, StepReport
 from prefect_agentic.tasks.step import step_task
 
 
@@ -33,6 +41,21 @@ class Stop:
     """The run stops before this step; ``reason`` says why (shown and recorded)."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class Replan:
+    """Start no further step; once none runs, call ``revise(plan, reports)`` for the next version.
+
+    ``revise`` is called only when the run is quiet, because the revision
+    must see how every running step ended, and because asking a human pauses
+    the flow run, which must not happen under running tasks. It returns the
+    next plan version, ``Stop`` to end the run, or None to carry on without a
+    revision (the failure stands).
+    """
+
+    reason: str
+    revise: Callable[[Plan, dict[str, StepReport]], Plan | Stop | None]
 
 
 Decision = Go | Stop
@@ -52,7 +75,7 @@ class RunHook:
     def before_step(self, step: Step, done: dict[str, StepReport]) -> Decision:
         return Go()
 
-    def after_step(self, step: Step, report: StepReport) -> Decision:
+    def after_step(self, step: Step, report: StepReport) -> Decision | Replan:
         return Go()
 
 
@@ -66,6 +89,9 @@ class StepScheduler:
     refresh_cache: bool = False
     attempts: dict[str, int] = field(default_factory=dict)
     stopped: str | None = None
+    revisions: list[PlanRevision] = field(default_factory=list)
+    superseded: list[StepReport] = field(default_factory=list)
+    _replan: Replan | None = None
     _futures: dict[str, PrefectFuture[StepResult]] = field(default_factory=dict)
     _reports: dict[str, StepReport] = field(default_factory=dict)
     _finished: queue.Queue[str] = field(default_factory=queue.Queue)
@@ -77,10 +103,13 @@ class StepScheduler:
     def run_all(self) -> dict[str, StepReport]:
         """Run every step that can run; returns a report for every step of the plan."""
         waiting = list(self.compiled.order)
-        while waiting or self._running():
-            waiting = self._start_ready(waiting)
+        while waiting or self._running() or self._replan:
+            if self._replan is None:
+                waiting = self._start_ready(waiting)
             if self._running():
                 self._finish(self._finished.get())
+            elif self._replan is not None:  # quiet now: time to revise
+                waiting = self._revise(self._replan, waiting)
             elif waiting:  # nothing runs and nothing could start: only blocked steps remain
                 for step_id in waiting:
                     self._not_run(step_id, "not run: a step it depends on did not complete")
@@ -138,6 +167,36 @@ class StepScheduler:
             decision = hook.after_step(self.plan.step(step_id), report)
             if isinstance(decision, Stop) and self.stopped is None:
                 self.stopped = decision.reason
+                self._replan = None
+            elif isinstance(decision, Replan) and self.stopped is None and self._replan is None:
+                self._replan = decision
+
+    def _revise(self, replan: Replan, waiting: list[str]) -> list[str]:
+        """Ask for the next plan version and continue with it; returns the steps now waiting."""
+        self._replan = None
+        outcome = replan.revise(self.plan, dict(self._reports))
+        if isinstance(outcome, Stop):
+            self.stopped = outcome.reason
+            return waiting
+        if outcome is None:
+            return waiting
+        completed = [s for s, r in self._reports.items() if r.ok]
+        problems = changed_completed_steps(self.plan, outcome, completed)
+        if problems:
+            raise PlanError(f"plan '{outcome.id}' v{outcome.version}", problems)
+        self.compiled = compile_plan(outcome, self.run.policy)
+        replaced = [s.id for s in self.compiled.plan.steps if s.id not in completed]
+        for step_id in [s for s, r in self._reports.items() if not r.ok]:
+            self.superseded.append(self._reports.pop(step_id))
+            self._futures.pop(step_id, None)
+        revision = PlanRevision(version=outcome.version, reason=replan.reason,
+                                planner=outcome.planner, steps=replaced)
+        self.revisions.append(revision)
+        run_resources(self.run).recorder.record("plan", {
+            **revision.model_dump(mode="json"),
+            "plan": outcome.model_dump(mode="json", exclude_defaults=True),
+        })
+        return replaced
 
     def _not_run(self, step_id: str, reason: str) -> None:
         step = self.plan.step(step_id)
@@ -165,4 +224,6 @@ def step_report(step: Step, future: PrefectFuture[StepResult], attempts: int) ->
         )
     exc = state.result(raise_on_failure=False)
     return StepReport(step_id=step.id, tool=step.tool, status=StepStatus.FAILED, attempts=attempts,
-                      reason=str(exc) if isinstance(exc, BaseException) else state.message)
+                      reason=str(exc) if isinstance(exc, BaseException) else state.message,
+                      output=getattr(exc, "output", None),
+                      attempt_snapshot=getattr(exc, "attempt_snapshot", None))

@@ -22,6 +22,7 @@ from prefect_agentic.compiler import compile_plan
 from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.executor import RunContext, close_run_resources
 from prefect_agentic.flows.hooks import BudgetHook
+from prefect_agentic.loop import AgentLoop, LoopSettings
 from prefect_agentic.plan.models import Plan
 from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe
 from prefect_agentic.report import RunReport, StepReport
@@ -56,6 +57,7 @@ def run_plan(
     policy: ToolPolicy | None = None,
     budget: Budget | None = None,
     secrets: dict[str, SecretStr] | None = None,
+    loop: LoopSettings | None = None,
 ) -> RunReport:
     """Run ``plan`` on the repository at ``repo`` starting from commit ``ref``.
 
@@ -64,8 +66,10 @@ def run_plan(
     ignored (and replaced). ``policy`` (default: the default ``ToolPolicy``)
     says what steps may do; ``budget`` bounds what the run may spend;
     ``secrets`` are values steps may receive when the policy grants them
-    (otherwise Prefect Secret blocks of the same names are used). Raises ``PlanRunFailed`` (the flow run
-    fails) when any step failed or could not run; the report is attached.
+    (otherwise Prefect Secret blocks of the same names are used). With
+    ``loop``, a failed step leads to a re-plan and/or a human's decision
+    instead of ending the run. Raises ``PlanRunFailed`` (the flow run fails)
+    when any step failed or could not run; the report is attached.
     """
     logger = get_run_logger()
     started_at, started = datetime.now(timezone.utc), time.monotonic()
@@ -80,7 +84,7 @@ def run_plan(
                      policy=policy, budget=budget or Budget(), secrets=secrets or {})
     logger.info("Plan %s v%s on %s@%s (workspace %s)", plan.id, plan.version, source, base[:12],
                 workspace.path)
-    scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run), refresh_cache=fresh)
+    scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run, loop), refresh_cache=fresh)
     unsubscribe = subscribe(lambda e: _count_attempt(e, key, scheduler.attempts))
     with workspace.run_lock():
         try:
@@ -89,11 +93,13 @@ def run_plan(
             unsubscribe()
             close_run_resources(key)
     report = RunReport(
-        plan_id=plan.id, plan_version=plan.version, goal=plan.goal, run_key=key,
+        plan_id=plan.id, plan_version=scheduler.plan.version, goal=plan.goal, run_key=key,
         flow_run_id=flow_run_runtime.id, repo=str(source), base_snapshot=base,
-        final_snapshot=_final_snapshot(reports, compiled.order, base), workspace=str(workspace.path),
-        started_at=started_at, duration_s=round(time.monotonic() - started, 3),
-        steps=[reports[s.id] for s in plan.steps], stopped=scheduler.stopped,
+        final_snapshot=_final_snapshot(reports, scheduler.compiled.order, base),
+        workspace=str(workspace.path), started_at=started_at,
+        duration_s=round(time.monotonic() - started, 3),
+        steps=[reports[s.id] for s in scheduler.plan.steps], stopped=scheduler.stopped,
+        revisions=scheduler.revisions, superseded=scheduler.superseded,
     )
     if not report.ok:
         raise PlanRunFailed(_failure_summary(report), report)
@@ -109,13 +115,17 @@ def _count_attempt(event: StepEvent, key: str, attempts: dict[str, int]) -> None
 def _failure_summary(report: RunReport) -> str:
     bad = [s.step_id for s in report.steps if s.status is StepStatus.FAILED]
     if bad:
-        return f"plan '{report.plan_id}' failed at step(s) {', '.join(bad)}"
+        why = f" ({report.stopped})" if report.stopped else ""
+        return f"plan '{report.plan_id}' failed at step(s) {', '.join(bad)}{why}"
     return f"plan '{report.plan_id}' stopped: {report.stopped}"
 
 
-def run_hooks(plan: Plan, run: RunContext) -> list[RunHook]:
+def run_hooks(plan: Plan, run: RunContext, loop: LoopSettings | None = None) -> list[RunHook]:
     """The hooks that decide, between steps, whether the run goes on."""
-    return [BudgetHook(run)]
+    hooks: list[RunHook] = [BudgetHook(run)]
+    if loop is not None and (loop.llm is not None or loop.escalate):
+        hooks.append(AgentLoop(run, loop))
+    return hooks
 
 
 def _final_snapshot(reports: dict[str, StepReport], order: list[str], base: str) -> str:

@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from prefect_agentic.blocks.llm_endpoint import LLMEndpoint
+from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.errors import PlanError
 from prefect_agentic.llm.client import LLMClient, Message
 from prefect_agentic.llm.structured import InvalidAnswer, ask_for_json
@@ -52,7 +53,13 @@ JSON Schema of a plan:
 
 
 class LLMPlanner:
-    """Plans and re-plans with one LLM endpoint; ``usage`` is what that cost so far."""
+    """Plans and re-plans with one LLM endpoint; ``usage`` is what that cost so far.
+
+    Every model call is charged to ``recorder`` (kind ``budget``); whoever
+    adopts a plan records it (the scheduler records each plan version a run
+    takes on). With a ``policy``, a plan the policy forbids is one more
+    problem fed back to the model.
+    """
 
     name = "llm"
     version = "1.0.0"
@@ -64,9 +71,11 @@ class LLMPlanner:
         registry: ToolRegistry | None = None,
         recorder: Recorder | None = None,
         max_attempts: int = 3,
+        policy: ToolPolicy | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.registry = registry or default_registry()
+        self.policy = policy
         self.recorder = recorder or LoggingRecorder()
         self.client = LLMClient(endpoint, purpose="plan", recorder=self.recorder)
         self.max_attempts = max_attempts
@@ -87,9 +96,7 @@ class LLMPlanner:
             plan = plan.model_copy(update={"version": 1, "planner": self._info(rationale)})
             return self._checked(plan)
 
-        plan = self._ask(request, accept)
-        self._record(plan, "plan")
-        return plan
+        return self._ask(request, accept)
 
     def replan(self, failure: FailureContext) -> Plan:
         """The next version of ``failure.plan``: its completed steps, then a revised rest."""
@@ -100,9 +107,7 @@ class LLMPlanner:
             revised = next_version(current, failure.completed_ids, proposal.steps, self._info(rationale))
             return self._checked(revised)
 
-        plan = self._ask(replan_request(failure), accept)
-        self._record(plan, "replan")
-        return plan
+        return self._ask(replan_request(failure), accept)
 
     def _ask(self, request: str, accept: Any) -> Plan:
         messages: list[Message] = [
@@ -129,20 +134,12 @@ class LLMPlanner:
 
     def _checked(self, plan: Plan) -> Plan:
         try:
-            return check_plan(plan, self.registry, source="answer")
+            return check_plan(plan, self.registry, source="answer", policy=self.policy)
         except PlanError as exc:
             raise InvalidAnswer(exc.problems) from None
 
     def _info(self, rationale: str) -> PlannerInfo:
         return PlannerInfo(name=self.name, version=self.version, rationale=rationale)
-
-    def _record(self, plan: Plan, reason: str) -> None:
-        self.recorder.record("plan", {
-            "reason": reason, "planner": self.name, "planner_version": self.version,
-            "model": self.endpoint.model, "version": plan.version,
-            "plan": plan.model_dump(mode="json", exclude_defaults=True),
-            "usage": self.usage.model_dump(),
-        })
 
     def _system_prompt(self) -> str:
         tools = "\n".join(
