@@ -147,7 +147,7 @@ def test_replanning_is_charged_to_the_runs_cost_budget(make_repo, sandbox_image,
     report = run(PLAN_V1, make_repo(BUGGY), sandbox_image, loop_settings(llm_server),
                  budget=Budget(max_cost=0.001))
     assert report.plan_version == 2 and not report.ok
-    assert report.stopped.startswith("cost limit of 0.001 reached (used 0.0")
+    assert report.stopped.startswith("budget exhausted (cost): cost limit of 0.001 reached (used 0.0")
     assert statuses(report) == [("note", "completed"), ("repair", "not_run"), ("tests", "not_run")]
 
 
