@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import agentic_cli
 from llm_server import API_KEY
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
@@ -117,6 +118,9 @@ def test_a_failed_step_is_replanned_and_the_new_version_completes_the_run(  # ty
     assert "step ids already taken: 'note'" in request
     plan_records = [r.getMessage() for r in caplog.records if r.getMessage().startswith("plan ")]
     assert len(plan_records) == 1 and "'version': 2" in plan_records[0]
+    with get_client(sync_client=True) as client:
+        stored = client.read_flow_run(report.flow_run_id).parameters
+    assert stored["loop"]["llm"]["model"] == "scripted-1" and API_KEY not in str(stored)
 
 
 def test_replanning_stops_at_the_limit_with_a_clear_reason(make_repo, sandbox_image, llm_server) -> None:  # type: ignore[no-untyped-def]
@@ -149,6 +153,32 @@ def test_replanning_is_charged_to_the_runs_cost_budget(make_repo, sandbox_image,
     assert report.plan_version == 2 and not report.ok
     assert report.stopped.startswith("budget exhausted (cost): cost limit of 0.001 reached (used 0.0")
     assert statuses(report) == [("note", "completed"), ("repair", "not_run"), ("tests", "not_run")]
+
+
+def test_agentic_run_replans_with_a_saved_endpoint_block(make_repo, sandbox_image, llm_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    loop_settings(llm_server).llm.save("planner-llm", overwrite=True)
+    llm_server.reply(REPAIR)
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(PLAN_V1)
+    result = agentic_cli("run", str(plan_file), "--repo", str(make_repo(BUGGY)), "--image", sandbox_image,
+                         "--llm-block", "planner-llm", "--max-replans", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "plan v2 by llm after step 'tests' failed: repair, tests" in result.stdout
+    assert "fix-mean v2" in result.stdout and "Run succeeded" in result.stdout
+    missing = agentic_cli("run", str(plan_file), "--llm-block", "nope")
+    assert missing.returncode == 2 and "--llm-block nope:" in missing.stderr
+
+
+def test_agentic_draft_writes_a_validated_plan(llm_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    loop_settings(llm_server).llm.save("planner-llm", overwrite=True)
+    llm_server.reply({"steps": []}).reply(REPAIR)
+    out = tmp_path / "drafted.yaml"
+    result = agentic_cli("draft", "Fix the mean function", "--llm-block", "planner-llm", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stderr and "(2 steps;" in result.stderr and "in 2 call(s)" in result.stderr
+    drafted = parse_plan(out.read_text())
+    assert drafted.id == "fix-the-mean-function" and drafted.planner.name == "llm"
+    assert [s.id for s in drafted.steps] == ["repair", "tests"]
 
 
 class Human:

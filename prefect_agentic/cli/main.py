@@ -27,9 +27,11 @@ from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
 from prefect_agentic.blocks.budget import Budget  # noqa: E402
+from prefect_agentic.blocks.llm_endpoint import LLMEndpoint  # noqa: E402
 from prefect_agentic.blocks.tool_policy import ToolPolicy  # noqa: E402
 from prefect_agentic.cli.render import ProgressDisplay, report_table  # noqa: E402
 from prefect_agentic.errors import AgenticError, PlanError, SandboxError, WorkspaceError  # noqa: E402
+from prefect_agentic.loop.settings import LoopSettings  # noqa: E402
 from prefect_agentic.plan import load_plan, plan_json_schema  # noqa: E402
 from prefect_agentic.tools.registry import default_registry  # noqa: E402
 
@@ -64,6 +66,9 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 POLICY_HELP = "Name of a saved Agentic Tool Policy block (default: the built-in policy)."
 BUDGET_HELP = "Name of a saved Agentic Budget block (default: unlimited)."
+REPLAN_HELP = "Name of a saved Agentic LLM Endpoint block: a failed step is re-planned with it."
+ESCALATE_HELP = ("When re-planning cannot help, pause the flow run until a human answers "
+                 "retry, skip, abort or instruct (needs a Prefect server).")
 
 
 def _load_block(option: str, kind: type[BlockT], name: str | None) -> BlockT:
@@ -130,6 +135,9 @@ def run(
     mode: Annotated[Optional[SandboxMode], typer.Option(help="Container per step, or one warm container.")] = None,
     image: Annotated[Optional[str], typer.Option(help="Sandbox image (overrides the block).")] = None,
     fresh: Annotated[bool, typer.Option(help="Ignore cached step results; run every step.")] = False,
+    llm_block: Annotated[Optional[str], typer.Option(help=REPLAN_HELP)] = None,
+    max_replans: Annotated[int, typer.Option(min=0, max=20, help="Re-plans per run at most.")] = 2,
+    escalate: Annotated[bool, typer.Option(help=ESCALATE_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run report as JSON.")] = False,
 ) -> None:
     """Run a plan on a git repository; completed steps of earlier runs come from the cache."""
@@ -144,6 +152,10 @@ def run(
 
     policy = _load_block("--policy-block", ToolPolicy, policy_block)
     budget = _load_block("--budget-block", Budget, budget_block)
+    loop = None
+    if llm_block or escalate:
+        llm = _load_block("--llm-block", LLMEndpoint, llm_block) if llm_block else None
+        loop = LoopSettings(llm=llm, max_replans=max_replans, escalate=escalate)
     try:
         plan = load_plan(plan_file, policy=policy)
         resolve_base(repo.resolve(), ref)
@@ -166,7 +178,7 @@ def run(
     try:
         with display:
             state = flow(plan=plan, repo=str(repo.resolve()), ref=ref, sandbox=settings, fresh=fresh,
-                         policy=policy, budget=budget, return_state=True)
+                         policy=policy, budget=budget, loop=loop, return_state=True)
     finally:
         unsubscribe()
     outcome = state.result(raise_on_failure=False)
@@ -181,9 +193,11 @@ def run(
     raise typer.Exit(0 if report.ok else 1)
 
 
+from prefect_agentic.cli import llm as _llm  # noqa: E402
 from prefect_agentic.cli import recipes as _recipes  # noqa: E402
 
 _recipes.register(app)
+_llm.register(app)
 
 if __name__ == "__main__":
     app()

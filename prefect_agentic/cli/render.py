@@ -94,6 +94,10 @@ def report_table(report: RunReport) -> Group:
             (s.snapshot or "")[:12] or "-", s.diff_stat or "-", outcome_line(s.output),
         )
     parts: list[Table | Text] = [table]
+    for revision in report.revisions:
+        by = f" by {revision.planner.name}" if revision.planner else ""
+        parts.append(Text(f"plan v{revision.version}{by} after {revision.reason}: "
+                          f"{', '.join(revision.steps) or 'nothing left to run'}", style="magenta"))
     for s in report.steps:
         if s.status is StepStatus.FAILED and s.reason:
             parts.append(Text(f"{s.step_id}: {s.reason}", style="red"))
