@@ -124,6 +124,8 @@ def outcome_line(output: dict[str, Any] | None) -> str:
         return f"{output['lint_violations']} violations" + (f" ({rules})" if rules else "")
     if output.get("files_reformatted"):
         return f"{output['files_reformatted']} files reformatted"
+    if "summary" in output and "files_changed" in output:
+        return f"patched {len(output['files_changed'])} file(s): {output['summary']}"[:60]
     if output.get("commit"):
         return f"commit {output['commit'][:12]}"
     return f"exit {output.get('exit_code')}"
