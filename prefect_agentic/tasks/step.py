@@ -9,7 +9,6 @@ every step whose inputs did not change from the cache.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from typing import Any
@@ -59,17 +58,18 @@ def _retryable(task: Task[Any, Any], task_run: Any, state: State[Any]) -> bool:
 
 
 @task(persist_result=True, result_serializer="json", cache_key_fn=step_cache_key)
-async def run_step(step: Step, run: RunContext, input_result: StepResult | None = None) -> StepResult:
+def run_step(step: Step, run: RunContext, input_result: StepResult | None = None) -> StepResult:
     """Execute one plan step (see ``executor.execute_step``).
 
-    The task is async only so that Prefect's task timeout can end it: the
-    blocking work runs in a thread, and the sandbox kills the container at the
-    step's own (shorter) timeout.
+    A plain (sync) task: the sandbox kills the container at the step's own
+    timeout, and Prefect's (longer) task timeout is only a backstop. An async
+    task would pay for a fresh event loop and API client per run, which made a
+    resume from the cache four times slower (``bench/step_overhead.py``).
     """
     attempt = task_run_runtime.get_run_count() or 1
     publish(StepEvent(run_key=run.run_key, step_id=step.id, status=StepStatus.RUNNING, attempt=attempt))
     snapshot = input_snapshot_of(run, input_result)
-    return await asyncio.to_thread(execute_step, step, run, snapshot, attempt)
+    return execute_step(step, run, snapshot, attempt)
 
 
 def step_task(step: Step, plan_id: str, default_timeout: float) -> Task[..., StepResult]:
