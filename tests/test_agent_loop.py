@@ -123,6 +123,31 @@ def test_a_failed_step_is_replanned_and_the_new_version_completes_the_run(  # ty
     assert stored["loop"]["llm"]["model"] == "scripted-1" and API_KEY not in str(stored)
 
 
+def test_a_replan_waits_for_running_steps_and_keeps_what_they_completed(  # type: ignore[no-untyped-def]
+        make_repo, sandbox_image, llm_server) -> None:
+    llm_server.reply({"id": "par", "goal": "g", "steps": [
+        {"id": "good", "tool": "shell", "args": {"command": "true"}},
+        {"id": "after", "tool": "shell", "depends_on": ["good"], "args": {"command": "true"}}]})
+    started, unsubscribe = started_steps()
+    try:
+        report = run("""
+id: par
+goal: one branch fails while the other still runs
+steps:
+  - {id: slow, tool: shell, args: {command: "sleep 3"}}
+  - {id: bad, tool: shell, args: {command: "exit 1"}}
+  - {id: after, tool: shell, depends_on: [bad], args: {command: "true"}}
+""", make_repo({"f": "x"}), sandbox_image, loop_settings(llm_server))
+    finally:
+        unsubscribe()
+    assert report.ok, report
+    assert statuses(report) == [("slow", "completed"), ("good", "completed"), ("after", "completed")]
+    assert sorted(started[:2]) == ["bad", "slow"] and started[2:] == ["good", "after"]
+    assert report.steps[1].step_id == "good"
+    request = llm_server.user_messages(0)[0]
+    assert "- slow (shell)" in request and "Steps that did not run: after" in request
+
+
 def test_replanning_stops_at_the_limit_with_a_clear_reason(make_repo, sandbox_image, llm_server) -> None:  # type: ignore[no-untyped-def]
     llm_server.reply(NO_OP).reply(REPAIR)  # the second answer is never asked for
     report = run(PLAN_V1, make_repo(BUGGY), sandbox_image, loop_settings(llm_server, max_replans=1))
