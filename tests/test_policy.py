@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,8 +39,12 @@ class RunFileTool(Tool):
         return {"exit_code": result.exit_code, "log": result.combined_tail()}
 
 
-if "run-file" not in default_registry():
+@pytest.fixture
+def run_file_tool() -> Iterator[None]:
+    """Registers ``run-file`` for one test only, so other tests see the built-in tools."""
     default_registry().register(RunFileTool)
+    yield
+    default_registry().unregister(RunFileTool.name)
 
 
 def plan_text(*steps: dict[str, Any]) -> str:
@@ -135,7 +139,7 @@ def repo_with_command(make_repo):  # type: ignore[no-untyped-def]
     return make
 
 
-@pytest.mark.usefixtures("prefect_api")
+@pytest.mark.usefixtures("prefect_api", "run_file_tool")
 def test_a_command_known_only_at_run_time_is_denied_by_the_same_rules(
         repo_with_command, sandbox_image: str, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
     repo = repo_with_command("git push --force origin main")
@@ -150,7 +154,7 @@ def test_a_command_known_only_at_run_time_is_denied_by_the_same_rules(
                for r in caplog.records)
 
 
-@pytest.mark.usefixtures("prefect_api")
+@pytest.mark.usefixtures("prefect_api", "run_file_tool")
 def test_an_approval_rule_hit_at_run_time_needs_an_approved_step(
         repo_with_command, sandbox_image: str) -> None:  # type: ignore[no-untyped-def]
     repo = repo_with_command("git push origin feature")

@@ -37,6 +37,10 @@ class ToolRegistry:
             )
         self._tools[tool.name] = tool
 
+    def unregister(self, name: str) -> None:
+        """Remove the tool called ``name`` (no error when there is none)."""
+        self._tools.pop(name, None)
+
     def get(self, name: str) -> type[Tool]:
         """The tool called ``name``; ``ToolNotFoundError`` lists the known ones."""
         try:
