@@ -13,7 +13,12 @@ from prefect_agentic.blocks.budget import Budget
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.flows.run_plan import run_plan
-from prefect_agentic.planners.recipes import FixLintParams, RecipePlanner, TestAndReportParams
+from prefect_agentic.planners.recipes import (
+    FixLintParams,
+    RecipePlanner,
+    TestAndReportParams,
+    TriageFailureParams,
+)
 from prefect_agentic.report import RunReport
 
 
@@ -30,4 +35,12 @@ def test_and_report(repo: str, params: TestAndReportParams | None = None, ref: s
                     sandbox: SandboxSettings | None = None, policy: ToolPolicy | None = None,
                     budget: Budget | None = None) -> RunReport:
     plan = RecipePlanner().plan("test-and-report", params or TestAndReportParams())
+    return run_plan(plan=plan, repo=repo, ref=ref, sandbox=sandbox, policy=policy, budget=budget)
+
+
+@flow(name="triage-failure", description="Find the commit that broke a test with git bisect in the sandbox.")
+def triage_failure(repo: str, params: TriageFailureParams, ref: str = "HEAD",
+                   sandbox: SandboxSettings | None = None, policy: ToolPolicy | None = None,
+                   budget: Budget | None = None) -> RunReport:
+    plan = RecipePlanner().plan("triage-failure", params)
     return run_plan(plan=plan, repo=repo, ref=ref, sandbox=sandbox, policy=policy, budget=budget)

@@ -48,6 +48,13 @@ class TestAndReportParams(RecipeParams):
     max_failures: int = Field(default=0, ge=0, description="The run succeeds with at most this many failing tests.")
 
 
+class TriageFailureParams(RecipeParams):
+    test: str = Field(description="Node id of the failing test (tests/test_x.py::test_y).")
+    good: str = Field(description="A commit or ref where the test passed.")
+    bad: str = Field(default="HEAD", description="A commit where it fails (default: the run's starting commit).")
+    timeout_seconds: float = Field(default=1800, gt=0, description="Time for the whole search.")
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -58,6 +65,9 @@ class Recipe:
     def parameters(self) -> Iterator[tuple[str, str, str]]:
         """(name, default, description) of each parameter, for listings."""
         for name, field in self.params.model_fields.items():
+            if field.is_required():
+                yield name, "(required)", field.description or ""
+                continue
             default = field.get_default(call_default_factory=True)
             yield name, yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip(), \
                 field.description or ""
@@ -94,12 +104,20 @@ def _test_and_report(p: TestAndReportParams) -> list[dict[str, Any]]:
              "description": "Run the test suite in the sandbox and report the results."}]
 
 
+def _triage_failure(p: TriageFailureParams) -> list[dict[str, Any]]:
+    return [{"id": "bisect", "tool": "bisect", "args": {"test": p.test, "good": p.good, "bad": p.bad},
+             "timeout_seconds": p.timeout_seconds,
+             "description": f"Find the first commit between {p.good} and {p.bad} where {p.test} fails."}]
+
+
 RECIPES: dict[str, Recipe] = {
     r.name: r for r in (
         Recipe("fix-lint", "Fix ruff violations, keep the tests green, commit on a branch",
                FixLintParams, _fix_lint),
         Recipe("test-and-report", "Run the test suite and report the results",
                TestAndReportParams, _test_and_report),
+        Recipe("triage-failure", "Find the commit that broke a test, with its author, diff and failure",
+               TriageFailureParams, _triage_failure),
     )
 }
 
