@@ -132,7 +132,7 @@ class BisectTool(Tool):
         if result.exit_code in _SETUP_FAILURES:
             said = _SETUP_FAILURES[result.exit_code].format(test=args.test, good=good[:12], bad=bad[:12])
             shown = next((_tail(out / n) for n in ("good.txt", "bad.txt") if (out / n).exists()), "")
-            raise ToolError(f"bisect: {said}" + (f"\n{shown}" if shown else "")
+            raise ToolError(said + (f"\n{shown}" if shown else "")
                             + (f"\n{result.combined_tail()}" if result.exit_code >= 70 else ""))
         if result.exit_code != 0 or not (out / "run.txt").exists():
             raise ToolError(f"bisect failed (exit code {result.exit_code}):\n{result.combined_tail()}")
