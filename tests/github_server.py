@@ -101,7 +101,7 @@ class FakeGitHub:
 
     def _branch(self, name: str) -> str | None:
         found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{name}"],
-                               cwd=self.remote, capture_output=True, text=True)
+                               cwd=self.remote, capture_output=True, text=True, check=False)
         return found.stdout.strip() or None
 
 
@@ -134,7 +134,7 @@ def _handler(github: FakeGitHub) -> type[BaseHTTPRequestHandler]:
 
         do_GET = do_POST = do_PATCH = _serve
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     return Handler

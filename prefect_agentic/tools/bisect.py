@@ -124,34 +124,37 @@ class BisectTool(Tool):
         if not _is_ancestor(ctx, good, bad):
             raise ToolError(f"good commit {args.good} ({good[:12]}) is not an ancestor of bad commit "
                             f"{args.bad} ({bad[:12]})")
-        out = ctx.report_dir
-        for name in ("bad.txt", "good.txt", "run.txt", "log.txt", "failure.txt"):
-            (out / name).unlink(missing_ok=True)
-        result = ctx.run(["sh", "-c", BISECT_SCRIPT, "bisect", good, bad, args.test,
-                          ctx.report_dir_in_sandbox])
-        if result.exit_code in _SETUP_FAILURES:
-            said = _SETUP_FAILURES[result.exit_code].format(test=args.test, good=good[:12], bad=bad[:12])
-            shown = next((_tail(out / n) for n in ("good.txt", "bad.txt") if (out / n).exists()), "")
-            raise ToolError(said + (f"\n{shown}" if shown else "")
-                            + (f"\n{result.combined_tail()}" if result.exit_code >= 70 else ""))
-        if result.exit_code != 0 or not (out / "run.txt").exists():
-            raise ToolError(f"bisect failed (exit code {result.exit_code}):\n{result.combined_tail()}")
-        run_log = (out / "run.txt").read_text(errors="replace")
+        _search(ctx, args.test, good, bad)
+        run_log = (ctx.report_dir / "run.txt").read_text(errors="replace")
         first = _first_bad(run_log)
         found: dict[str, Any] = {
             "exit_code": 0 if first else 1, "test": args.test, "good": good, "bad": bad,
-            "first_bad_commit": first, "probes": _probes(out / "log.txt"),
+            "first_bad_commit": first, "probes": _probes(ctx.report_dir / "log.txt"),
             "candidates": [] if first else _SHA_LINE.findall(run_log),
         }
-        if first:
-            if _is_ancestor(ctx, first, good) or not _is_ancestor(ctx, first, bad):
-                raise ToolError(f"bisect named {first[:12]}, which is not between {good[:12]} and {bad[:12]}")
-            found.update(_describe(ctx, first, args.max_diff_bytes))
-            found["failure_output"] = _tail(out / "failure.txt")
-            found["log"] = f"first bad commit {first[:12]} by {found['author']}: {found['subject']}"
-        else:
-            found["log"] = "bisect could not decide; candidates:\n" + "\n".join(found["candidates"])
+        if not first:
+            return {**found, "log": "bisect could not decide; candidates:\n" + "\n".join(found["candidates"])}
+        if _is_ancestor(ctx, first, good) or not _is_ancestor(ctx, first, bad):
+            raise ToolError(f"bisect named {first[:12]}, which is not between {good[:12]} and {bad[:12]}")
+        found.update(_describe(ctx, first, args.max_diff_bytes))
+        found["failure_output"] = _tail(ctx.report_dir / "failure.txt")
+        found["log"] = f"first bad commit {first[:12]} by {found['author']}: {found['subject']}"
         return found
+
+
+def _search(ctx: ToolContext, test: str, good: str, bad: str) -> None:
+    """Run the bisect script in the sandbox; a range it cannot search is a ToolError saying why."""
+    out = ctx.report_dir
+    for name in ("bad.txt", "good.txt", "run.txt", "log.txt", "failure.txt"):
+        (out / name).unlink(missing_ok=True)
+    result = ctx.run(["sh", "-c", BISECT_SCRIPT, "bisect", good, bad, test, ctx.report_dir_in_sandbox])
+    if result.exit_code in _SETUP_FAILURES:
+        said = _SETUP_FAILURES[result.exit_code].format(test=test, good=good[:12], bad=bad[:12])
+        shown = next((_tail(out / n) for n in ("good.txt", "bad.txt") if (out / n).exists()), "")
+        raise ToolError(said + (f"\n{shown}" if shown else "")
+                        + (f"\n{result.combined_tail()}" if result.exit_code >= 70 else ""))
+    if result.exit_code != 0 or not (out / "run.txt").exists():
+        raise ToolError(f"bisect failed (exit code {result.exit_code}):\n{result.combined_tail()}")
 
 
 def _git(ctx: ToolContext, *args: str) -> str:

@@ -171,7 +171,8 @@ def _push(args: GitInput, ctx: ToolContext) -> dict[str, Any]:
     head = run_git(ctx.workspace, "rev-parse", "HEAD")
     ref = f"refs/heads/{args.branch}"
     try:
-        out = run_git(ctx.workspace, "push", "--porcelain", PUSH_REMOTE, f"{head}:{ref}", env=env)
+        out = run_git(ctx.workspace, "push", "--porcelain", PUSH_REMOTE, f"{head}:{ref}", env=env,
+                      timeout=ctx.timeout_seconds)
     except GitCommandError as exc:
         said = Redactor([*ctx.env.values(), *config.values()]).text(
             f"{_captured(exc.stdout)}\n{_captured(exc.stderr)}")
