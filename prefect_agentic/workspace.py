@@ -91,10 +91,15 @@ def resolve_base(source: Path, ref: str) -> str:
         raise WorkspaceError(f"'{ref}' names no commit in {source}") from None
 
 
-def run_git(path: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    """Run git in ``path`` without hooks, fsmonitor, or user and system config."""
+def run_git(path: Path, *args: str, env: dict[str, str] | None = None,
+            timeout: float | None = None) -> str:
+    """Run git in ``path`` without hooks, fsmonitor, or user and system config.
+
+    ``timeout``: kill git after this many seconds (for commands that talk to a remote).
+    """
     return git.Git(str(path)).execute(
-        ["git", *_HARDENED, *args], env={**os.environ, **_ISOLATED_ENV, **(env or {})}
+        ["git", *_HARDENED, *args], env={**os.environ, **_ISOLATED_ENV, **(env or {})},
+        kill_after_timeout=timeout,
     )
 
 

@@ -121,3 +121,17 @@ def llm_server():  # type: ignore[no-untyped-def]
     server = ScriptedLLM().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def history_repo(tmp_path: Path) -> Callable[[str], Path]:
+    """Build an example repository with history (``examples/repos/<name>-history.yaml``)."""
+
+    def make(name: str) -> Path:
+        repo = tmp_path / name
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_history_repo.py"),
+                        str(EXAMPLES / "repos" / f"{name}-history.yaml"), str(repo)],
+                       check=True, capture_output=True)
+        return repo
+
+    return make

@@ -8,12 +8,19 @@ a hand-written plan, and the plan it ran is stored on the subflow run.
 from __future__ import annotations
 
 from prefect import flow
+from pydantic import SecretStr
 
 from prefect_agentic.blocks.budget import Budget
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.flows.run_plan import run_plan
-from prefect_agentic.planners.recipes import FixLintParams, RecipePlanner, TestAndReportParams
+from prefect_agentic.planners.recipes import (
+    FixLintParams,
+    OpenPullRequestParams,
+    RecipePlanner,
+    TestAndReportParams,
+    TriageFailureParams,
+)
 from prefect_agentic.report import RunReport
 
 
@@ -31,3 +38,23 @@ def test_and_report(repo: str, params: TestAndReportParams | None = None, ref: s
                     budget: Budget | None = None) -> RunReport:
     plan = RecipePlanner().plan("test-and-report", params or TestAndReportParams())
     return run_plan(plan=plan, repo=repo, ref=ref, sandbox=sandbox, policy=policy, budget=budget)
+
+
+@flow(name="triage-failure", description="Find the commit that broke a test with git bisect in the sandbox.")
+def triage_failure(repo: str, params: TriageFailureParams, ref: str = "HEAD",
+                   sandbox: SandboxSettings | None = None, policy: ToolPolicy | None = None,
+                   budget: Budget | None = None) -> RunReport:
+    plan = RecipePlanner().plan("triage-failure", params)
+    return run_plan(plan=plan, repo=repo, ref=ref, sandbox=sandbox, policy=policy, budget=budget)
+
+
+@flow(name="open-pull-request", description="Push a branch and open a change request with tests and risk.")
+def open_pull_request(repo: str, params: OpenPullRequestParams, ref: str = "HEAD",
+                      sandbox: SandboxSettings | None = None, policy: ToolPolicy | None = None,
+                      budget: Budget | None = None,
+                      secrets: dict[str, SecretStr] | None = None) -> RunReport:
+    """``secrets`` (or Prefect Secret blocks of the same names) hold the remote's URL and the
+    token; ``policy`` must grant them to the push and pull-request steps."""
+    plan = RecipePlanner().plan("open-pull-request", params)
+    return run_plan(plan=plan, repo=repo, ref=ref, sandbox=sandbox, policy=policy, budget=budget,
+                    secrets=secrets)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from prefect_agentic.errors import AgenticError
 from prefect_agentic.plan.models import Plan, PlannerInfo
@@ -48,6 +48,34 @@ class TestAndReportParams(RecipeParams):
     max_failures: int = Field(default=0, ge=0, description="The run succeeds with at most this many failing tests.")
 
 
+class TriageFailureParams(RecipeParams):
+    test: str = Field(description="Node id of the failing test (tests/test_x.py::test_y).")
+    good: str = Field(description="A commit or ref where the test passed.")
+    bad: str = Field(default="HEAD", description="A commit where it fails (default: the run's starting commit).")
+    timeout_seconds: float = Field(default=1800, gt=0, description="Time for the whole search.")
+
+
+class OpenPullRequestParams(RecipeParams):
+    branch: str = Field(description="Branch the run's head is pushed to; the pull request's head.")
+    base: str = Field(default="main", description="Branch the change is proposed for.")
+    title: str | None = Field(default=None, description="Title (default: the head commit's subject).")
+    remote_secret: str = Field(default="git-remote", description="Secret holding the git remote's URL.")
+    backend: Literal["local", "github"] = Field(
+        default="local", description="local: write the change request; github: open a pull request.")
+    repository: str | None = Field(default=None, validate_default=True, description="github: owner/name.")
+    api_url: str = Field(default="https://api.github.com", description="github: REST API base URL.")
+    token_secret: str = Field(default="github-token", description="github: secret holding the token.")
+    test_paths: list[str] = Field(default_factory=list, description="Tests to run and report (default: pytest's).")
+    draft: bool = Field(default=False, description="github: open the pull request as a draft.")
+
+    @field_validator("repository")
+    @classmethod
+    def _github_needs_repository(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("backend") == "github" and not value:
+            raise ValueError("backend github needs the repository (OWNER/NAME)")
+        return value
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -58,6 +86,9 @@ class Recipe:
     def parameters(self) -> Iterator[tuple[str, str, str]]:
         """(name, default, description) of each parameter, for listings."""
         for name, field in self.params.model_fields.items():
+            if field.is_required():
+                yield name, "(required)", field.description or ""
+                continue
             default = field.get_default(call_default_factory=True)
             yield name, yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip(), \
                 field.description or ""
@@ -94,12 +125,47 @@ def _test_and_report(p: TestAndReportParams) -> list[dict[str, Any]]:
              "description": "Run the test suite in the sandbox and report the results."}]
 
 
+def _triage_failure(p: TriageFailureParams) -> list[dict[str, Any]]:
+    return [{"id": "bisect", "tool": "bisect", "args": {"test": p.test, "good": p.good, "bad": p.bad},
+             "timeout_seconds": p.timeout_seconds,
+             "description": f"Find the first commit between {p.good} and {p.bad} where {p.test} fails."}]
+
+
+def _open_pull_request(p: OpenPullRequestParams) -> list[dict[str, Any]]:
+    github = p.backend == "github"
+    tests = {"paths": p.test_paths} if p.test_paths else {}
+    request: dict[str, Any] = {"head": p.branch, "base": p.base, "backend": p.backend, **tests}
+    if p.title:
+        request["title"] = p.title
+    if github:
+        request.update(repository=p.repository, api_url=p.api_url, token_secret=p.token_secret,
+                       draft=p.draft)
+    push: dict[str, Any] = {"op": "push", "branch": p.branch, "remote_secret": p.remote_secret}
+    if github:
+        push["token_secret"] = p.token_secret
+    return [
+        {"id": "tests", "tool": "pytest", "args": tests, "success": {"tests_failed": 0},
+         "description": "Nothing red is pushed: the suite passes at the run's head."},
+        {"id": "push", "tool": "git", "args": push, "depends_on": ["tests"],
+         "secrets": [p.remote_secret, *([p.token_secret] if github else [])],
+         "description": f"Push the head to branch {p.branch} (git:push, an approval operation)."},
+        {"id": "pull-request", "tool": "change_request", "args": request, "depends_on": ["push"],
+         "secrets": [p.token_secret] if github else [],
+         "description": f"Write the change request {p.branch} -> {p.base}"
+                        + (f" and open it on GitHub ({p.repository})." if github else ".")},
+    ]
+
+
 RECIPES: dict[str, Recipe] = {
     r.name: r for r in (
         Recipe("fix-lint", "Fix ruff violations, keep the tests green, commit on a branch",
                FixLintParams, _fix_lint),
         Recipe("test-and-report", "Run the test suite and report the results",
                TestAndReportParams, _test_and_report),
+        Recipe("triage-failure", "Find the commit that broke a test, with its author, diff and failure",
+               TriageFailureParams, _triage_failure),
+        Recipe("open-pull-request", "Push a branch and open a change request with tests and risk",
+               OpenPullRequestParams, _open_pull_request),
     )
 }
 

@@ -19,7 +19,12 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from prefect_agentic.errors import SandboxLimitError, ToolError, ToolOutputError
+from prefect_agentic.errors import (
+    SandboxLimitError,
+    SecretUnavailableError,
+    ToolError,
+    ToolOutputError,
+)
 from prefect_agentic.record.recorder import LoggingRecorder, Recorder
 from prefect_agentic.sandbox.result import CommandResult
 from prefect_agentic.sandbox.runner import Sandbox
@@ -106,6 +111,22 @@ class ToolContext:
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = logging.getLogger(
         "prefect_agentic.tools"
     )
+
+    def secret(self, name: str) -> str:
+        """The value of the step's secret ``name``, for host-side use by the tool (a token for an API).
+
+        Only secrets the step lists in ``secrets:`` and the policy grants it are
+        there; anything else is a ``SecretUnavailableError`` saying what to add.
+        """
+        from prefect_agentic.secrets import secret_env_name
+
+        value = self.env.get(secret_env_name(name))
+        if value is None:
+            raise SecretUnavailableError(
+                f"step '{self.step_id}' needs secret '{name}': list it in the step's secrets "
+                "and grant it in the tool policy's secret_grants"
+            )
+        return value
 
     def run(self, command: Sequence[str]) -> CommandResult:
         """Run ``command`` in the sandbox with the step's timeout and environment.

@@ -1,12 +1,22 @@
-"""The ``git`` tool: status, diff, branch and commit in the run workspace.
+"""The ``git`` tool: status, diff, branch, commit and push in the run workspace.
 
 It runs host-side git on the run's private clone (never the user's
 repository), with hooks and foreign configuration disabled. Commits are
 deterministic: the given identity and the parent commit's timestamp.
+
+``push`` happens here, host-side, and not in the sandbox: the sandbox has no
+network and no path to the remote, and giving it both (and the token) would
+hand them to the very commands the sandbox exists to contain. Host-side git
+only sends objects of the run workspace, whose ``.git`` the sandbox cannot
+write (no hooks, no configuration a command could plant), and runs nothing of
+the repository. The remote's URL and token are step secrets: they reach git
+through its environment (``remote.<name>.url``, an HTTP header), never its
+command line, and are redacted from everything the step reports.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
@@ -15,17 +25,31 @@ from git import GitCommandError
 from pydantic import Field, field_validator, model_validator
 
 from prefect_agentic.errors import ToolError
+from prefect_agentic.secrets import Redactor
 from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput
 from prefect_agentic.workspace import commit_identity, run_git
+
+PUSH_REMOTE = "agentic-push"
+"""Name of the remote a push goes to; its URL comes from a secret, through the environment."""
+_PUSH_FLAGS = {" ": "fast-forward", "+": "forced update", "-": "deleted", "*": "new branch",
+               "=": "up to date"}
 
 _BRANCH = re.compile(r"^(?!.*\.\.)(?!/)(?!.*//)[A-Za-z0-9._/-]+(?<![./])$")
 
 
 class GitInput(ToolInput):
-    op: Literal["status", "diff", "branch", "commit"]
+    op: Literal["status", "diff", "branch", "commit", "push"]
     branch: str | None = Field(
         default=None,
-        description="branch: the branch to create or move to HEAD; commit: a branch to move to the new commit.",
+        description="branch: the branch to create or move to HEAD; commit: a branch to move to the new "
+        "commit; push: the remote branch HEAD is pushed to.",
+    )
+    remote_secret: str | None = Field(
+        default=None,
+        description="push: the step secret holding the remote's URL (it never appears in args or output).",
+    )
+    token_secret: str | None = Field(
+        default=None, description="push: a step secret with a token for an HTTPS remote (sent as a header).",
     )
     message: str | None = Field(default=None, description="Commit message (op 'commit').")
     against: str = Field(
@@ -52,8 +76,10 @@ class GitInput(ToolInput):
     def _needs(self) -> GitInput:
         if self.op == "commit" and not self.message:
             raise ValueError("op 'commit' needs a message")
-        if self.op == "branch" and not self.branch:
-            raise ValueError("op 'branch' needs a branch name")
+        if self.op in ("branch", "push") and not self.branch:
+            raise ValueError(f"op '{self.op}' needs a branch name")
+        if self.op == "push" and not self.remote_secret:
+            raise ValueError("op 'push' needs remote_secret, the secret holding the remote's URL")
         return self
 
 
@@ -62,14 +88,15 @@ class GitOutput(ToolOutput):
     diff: str = ""
     branch: str | None = None
     commit: str | None = None
+    pushed: str | None = Field(default=None, description="push: new branch, fast-forward or up to date.")
 
 
 class GitTool(Tool):
     """Inspect and record changes in the run workspace."""
 
     name: ClassVar[str] = "git"
-    version: ClassVar[str] = "1.1.0"
-    description: ClassVar[str] = "status, diff, branch or commit in the run workspace."
+    version: ClassVar[str] = "1.2.0"
+    description: ClassVar[str] = "status, diff, branch, commit or push in the run workspace."
     Input: ClassVar[type[ToolInput]] = GitInput
     Output: ClassVar[type[ToolOutput]] = GitOutput
     default_success: ClassVar[Mapping[str, Any]] = {"exit_code": 0}
@@ -82,6 +109,13 @@ class GitTool(Tool):
     def operation(cls, args: ToolInput) -> str:
         assert isinstance(args, GitInput)
         return args.op
+
+    @classmethod
+    def command_preview(cls, args: ToolInput) -> str | None:
+        assert isinstance(args, GitInput)
+        if args.op != "push":
+            return None
+        return f"git push {PUSH_REMOTE} HEAD:refs/heads/{args.branch}"
 
     def run(self, args: GitInput, ctx: ToolContext) -> Mapping[str, Any]:
         def git(*cmd: str, env: dict[str, str] | None = None) -> str:
@@ -103,6 +137,8 @@ class GitTool(Tool):
             result["branch"] = args.branch
         elif args.op == "commit":
             result.update(self._commit(args, git, ctx.base_snapshot))
+        elif args.op == "push":
+            result.update(_push(args, ctx))
         result["log"] = "\n".join(changed)
         return result
 
@@ -120,3 +156,49 @@ class GitTool(Tool):
         if args.branch:
             git("update-ref", f"refs/heads/{args.branch}", sha)
         return {"commit": sha, "branch": args.branch}
+
+
+def _push(args: GitInput, ctx: ToolContext) -> dict[str, Any]:
+    """Push HEAD to ``refs/heads/<branch>`` of the remote; never forced."""
+    url = ctx.secret(args.remote_secret or "")
+    config = {f"remote.{PUSH_REMOTE}.url": url}
+    if args.token_secret:
+        basic = base64.b64encode(f"x-access-token:{ctx.secret(args.token_secret)}".encode()).decode()
+        config["http.extraHeader"] = f"Authorization: Basic {basic}"
+    env = {"GIT_CONFIG_COUNT": str(len(config))}
+    for index, (key, value) in enumerate(config.items()):
+        env.update({f"GIT_CONFIG_KEY_{index}": key, f"GIT_CONFIG_VALUE_{index}": value})
+    head = run_git(ctx.workspace, "rev-parse", "HEAD")
+    ref = f"refs/heads/{args.branch}"
+    try:
+        out = run_git(ctx.workspace, "push", "--porcelain", PUSH_REMOTE, f"{head}:{ref}", env=env,
+                      timeout=ctx.timeout_seconds)
+    except GitCommandError as exc:
+        said = Redactor([*ctx.env.values(), *config.values()]).text(
+            f"{_captured(exc.stdout)}\n{_captured(exc.stderr)}")
+        raise ToolError(f"git push of {head[:12]} to branch '{args.branch}' failed: "
+                        f"{_push_problem(said)}") from None
+    flags = [line[0] for line in out.splitlines() if f":{ref}\t" in line]
+    return {"commit": head, "branch": args.branch,
+            "pushed": _PUSH_FLAGS.get(flags[0] if flags else " ", "pushed")}
+
+
+def _captured(text: str | None) -> str:
+    """What git printed, without gitpython's ``stderr: '…'`` wrapping."""
+    text = (text or "").strip()
+    for prefix in ("stdout: '", "stderr: '"):
+        if text.startswith(prefix):
+            return text[len(prefix):].removesuffix("'")
+    return text
+
+
+def _push_problem(said: str) -> str:
+    """The line of git's answer that says why, with a hint for the usual cause."""
+    for line in said.splitlines():
+        if line.startswith("!"):
+            why = line.rsplit("\t", 1)[-1].strip()
+            hint = ("; the remote branch has commits this run does not have (pushes are never forced)"
+                    if "fetch first" in why or "non-fast-forward" in why else "")
+            return f"rejected: {why}{hint}"
+    lines = [line.strip() for line in said.splitlines() if line.strip() and line.strip() != "Done"]
+    return "; ".join(lines[-3:]) or "no reason given"
