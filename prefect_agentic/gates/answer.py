@@ -11,10 +11,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from prefect.input import RunInput
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 Decision = Literal["approve", "reject", "request_changes"]
 
@@ -40,6 +41,23 @@ class ApprovalAnswer(RunInput):
         if self.decision == "request_changes" and not (self.reason.strip() or self.instructions.strip()):
             return "requested changes need a reason or instructions"
         return None
+
+
+class GateSummary(BaseModel):
+    """A paused gate in one line, stored with the flow run (key ``gate-<pause key>``) for listings."""
+
+    plan: str
+    goal: str
+    step: str
+    tool: str
+    command: str
+    risk: str
+    asked_at: datetime
+    timeout_seconds: int
+
+    @staticmethod
+    def input_key(pause_key: str) -> str:
+        return f"gate-{pause_key}"
 
 
 @dataclass(frozen=True)

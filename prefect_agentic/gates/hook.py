@@ -31,15 +31,16 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
-from prefect.exceptions import FlowPauseTimeout
+from prefect.exceptions import FlowPauseTimeout, PrefectHTTPStatusError
 from prefect.flow_runs import pause_flow_run, resume_flow_run, suspend_flow_run
+from prefect.input import create_flow_run_input_from_model
 from prefect.input.run_input import keyset_from_base_key
-from prefect.settings import PREFECT_UI_URL
+from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from prefect.states import Running
 
 from prefect_agentic.blocks.gate_defaults import GateDefaults
 from prefect_agentic.executor import RunContext, run_resources
-from prefect_agentic.gates.answer import ApprovalAnswer, GateQuestion, answerers
+from prefect_agentic.gates.answer import ApprovalAnswer, GateQuestion, GateSummary, answerers
 from prefect_agentic.gates.review import GateReview, review_of
 from prefect_agentic.gates.store import ApprovalStore
 from prefect_agentic.plan.models import Plan, Step
@@ -97,6 +98,12 @@ class ApprovalGate(RunHook):
             return self._approved(step, self._record_base(key, step) | {
                 "decision": "approve", "approver": "policy:auto_approve", "source": "policy",
                 "reason": f"the tool policy auto-approves {', '.join(rules)}"})
+        if not answerers() and not PREFECT_API_URL.value():
+            reason = ("nobody can answer: the run uses Prefect's ephemeral API and no terminal asks; "
+                      "run `agentic run` in a terminal, or set PREFECT_API_URL to a Prefect server")
+            self._record(step, self._record_base(key, step) | {
+                "decision": "reject", "approver": None, "source": "unanswerable", "reason": reason})
+            return Stop(f"step '{step.id}' needs approval and {reason}")
         return self._ask(step, key, done)
 
     def _ask(self, step: Step, key: str, done: dict[str, StepReport]) -> Decision | Replan:
@@ -107,7 +114,7 @@ class ApprovalGate(RunHook):
             ask_key = key if attempt == 1 else f"{key}-{attempt}"
             base = self._record_base(key, step) | {"pause_key": ask_key, "timeout_seconds": timeout}
             markdown = self._markdown(review, ask_key, problem)
-            answer, asked_at, answered_at, mode = self._wait(step, ask_key, markdown, timeout)
+            answer, asked_at, answered_at, mode = self._wait(review, ask_key, markdown, timeout)
             timing = {"asked_at": asked_at.isoformat(), "mode": mode,
                       "answered_at": answered_at.isoformat() if answered_at else None,
                       "wait_seconds": round(((answered_at or datetime.now(timezone.utc)) - asked_at)
@@ -148,13 +155,21 @@ class ApprovalGate(RunHook):
         run_resources(self.run).approved_steps.add(step.id)
         return Go()
 
-    def _wait(self, step: Step, key: str, markdown: str, timeout: int
+    def _wait(self, review: GateReview, key: str, markdown: str, timeout: int
               ) -> tuple[ApprovalAnswer | None, datetime, datetime | None, str]:
         """Pause or suspend until answered; (answer or None on timeout, asked, answered, mode)."""
-        mode = self._mode()
+        step, mode = review.step, self._mode()
         form = ApprovalAnswer.with_initial_data(description=markdown)
         asked_at = self.store.asked_at(key)
         flow_run_id = str(FlowRunContext.get().flow_run.id)  # type: ignore[union-attr]
+        summary = GateSummary(plan=self.plan.id, goal=self.plan.goal, step=step.id, tool=step.tool,
+                              command=review.command, risk=review.risk_line(), asked_at=asked_at,
+                              timeout_seconds=timeout)
+        try:
+            create_flow_run_input_from_model(GateSummary.input_key(key), summary, UUID(flow_run_id))
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code != 409:  # 409: a suspended run asking again after its restart
+                raise
         get_run_logger().warning(
             "Step '%s' needs approval (gate %s): answer in the Prefect UI, or `agentic approve %s` / "
             "`agentic reject %s --reason ...`; waiting up to %ss", step.id, key, flow_run_id,

@@ -47,6 +47,11 @@ class GateReview:
                 f"- policy rules involved: {', '.join(involved)}\n"
                 f"- writes the workspace: {'yes' if self.step.writes_workspace else 'no'}")
 
+    def risk_line(self) -> str:
+        rules = ", ".join(self.rules + (["requires_approval"] if self.step.requires_approval else []))
+        return (f"{len(self.changes.files)} files, {self.changes.lines_changed} lines changed so far; "
+                f"rules: {rules}")
+
     def markdown(self, *, diff_lines: int, diff_link: str | None) -> str:
         """The form's description; the diff is cut to ``diff_lines`` lines, linking the full one."""
         step = self.step
