@@ -77,6 +77,7 @@ class RunResources:
     sandbox: Sandbox
     meter: BudgetMeter
     recorder: Recorder = field(default_factory=LoggingRecorder)
+    approved_steps: set[str] = field(default_factory=set)  # steps whose approval gate said yes
 
 
 _resources: dict[str, RunResources] = {}
@@ -182,10 +183,12 @@ def execute_step(step: Step, run: RunContext, input_snapshot: str, attempt: int)
 def _step_guard(step: Step, run: RunContext, resources: RunResources, attempt: int) -> StepGuard:
     """Arm the step's guard with its secrets and charge the step (or the retry) to the budget."""
     secret_env = load_step_secrets(step, run.policy, run.secrets)
+    approved = step.id in resources.approved_steps
+    if not approved and (step.requires_approval or approval_rules(run.policy, step, default_registry())):
+        raise PolicyDeniedError("approval", f"step '{step.id}' needs approval and no approval gate "
+                                            "approved it in this run")
     guard = StepGuard(step.id, run.policy, resources.meter, resources.recorder,
-                      Redactor(secret_env.values()), secret_env=secret_env,
-                      approved=step.requires_approval or bool(
-                          approval_rules(run.policy, step, default_registry())))
+                      Redactor(secret_env.values()), secret_env=secret_env, approved=approved)
     guard.charge("steps" if attempt == 1 else "retries")
     return guard
 

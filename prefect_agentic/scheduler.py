@@ -66,13 +66,15 @@ class RunHook:
 
     ``exclusive(step)`` asks the scheduler to wait until no other step is
     running before calling ``before_step`` (an approval gate pauses the whole
-    flow run, which must not happen under running tasks).
+    flow run, which must not happen under running tasks). ``before_step`` may
+    answer ``Replan`` too (a human asked for changes): the step does not start,
+    and nothing else does until the revision.
     """
 
     def exclusive(self, step: Step) -> bool:
         return False
 
-    def before_step(self, step: Step, done: dict[str, StepReport]) -> Decision:
+    def before_step(self, step: Step, done: dict[str, StepReport]) -> Decision | Replan:
         return Go()
 
     def after_step(self, step: Step, report: StepReport) -> Decision | Replan:
@@ -128,13 +130,17 @@ class StepScheduler:
                 self._not_run(step_id, "not run: a step it depends on did not complete")
             elif self.stopped is not None:
                 self._not_run(step_id, f"not run: {self.stopped}")
-            elif any(r is None for r in deps) or (self._running() and self._wants_exclusive(step)):
+            elif (any(r is None for r in deps) or self._replan is not None
+                  or (self._running() and self._wants_exclusive(step))):
                 still_waiting.append(step_id)
             else:
                 decision = self._before(step)
                 if isinstance(decision, Stop):
                     self.stopped = decision.reason
                     self._not_run(step_id, f"not run: {decision.reason}")
+                elif isinstance(decision, Replan):
+                    self._replan = decision
+                    still_waiting.append(step_id)
                 else:
                     self._submit(step)
         return still_waiting
@@ -142,10 +148,10 @@ class StepScheduler:
     def _wants_exclusive(self, step: Step) -> bool:
         return any(hook.exclusive(step) for hook in self.hooks)
 
-    def _before(self, step: Step) -> Decision:
+    def _before(self, step: Step) -> Decision | Replan:
         for hook in self.hooks:
             decision = hook.before_step(step, dict(self._reports))
-            if isinstance(decision, Stop):
+            if isinstance(decision, (Stop, Replan)):
                 return decision
         return Go()
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Set up a machine for prefect-agentic: Python environment, Docker engine, sandbox image.
-# Idempotent: each phase is skipped when already done. Usage: scripts/setup.sh [python] [docker] [image]
+# Idempotent: each phase is skipped when already done.
+# Usage: scripts/setup.sh [python] [docker] [image] [browser]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 IMAGE=${AGENTIC_SANDBOX_IMAGE:-prefect-agentic/sandbox:1}
-PHASES=${*:-python docker image}
+PHASES=${*:-python docker image browser}
 log() { printf '[setup] %s\n' "$*"; }
 
 need_apt() {  # install Debian packages, updating the index once
@@ -44,6 +45,12 @@ phase_image() {
   PYTHON="$ROOT/.venv/bin/python"
   [ -x "$PYTHON" ] || PYTHON=python3
   PYTHON="$PYTHON" scripts/build-sandbox-image.sh "$IMAGE"
+}
+
+phase_browser() {  # Debian's Chromium, driven by Playwright in the approval-form test
+  if [ -x /usr/bin/chromium ]; then log "browser: $(/usr/bin/chromium --version 2>/dev/null || echo chromium)"; return; fi
+  log "installing chromium (apt)"; need_apt chromium
+  log "browser: $(/usr/bin/chromium --version 2>/dev/null || echo chromium)"
 }
 
 for phase in $PHASES; do "phase_$phase"; done

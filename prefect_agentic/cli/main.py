@@ -27,6 +27,7 @@ from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
 from prefect_agentic.blocks.budget import Budget  # noqa: E402
+from prefect_agentic.blocks.gate_defaults import GateDefaults  # noqa: E402
 from prefect_agentic.blocks.llm_endpoint import LLMEndpoint  # noqa: E402
 from prefect_agentic.blocks.tool_policy import ToolPolicy  # noqa: E402
 from prefect_agentic.cli.render import ProgressDisplay, report_table  # noqa: E402
@@ -67,6 +68,7 @@ def _fail(message: str, code: int) -> typer.Exit:
 POLICY_HELP = "Name of a saved Agentic Tool Policy block (default: the built-in policy)."
 BUDGET_HELP = "Name of a saved Agentic Budget block (default: unlimited)."
 REPLAN_HELP = "Name of a saved Agentic LLM Endpoint block: a failed step is re-planned with it."
+GATE_HELP = "Name of a saved Agentic Gate Defaults block (approval timeouts, poll interval, mode)."
 ESCALATE_HELP = ("When re-planning cannot help, pause the flow run until a human answers "
                  "retry, skip, abort or instruct (needs a Prefect server).")
 
@@ -138,12 +140,14 @@ def run(
     llm_block: Annotated[Optional[str], typer.Option(help=REPLAN_HELP)] = None,
     max_replans: Annotated[int, typer.Option(min=0, max=20, help="Re-plans per run at most.")] = 2,
     escalate: Annotated[bool, typer.Option(help=ESCALATE_HELP)] = False,
+    gate_block: Annotated[Optional[str], typer.Option(help=GATE_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run report as JSON.")] = False,
 ) -> None:
     """Run a plan on a git repository; completed steps of earlier runs come from the cache."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from prefect_agentic.blocks.sandbox_settings import SandboxSettings
+    from prefect_agentic.cli.approvals import answer_in_terminal
     from prefect_agentic.errors import PlanRunFailed
     from prefect_agentic.flows.run_plan import run_plan
     from prefect_agentic.record.progress import subscribe
@@ -173,15 +177,18 @@ def run(
     except ValueError as exc:  # e.g. no block of that name
         raise _fail(f"--sandbox-block {sandbox_block}: {exc}", 2) from None
 
+    gates = _load_block("--gate-block", GateDefaults, gate_block)
     display = ProgressDisplay(plan, err, enabled=not as_json)
     unsubscribe = subscribe(display.on_event)
+    stop_asking = answer_in_terminal(err, display.quiet) if sys.stdin.isatty() else lambda: None
     flow = run_plan.with_options(task_runner=ThreadPoolTaskRunner(max_workers=concurrency))
     try:
         with display, embedded_run_settings():
             state = flow(plan=plan, repo=str(repo.resolve()), ref=ref, sandbox=settings, fresh=fresh,
-                         policy=policy, budget=budget, loop=loop, return_state=True)
+                         policy=policy, budget=budget, loop=loop, gates=gates, return_state=True)
     finally:
         unsubscribe()
+        stop_asking()
     outcome = state.result(raise_on_failure=False)
     report = outcome.report if isinstance(outcome, PlanRunFailed) else outcome
     if isinstance(outcome, BaseException) and not isinstance(outcome, PlanRunFailed):
@@ -194,11 +201,13 @@ def run(
     raise typer.Exit(0 if report.ok else 1)
 
 
+from prefect_agentic.cli import approvals as _approvals  # noqa: E402
 from prefect_agentic.cli import llm as _llm  # noqa: E402
 from prefect_agentic.cli import recipes as _recipes  # noqa: E402
 
 _recipes.register(app)
 _llm.register(app)
+_approvals.register(app)
 
 if __name__ == "__main__":
     app()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -77,6 +79,17 @@ class ProgressDisplay:
                  tb: TracebackType | None) -> None:
         if self.live:
             self._live.stop()
+
+    @contextmanager
+    def quiet(self) -> Iterator[None]:
+        """Stop redrawing while something else talks to the terminal (an approval question)."""
+        if self.live:
+            self._live.stop()
+        try:
+            yield
+        finally:
+            if self.live:
+                self._live.start()
 
 
 def report_table(report: RunReport) -> Group:

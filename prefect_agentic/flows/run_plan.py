@@ -16,12 +16,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import SecretStr
 
 from prefect_agentic.blocks.budget import Budget
+from prefect_agentic.blocks.gate_defaults import GateDefaults
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.compiler import compile_plan
 from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.executor import RunContext, close_run_resources
 from prefect_agentic.flows.hooks import BudgetHook
+from prefect_agentic.gates import ApprovalGate
 from prefect_agentic.loop import AgentLoop, LoopSettings
 from prefect_agentic.plan.models import Plan
 from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe
@@ -58,6 +60,7 @@ def run_plan(
     budget: Budget | None = None,
     secrets: dict[str, SecretStr] | None = None,
     loop: LoopSettings | None = None,
+    gates: GateDefaults | None = None,
 ) -> RunReport:
     """Run ``plan`` on the repository at ``repo`` starting from commit ``ref``.
 
@@ -68,7 +71,8 @@ def run_plan(
     ``secrets`` are values steps may receive when the policy grants them
     (otherwise Prefect Secret blocks of the same names are used). With
     ``loop``, a failed step leads to a re-plan and/or a human's decision
-    instead of ending the run. Raises ``PlanRunFailed`` (the flow run fails)
+    instead of ending the run. ``gates`` says how approval gates wait
+    (timeouts, poll interval, pause or suspend). Raises ``PlanRunFailed`` (the flow run fails)
     when any step failed or could not run; the report is attached.
     """
     logger = get_run_logger()
@@ -84,7 +88,7 @@ def run_plan(
                      policy=policy, budget=budget or Budget(), secrets=secrets or {})
     logger.info("Plan %s v%s on %s@%s (workspace %s)", plan.id, plan.version, source, base[:12],
                 workspace.path)
-    scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run, loop), refresh_cache=fresh)
+    scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run, loop, gates), refresh_cache=fresh)
     unsubscribe = subscribe(lambda e: _count_attempt(e, key, scheduler.attempts))
     with workspace.run_lock():
         try:
@@ -120,11 +124,21 @@ def _failure_summary(report: RunReport) -> str:
     return f"plan '{report.plan_id}' stopped: {report.stopped}"
 
 
-def run_hooks(plan: Plan, run: RunContext, loop: LoopSettings | None = None) -> list[RunHook]:
-    """The hooks that decide, between steps, whether the run goes on."""
+def run_hooks(plan: Plan, run: RunContext, loop: LoopSettings | None = None,
+              gates: GateDefaults | None = None) -> list[RunHook]:
+    """The hooks that decide, between steps, whether the run goes on.
+
+    The approval gate comes last: a budget that is spent stops the run before
+    anyone is asked. With an LLM planner in the loop, an approver's requested
+    changes are re-planned by it.
+    """
     hooks: list[RunHook] = [BudgetHook(run)]
+    agent = None
     if loop is not None and (loop.llm is not None or loop.escalate):
-        hooks.append(AgentLoop(run, loop))
+        agent = AgentLoop(run, loop)
+        hooks.append(agent)
+    changes = agent if agent is not None and loop is not None and loop.llm is not None else None
+    hooks.append(ApprovalGate(plan, run, gates, changes=changes))
     return hooks
 
 

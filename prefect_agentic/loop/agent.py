@@ -21,7 +21,7 @@ from prefect_agentic.loop.escalation import EscalationAnswer, ask_human
 from prefect_agentic.loop.settings import LoopSettings
 from prefect_agentic.plan.models import Plan, PlannerInfo, Step
 from prefect_agentic.plan.revision import next_version, remaining, without
-from prefect_agentic.planners.failure import FailureContext
+from prefect_agentic.planners.failure import FailedStep, FailureContext
 from prefect_agentic.planners.llm import LLMPlanner
 from prefect_agentic.report import StepReport
 from prefect_agentic.scheduler import Decision, Go, Replan, RunHook, Stop
@@ -70,6 +70,26 @@ class AgentLoop(RunHook):
         if self.settings.escalate:
             return self._escalate(failure, problem)
         return Stop(problem)
+
+    def replan_for_changes(self, plan: Plan, reports: dict[str, StepReport], step: Step,
+                           instructions: str) -> Plan | Stop:
+        """A new version after an approver asked for changes to ``step`` (before it ran).
+
+        The planner sees the step as one that did not go through, with the
+        approver's words as instructions; like an escalation's instructions,
+        this does not count against ``max_replans`` but is charged to the budget.
+        """
+        planner = self.planner()
+        if planner is None:
+            return Stop(f"changes to step '{step.id}' were requested and no LLM endpoint is set")
+        resources = run_resources(self.run)
+        context = failure_context(plan, reports, resources.workspace, self.run.base_snapshot)
+        blocked = FailedStep(step=step, reason="not run: a human reviewer requested changes before it ran")
+        failure = context.model_copy(update={"failed": [blocked], "instructions": instructions})
+        try:
+            return self._replan(planner, failure)
+        except LLMError as exc:
+            return Stop(f"re-planning the changes requested to step '{step.id}' did not work: {exc}")
 
     def _replan(self, planner: LLMPlanner, failure: FailureContext) -> Plan:
         """A re-plan whose cost (even a failed one's) is charged to the run's budget."""

@@ -1,0 +1,99 @@
+"""What an approver answers at a gate, and who else (besides the Prefect UI) may answer.
+
+Open-source Prefect does not say who resumed a flow run, so the approver
+names themselves in the form (``approver``, required); the CLI fills in the
+user name of its process. The name is recorded as given: it is a statement,
+not an authenticated identity.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from prefect.input import RunInput
+from pydantic import BaseModel, Field
+
+Decision = Literal["approve", "reject", "request_changes"]
+
+
+class ApprovalAnswer(RunInput):
+    """An approver's decision on one step, as the resume form in the Prefect UI asks for it."""
+
+    decision: Decision = Field(
+        description="approve: run the step; reject: stop the run before it (work is kept); "
+                    "request_changes: re-plan with your reason (or stop when the run has no planner)."
+    )
+    approver: str = Field(min_length=1, max_length=200, description="Your name (recorded with the decision).")
+    reason: str = Field(default="", max_length=4000, description="Why (needed to reject or request changes).")
+    instructions: str = Field(
+        default="", max_length=8000,
+        description="Optional edited instructions for the step; with request_changes they go to the planner.",
+    )
+
+    def problem(self) -> str | None:
+        """Why the run cannot act on this answer (checked after resume, so asked again), or None."""
+        if self.decision == "reject" and not self.reason.strip():
+            return "a rejection needs a reason"
+        if self.decision == "request_changes" and not (self.reason.strip() or self.instructions.strip()):
+            return "requested changes need a reason or instructions"
+        return None
+
+
+class GateSummary(BaseModel):
+    """A paused gate in one line, stored with the flow run (key ``gate-<pause key>``) for listings."""
+
+    plan: str
+    goal: str
+    step: str
+    tool: str
+    command: str
+    risk: str
+    asked_at: datetime
+    timeout_seconds: int
+
+    @staticmethod
+    def input_key(pause_key: str) -> str:
+        return f"gate-{pause_key}"
+
+
+@dataclass(frozen=True)
+class GateQuestion:
+    """What a gate asks, handed to in-process answerers (e.g. the terminal of `agentic run`)."""
+
+    flow_run_id: str
+    step_id: str
+    key: str
+    review: str
+    timeout_seconds: int
+
+
+Answerer = Callable[[GateQuestion], "ApprovalAnswer | None"]
+_answerers: list[Answerer] = []
+_lock = threading.Lock()
+
+
+def use_answerer(answerer: Answerer) -> Callable[[], None]:
+    """Let ``answerer`` answer this process's gates too; returns the function that stops it.
+
+    The answer still goes through the Prefect API (``resume_flow_run``), so
+    the run sees it exactly as it sees one given in the UI, and whichever
+    comes first wins. An answerer returning None leaves the gate to others.
+    """
+    with _lock:
+        _answerers.append(answerer)
+
+    def stop() -> None:
+        with _lock:
+            if answerer in _answerers:
+                _answerers.remove(answerer)
+
+    return stop
+
+
+def answerers() -> list[Answerer]:
+    with _lock:
+        return list(_answerers)

@@ -1,0 +1,139 @@
+"""The approval form in the real Prefect UI: `prefect server start`, a gated run, and headless
+Chromium (Debian's, driven by Playwright) filling in and submitting the resume form."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, _missing
+
+from prefect_agentic.gates.store import ApprovalStore
+from prefect_agentic.workspace import resolve_base, run_key
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = ROOT / "build" / "test-artifacts"
+PLAN = """
+id: ship
+goal: Ship the release notes
+steps:
+  - {id: notes, tool: shell, writes_workspace: true,
+     args: {command: "printf 'line %s\\n' $(seq 80) > NOTES.md"}}
+  - {id: publish, tool: shell, depends_on: [notes], requires_approval: true,
+     description: Publish the notes, args: {command: "wc -l NOTES.md"}}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def prefect_server(tmp_path: Path) -> Iterator[str]:
+    """`prefect server start` with its UI, on a free port and its own database."""
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "server"), "PREFECT_UI_API_URL": api,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start",
+                               "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{api}/health", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail(f"prefect server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        yield api
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture
+def chromium():  # type: ignore[no-untyped-def]
+    if not os.access(CHROMIUM, os.X_OK):
+        _missing(f"{CHROMIUM} is not installed (scripts/setup.sh browser)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("the playwright package is not installed (pip install -e '.[dev]')")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+def _paused_run(api: str, within: float = 120) -> str:
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    deadline = time.monotonic() + within
+    with SyncPrefectClient(api) as client:
+        while time.monotonic() < deadline:
+            paused = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+            if paused:
+                return str(paused[0].id)
+            time.sleep(0.5)
+    raise TimeoutError("the run never paused at its gate")
+
+
+def test_an_approver_answers_the_form_in_the_prefect_ui(  # type: ignore[no-untyped-def]
+        prefect_server, chromium, make_repo, sandbox_image, tmp_path) -> None:
+    plan = tmp_path / "ship.yaml"
+    plan.write_text(PLAN)
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    repo = make_repo({"README.md": "x\n"})
+    run = subprocess.Popen([sys.executable, "-m", "prefect_agentic.cli.main", "run", str(plan), "--repo",
+                            str(repo), "--image", sandbox_image],
+                           env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        run_id = _paused_run(prefect_server)
+        page = chromium.new_page(viewport={"width": 1280, "height": 1500})
+        page.goto(prefect_server.removesuffix("/api") + f"/runs/flow-run/{run_id}")
+        page.get_by_role("button", name="Resume").first.click()
+        form = page.locator(".p-modal")
+        form.get_by_text("Approve step").wait_for()
+        assert "Goal: Ship the release notes" in form.inner_text()
+        assert "wc -l NOTES.md" in form.inner_text()
+        link = form.get_by_role("link", name="full diff").get_attribute("href")
+        assert link.startswith(prefect_server.removesuffix("/api") + "/artifacts/artifact/"), link
+        form.locator(".p-select-button__control").press("ArrowDown")  # opens the decision's options
+        page.get_by_role("option", name="approve", exact=True).click()
+        boxes = form.locator("textarea")
+        boxes.nth(0).fill("Ada Lovelace")
+        boxes.nth(1).fill("the notes read well")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        form.screenshot(path=str(ARTIFACTS / "approval-form.png"))
+        form.get_by_role("button", name="Submit").click()
+        output, _ = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 0, output
+    assert "Run succeeded" in output and "publish" in output
+    assert (ARTIFACTS / "approval-form.png").stat().st_size > 10_000
+    [approval] = ApprovalStore(run_key("ship", repo, resolve_base(repo, "HEAD"))).path.glob("approve-*.json")
+    recorded = json.loads(approval.read_text())
+    assert recorded["approver"] == "Ada Lovelace" and recorded["reason"] == "the notes read well"
+
