@@ -11,7 +11,7 @@ import pytest
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.flows.recipes import triage_failure
-from prefect_agentic.planners.recipes import TriageFailureParams
+from prefect_agentic.planners.recipes import RECIPES, TriageFailureParams
 
 from conftest import EXAMPLES, ROOT, agentic_cli
 
@@ -82,5 +82,5 @@ def test_agentic_plan_writes_a_triage_plan_and_requires_the_test(tmp_path: Path)
     assert checked.returncode == 0 and "valid plan 'triage-failure' v1 with 1 steps" in checked.stdout
     missing = agentic_cli("plan", "triage-failure", "--param", "good=v1.0")
     assert missing.returncode == 2 and "--param test: Field required" in missing.stderr
-    listed = agentic_cli("recipes")
-    assert "triage-failure" in listed.stdout and "--param test=(required)" in listed.stdout
+    listed = dict((name, default) for name, default, _ in RECIPES["triage-failure"].parameters())
+    assert listed == {"test": "(required)", "good": "(required)", "bad": "HEAD", "timeout_seconds": "1800"}
