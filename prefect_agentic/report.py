@@ -72,3 +72,22 @@ class RunReport(BaseModel):
     @property
     def ok(self) -> bool:
         return self.stopped is None and all(s.ok for s in self.steps)
+
+
+def outcome_line(output: dict[str, Any] | None) -> str:
+    """A few words on what a step found: tests, violations, or the exit code."""
+    if not output:
+        return "-"
+    if "tests_failed" in output:
+        extra = "".join(f", {output[k]} {k}" for k in ("errors", "skipped") if output.get(k))
+        return f"{output['passed']} passed, {output['failed']} failed{extra}"
+    if output.get("lint_violations") is not None:
+        rules = ", ".join(f"{code}×{n}" for code, n in list(output.get("by_rule", {}).items())[:4])
+        return f"{output['lint_violations']} violations" + (f" ({rules})" if rules else "")
+    if output.get("files_reformatted"):
+        return f"{output['files_reformatted']} files reformatted"
+    if "summary" in output and "files_changed" in output:
+        return f"patched {len(output['files_changed'])} file(s): {output['summary']}"[:60]
+    if output.get("commit"):
+        return f"commit {output['commit'][:12]}"
+    return f"exit {output.get('exit_code')}"
