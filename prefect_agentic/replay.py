@@ -32,6 +32,9 @@ from prefect_agentic.record.store import AuditStore
 from prefect_agentic.tools.registry import default_registry
 from prefect_agentic.workspace import ChangeSummary, Workspace
 
+WOULD_RUN = "would run"
+"""A step the run did not run that the replay would have started: the log holds no answer for it."""
+
 IGNORED_OUTPUT_FIELDS = frozenset({"log", "duration_s"})
 """Output fields that differ between any two runs of the same command (live replay skips them)."""
 
@@ -142,7 +145,7 @@ def _replay_step(step: Step, plan: Plan, policy: ToolPolicy, attempts: _Attempts
         if recorded == "not_run" and not finished.data.get("reason", "").startswith("not run: a step it"):
             return replayed  # stopped by a hook (budget, approval): that decision is the record's
         blocked = any(statuses.get(d) not in ("completed", "cached") for d in step.depends_on)
-        replayed.status = "not_run" if blocked else recorded
+        replayed.status = recorded if blocked or recorded != "not_run" else WOULD_RUN
         _compare(report, step.id, None, "status", recorded, replayed.status)
         return replayed
     tool = default_registry().get(step.tool)
@@ -256,6 +259,8 @@ def _run_status(plan: Plan, statuses: Mapping[str, str], finished: Mapping[str, 
     if finished.get("status") == "crashed":
         return "crashed"
     final = [statuses.get(s.id, "not_run") for s in plan.steps]
+    if WOULD_RUN in final:
+        return "undetermined"
     if finished.get("stopped"):
         return "failed" if "failed" in final else "stopped"
     return "completed" if all(s in ("completed", "cached") for s in final) else "failed"

@@ -117,11 +117,11 @@ def run_facts(flow_run: FlowRun, store: AuditStore) -> RunFacts:
     facts = RunFacts(flow_run_id=str(flow_run.id), workflow=flow_run.name.split(" v", 1)[0],
                      status=state, duration_s=duration)
     if store.has_log(str(flow_run.id)):
-        _add_audit(facts, parse_log(store.read_log(str(flow_run.id))))
+        add_audit(facts, parse_log(store.read_log(str(flow_run.id))))
     return facts
 
 
-def _add_audit(facts: RunFacts, records: Sequence[AuditRecord]) -> None:
+def add_audit(facts: RunFacts, records: Sequence[AuditRecord]) -> None:
     facts.audited = True
     last_error: dict[str, str] = {}
     for record in records:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from prefect.blocks.core import Block
-from prefect.filesystems import LocalFileSystem, WritableFileSystem
+from prefect.filesystems import SMB, LocalFileSystem, RemoteFileSystem, WritableFileSystem
 from pydantic import Field
 
 from prefect_agentic.settings import agentic_home
@@ -23,7 +23,7 @@ class AuditStorage(Block):
 
     Local by default (``$AGENTIC_HOME/audit``). Any writable Prefect
     filesystem block works (``RemoteFileSystem`` on ``s3://…``, an SMB share,
-    prefect-aws's ``S3Bucket``), so logs outlive the worker that wrote them
+    or, named in ``filesystem_block``, prefect-aws's ``S3Bucket``), so logs outlive the worker that wrote them
     and can be verified or replayed from another machine.
     """
 
@@ -34,9 +34,14 @@ class AuditStorage(Block):
         "run outputs (diffs, test reports, captured output)."
     )
 
-    filesystem: WritableFileSystem = Field(
+    filesystem: LocalFileSystem | RemoteFileSystem | SMB = Field(
         default_factory=_local_audit_dir,
-        description="Filesystem block the logs and objects are written to (default: $AGENTIC_HOME/audit).",
+        description="Filesystem the logs and objects are written to (default: $AGENTIC_HOME/audit).",
+    )
+    filesystem_block: str | None = Field(
+        default=None,
+        description=("A saved writable filesystem block of any type, as 'block-type-slug/name' "
+                     "(e.g. 's3-bucket/audit' from prefect-aws); used instead of filesystem."),
     )
     inline_limit_bytes: int = Field(
         default=2000, ge=64,
@@ -48,3 +53,13 @@ class AuditStorage(Block):
         """The block named ``name`` or by ``$AGENTIC_AUDIT_BLOCK``; else local storage."""
         name = name or os.environ.get(AUDIT_BLOCK_ENV)
         return cls.load(name) if name else cls()
+
+    def writable_filesystem(self) -> WritableFileSystem:
+        """The filesystem to use: the referenced block if one is named, else ``filesystem``."""
+        if self.filesystem_block is None:
+            return self.filesystem
+        found = Block.load(self.filesystem_block)
+        if not isinstance(found, WritableFileSystem):
+            raise ValueError(f"filesystem_block {self.filesystem_block!r} is a {type(found).__name__}, "
+                             "not a writable filesystem block")
+        return found

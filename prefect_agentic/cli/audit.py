@@ -49,26 +49,28 @@ def _fail(exc: Exception, code: int = 2) -> typer.Exit:
 
 @audit_app.command("verify")
 def verify(
-    run: Annotated[str, typer.Argument(help=RUN_HELP)],
+    runs: Annotated[list[str], typer.Argument(help="Flow run id(s) of the run(s) to check.")],
     audit_block: Annotated[Optional[str], typer.Option(help=BLOCK_HELP)] = None,  # noqa: UP045
 ) -> None:
-    """Check a run's audit log: every record's hash and the chain; exit 1 if anything was changed."""
+    """Check runs' audit logs: every record's hash and the chain; exit 1 if any was changed."""
     store = _store(audit_block)
     try:
-        result = verify_log(store.read_log(run))
+        results = [(run, verify_log(store.read_log(run))) for run in runs]
     except AgenticError as exc:
         raise _fail(exc) from None
-    for problem in result.problems:
-        out.print(f"[red]✘[/] {escape(problem)}", highlight=False)
-    if not result.ok:
-        out.print(f"audit log of run {run}: TAMPERED ({len(result.problems)} problem(s))", highlight=False)
-        raise typer.Exit(1)
-    if not result.complete:
-        out.print(f"audit log of run {run}: chain intact over {result.records} records, but it does not end "
-                  "with run_finished: the run is still going, crashed, or its last records were removed",
-                  highlight=False)
-        raise typer.Exit(1)
-    out.print(f"audit log of run {run}: ok, {result.records} records, head {result.head}", highlight=False)
+    for run, result in results:
+        for problem in result.problems:
+            out.print(f"[red]✘[/] {escape(problem)}", highlight=False)
+        if not result.ok:
+            out.print(f"audit log of run {run}: TAMPERED ({len(result.problems)} problem(s))", highlight=False)
+        elif not result.complete:
+            out.print(f"audit log of run {run}: chain intact over {result.records} records, but it does not "
+                      "end with run_finished: the run is still going, crashed, or its last records were "
+                      "removed", highlight=False)
+        else:
+            out.print(f"audit log of run {run}: ok, {result.records} records, head {result.head}",
+                      highlight=False)
+    raise typer.Exit(0 if all(r.ok and r.complete for _, r in results) else 1)
 
 
 def replay(

@@ -40,7 +40,7 @@ class AuditStore:
 
     def __init__(self, storage: AuditStorage | None = None) -> None:
         self.storage = storage or AuditStorage.configured()
-        self.fs = self.storage.filesystem
+        self.fs = self.storage.writable_filesystem()
         self._lines: dict[str, list[bytes]] = {}
         self._lock = threading.Lock()
 
