@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -32,12 +33,17 @@ def artifact_key(kind: str, plan_id: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"agentic-{kind}-{plan_id}".lower()).strip("-")
 
 
+PROGRESS_INTERVAL_SECONDS = 1.0
+"""The progress artifact is updated at most this often (and always when the last step ends)."""
+
+
 class ProgressArtifact:
     """Audit observer: the share of the current plan's steps that have finished, in percent."""
 
     def __init__(self, plan_id: str, steps: Sequence[str]) -> None:
         self.steps = list(steps)
         self.finished: set[str] = set()
+        self._updated = 0.0
         self.artifact_id: UUID = create_progress_artifact(
             0.0, key=artifact_key("progress", plan_id), description=f"Steps of plan {plan_id} finished")
 
@@ -50,6 +56,10 @@ class ProgressArtifact:
         else:
             return
         done = len(self.finished & set(self.steps))
+        now = time.monotonic()
+        if done < len(self.steps) and now - self._updated < PROGRESS_INTERVAL_SECONDS:
+            return
+        self._updated = now
         update_progress_artifact(self.artifact_id, round(100.0 * done / max(1, len(self.steps)), 1),
                                  description=f"{done} of {len(self.steps)} steps finished")
 
