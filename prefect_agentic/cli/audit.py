@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Optional
 
 import typer
+from prefect.exceptions import PrefectHTTPStatusError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from prefect_agentic.blocks.audit_storage import AuditStorage
 from prefect_agentic.errors import AgenticError
+from prefect_agentic.flows.artifacts import published_head
+from prefect_agentic.record.audit import Verification
 from prefect_agentic.record.audit import verify as verify_log
 from prefect_agentic.record.store import AuditStore
 from prefect_agentic.replay import ReplayReport, replay_run
@@ -58,6 +62,9 @@ def verify(
         results = [(run, verify_log(store.read_log(run))) for run in runs]
     except AgenticError as exc:
         raise _fail(exc) from None
+    if os.environ.get("PREFECT_API_URL"):  # only a server keeps the heads (no ephemeral API for this)
+        for run, result in results:
+            _compare_head(run, result)
     for run, result in results:
         for problem in result.problems:
             out.print(f"[red]✘[/] {escape(problem)}", highlight=False)
@@ -71,6 +78,17 @@ def verify(
             out.print(f"audit log of run {run}: ok, {result.records} records, head {result.head}",
                       highlight=False)
     raise typer.Exit(0 if all(r.ok and r.complete for _, r in results) else 1)
+
+
+def _compare_head(run: str, result: Verification) -> None:
+    """A log rewritten from some record on (hashes recomputed) still ends on another head."""
+    try:
+        head = asyncio.run(published_head(run))
+    except (ValueError, OSError, PrefectHTTPStatusError):  # not a UUID, or the API is away
+        return
+    if head is not None and head != result.head:
+        result.problems.append(f"the log ends on head {result.head[:12]}…, but the run's summary "
+                               f"artifact in Prefect recorded {head[:12]}… (rewritten or cut off)")
 
 
 def replay(

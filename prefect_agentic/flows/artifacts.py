@@ -22,6 +22,9 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType, FlowRunFilter, FlowRunFilterId
+
 from prefect_agentic.record.audit import AuditRecord
 from prefect_agentic.report import RunReport, StepReport, outcome_line
 
@@ -136,3 +139,19 @@ def publish_run_artifacts(report: RunReport, records: Sequence[AuditRecord], *, 
                               description=f"Steps of plan {report.plan_id} v{report.plan_version}")
     except Exception:  # the UI's view of a run must never fail the run
         logger.exception("could not publish the run's artifacts")
+
+
+HEAD_PATTERN = re.compile(r"head `([0-9a-f]{64})`")
+
+
+async def published_head(flow_run_id: str) -> str | None:
+    """The audit head the run's summary artifact holds (kept by Prefect, apart from the log)."""
+    async with get_client() as client:
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["markdown"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
+    for artifact in found:
+        match = HEAD_PATTERN.search(str(artifact.data))
+        if match:
+            return match.group(1)
+    return None
