@@ -1,8 +1,8 @@
 """Executes one step: tool call in the sandbox, snapshot, evaluation.
 
 This module drives no flow or task (``tasks/step.py`` wraps it in a task) and
-talks to no Prefect API (events come from its records, see ``record/events.py``). Run resources (the workspace, its sandbox and
-the budget meter) are opened once per run and process and shared by the run's
+talks to no Prefect API (events come from its records, see ``record/events.py``).
+Run resources (the workspace, its sandbox and the budget meter) are opened once per run and process and shared by the run's
 steps.
 """
 

@@ -87,6 +87,9 @@ class _Attempts:
     finished: dict[int, AuditRecord] = field(default_factory=dict)
 
 
+_SLOTS = {"attempt_started": "started", "verdict": "verdicts", "attempt_finished": "finished"}
+
+
 def load_records(store: AuditStore, flow_run_id: str) -> list[AuditRecord]:
     """The run's records, refusing a log whose chain is broken (a replay of it would prove nothing)."""
     lines = store.read_log(flow_run_id)
@@ -114,9 +117,8 @@ def replay_run(store: AuditStore, flow_run_id: str, *, live: bool = False) -> Re
             if record.kind == "plan":
                 plan = Plan.model_validate(record.data["plan"])
             elif record.step and record.kind in ("attempt_started", "verdict", "attempt_finished"):
-                attempts = pending.setdefault(record.step, _Attempts())
-                getattr(attempts, {"attempt_started": "started", "verdict": "verdicts",
-                                   "attempt_finished": "finished"}[record.kind])[record.data["attempt"]] = record
+                by_number = getattr(pending.setdefault(record.step, _Attempts()), _SLOTS[record.kind])
+                by_number[record.data["attempt"]] = record
             elif record.step and record.kind == "step_finished":
                 step = plan.step(record.step)
                 replayed = _replay_step(step, plan, policy, pending.pop(record.step, _Attempts()),
@@ -140,7 +142,8 @@ def _replay_step(step: Step, plan: Plan, policy: ToolPolicy, attempts: _Attempts
                  statuses: Mapping[str, str], report: ReplayReport, live_run: RunContext | None,
                  store: AuditStore) -> ReplayedStep:
     recorded = finished.data["status"]
-    replayed = ReplayedStep(step_id=step.id, plan_version=plan.version, status=recorded, recorded_status=recorded)
+    replayed = ReplayedStep(step_id=step.id, plan_version=plan.version, status=recorded,
+                            recorded_status=recorded)
     if recorded in ("cached", "not_run") or not attempts.started:
         if recorded == "not_run" and not finished.data.get("reason", "").startswith("not run: a step it"):
             return replayed  # stopped by a hook (budget, approval): that decision is the record's
@@ -153,7 +156,8 @@ def _replay_step(step: Step, plan: Plan, policy: ToolPolicy, attempts: _Attempts
     numbers = sorted(set(attempts.started) | set(attempts.finished))
     for number in numbers:
         if not decision.allowed:
-            outcome = ReplayedAttempt(attempt=number, outcome=f"policy:{decision.rule}", reasons=[decision.reason])
+            outcome = ReplayedAttempt(attempt=number, outcome=f"policy:{decision.rule}",
+                                      reasons=[decision.reason])
         elif number not in attempts.started:  # refused before it started (budget): the record answers
             outcome = _recorded_attempt(number, attempts)
         else:

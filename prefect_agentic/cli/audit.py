@@ -35,6 +35,7 @@ out = Console(width=160, soft_wrap=False)
 audit_app = typer.Typer(help="Check the audit logs of runs.", no_args_is_help=True)
 
 RUN_HELP = "Flow run id of the run (its report's flow_run_id)."
+LIVE_HELP = "Re-run each recorded attempt's tool for real (Docker, the run's workspace)."
 BLOCK_HELP = "Name of a saved Agentic Audit Storage block (default: $AGENTIC_AUDIT_BLOCK, else local)."
 
 
@@ -42,7 +43,8 @@ def _store(block: str | None) -> AuditStore:
     try:
         return AuditStore(AuditStorage.configured(block))
     except ValueError as exc:
-        err.print(f"[bold red]error:[/] --audit-block {escape(str(block))}: {escape(str(exc))}", highlight=False)
+        err.print(f"[bold red]error:[/] --audit-block {escape(str(block))}: {escape(str(exc))}",
+                  highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -69,7 +71,8 @@ def verify(
         for problem in result.problems:
             out.print(f"[red]✘[/] {escape(problem)}", highlight=False)
         if not result.ok:
-            out.print(f"audit log of run {run}: TAMPERED ({len(result.problems)} problem(s))", highlight=False)
+            out.print(f"audit log of run {run}: TAMPERED ({len(result.problems)} problem(s))",
+                      highlight=False)
         elif not result.complete:
             out.print(f"audit log of run {run}: chain intact over {result.records} records, but it does not "
                       "end with run_finished: the run is still going, crashed, or its last records were "
@@ -93,7 +96,7 @@ def _compare_head(run: str, result: Verification) -> None:
 
 def replay(
     run: Annotated[str, typer.Argument(help=RUN_HELP)],
-    live: Annotated[bool, typer.Option(help="Re-run each recorded attempt's tool for real (Docker).")] = False,
+    live: Annotated[bool, typer.Option(help=LIVE_HELP)] = False,
     audit_block: Annotated[Optional[str], typer.Option(help=BLOCK_HELP)] = None,  # noqa: UP045
     as_json: Annotated[bool, typer.Option("--json", help="Print the replay report as JSON.")] = False,
 ) -> None:
@@ -129,6 +132,7 @@ def _print_replay(report: ReplayReport) -> None:
               highlight=False)
 
 
+WORKFLOW_HELP = "Only this workflow (plan id)."
 SINCE_HELP = "Only runs started since: an ISO date/time, or an age such as 30m, 12h, 7d."
 
 
@@ -150,7 +154,7 @@ def parse_since(text: str | None) -> datetime | None:
 
 def stats(
     since: Annotated[Optional[str], typer.Option(help=SINCE_HELP)] = None,  # noqa: UP045
-    workflow: Annotated[Optional[str], typer.Option(help="Only this workflow (plan id).")] = None,  # noqa: UP045
+    workflow: Annotated[Optional[str], typer.Option(help=WORKFLOW_HELP)] = None,  # noqa: UP045
     audit_block: Annotated[Optional[str], typer.Option(help=BLOCK_HELP)] = None,  # noqa: UP045
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     publish: Annotated[bool, typer.Option(help="Also publish them as a Prefect table artifact.")] = False,
@@ -164,7 +168,7 @@ def stats(
         from prefect.artifacts import create_table_artifact
 
         create_table_artifact(workflow_table(figures), key="agentic-stats",
-                              description=f"prefect-agentic workflow metrics since {moment or 'the beginning'}")
+                              description=f"prefect-agentic metrics since {moment or 'the beginning'}")
     if as_json:
         typer.echo(figures.model_dump_json(indent=2))
     else:
@@ -184,8 +188,8 @@ def _print_stats(figures: Stats) -> None:
     for column in ("workflow", "step", "runs", "success", "cached", "retries/run", "mean", "p50", "p95"):
         steps.add_column(column, justify="left" if column in ("workflow", "step") else "right")
     for s in figures.steps:
-        steps.add_row(s.workflow, s.step, str(s.runs), _rate(s.success_rate, s.succeeded, s.runs), str(s.cached),
-                      _num(s.retries_per_run), *_timing(s.duration_s))
+        steps.add_row(s.workflow, s.step, str(s.runs), _rate(s.success_rate, s.succeeded, s.runs),
+                      str(s.cached), _num(s.retries_per_run), *_timing(s.duration_s))
     modes = Table(title="failure modes", title_justify="left")
     for column in ("workflow", "error kind", "count"):
         modes.add_column(column, justify="right" if column == "count" else "left")

@@ -21,9 +21,13 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterType,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 
 from prefect_agentic.record.audit import AuditRecord
 from prefect_agentic.report import RunReport, StepReport, outcome_line

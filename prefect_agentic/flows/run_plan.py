@@ -92,7 +92,8 @@ def run_plan(
                      policy=policy, budget=budget or Budget(), secrets=secrets or {})
     logger.info("Plan %s v%s on %s@%s (workspace %s)", plan.id, plan.version, source, base[:12],
                 workspace.path)
-    ids = RunIds(str(flow_run_runtime.id), key, plan.id, request_id or str(flow_run_runtime.root_flow_run_id))
+    ids = RunIds(str(flow_run_runtime.id), key, plan.id,
+                 request_id or str(flow_run_runtime.root_flow_run_id))
     trail = RunAudit.open(plan, run, ids, audit, repo=str(source), ref=ref, fresh=fresh)
     scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run, loop), refresh_cache=fresh)
     unsubscribe = subscribe(lambda e: _count_attempt(e, key, scheduler.attempts))

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from prefect_agentic.errors import AuditError
+from prefect_agentic.record.recorder import LoggingRecorder
 from prefect_agentic.record.store import AuditStore
 
 GENESIS = "0" * 64
@@ -65,6 +66,7 @@ class AuditLog:
         self.head = GENESIS
         self.count = 0
         self._lock = threading.Lock()
+        self._debug_log = LoggingRecorder()
 
     def record(self, kind: str, data: Mapping[str, Any], *, step_id: str | None = None) -> AuditRecord:
         with self._lock:
@@ -73,6 +75,7 @@ class AuditLog:
             entry.hash = entry.content_hash()
             self.store.append(self.flow_run_id, entry.line())
             self.head, self.count = entry.hash, self.count + 1
+        self._debug_log.record(kind, data, step_id=step_id)  # the records in the Python log, as before
         for observer in self.observers:
             try:
                 observer(entry)
@@ -114,7 +117,8 @@ def parse_log(lines: list[bytes]) -> list[AuditRecord]:
         try:
             records.append(AuditRecord.model_validate_json(line))
         except ValidationError as exc:
-            raise AuditError(f"audit log line {number} is not an audit record: {exc.errors()[0]['msg']}") from None
+            problem = exc.errors()[0]["msg"]
+            raise AuditError(f"audit log line {number} is not an audit record: {problem}") from None
     return records
 
 
