@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from prefect import flow
+from prefect.artifacts import create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     FlowFilter,
@@ -226,3 +228,9 @@ def workflow_table(stats: Stats) -> list[dict[str, Any]]:
              "mean_s": w.completion_s.mean, "p50_s": w.completion_s.p50, "p95_s": w.completion_s.p95,
              "approval_wait_s": w.approval_wait_s, "cpu_s_per_run": w.cpu_seconds_per_run,
              "llm_tokens": w.llm_tokens, "llm_cost": w.llm_cost} for w in stats.workflows]
+
+
+@flow(name="agentic-stats", description="Publish prefect-agentic workflow metrics as a table artifact.")
+def publish_stats(rows: list[dict[str, Any]], description: str) -> None:
+    """The metrics as the ``agentic-stats`` table artifact (artifacts belong to a flow run)."""
+    create_table_artifact(rows, key="agentic-stats", description=description)

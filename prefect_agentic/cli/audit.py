@@ -28,7 +28,15 @@ from prefect_agentic.record.audit import Verification
 from prefect_agentic.record.audit import verify as verify_log
 from prefect_agentic.record.store import AuditStore
 from prefect_agentic.replay import ReplayReport, replay_run
-from prefect_agentic.stats import Stats, Timing, compute, read_flow_runs, run_facts, workflow_table
+from prefect_agentic.stats import (
+    Stats,
+    Timing,
+    compute,
+    publish_stats,
+    read_flow_runs,
+    run_facts,
+    workflow_table,
+)
 
 err = Console(stderr=True)
 out = Console(width=160, soft_wrap=False)
@@ -165,10 +173,7 @@ def stats(
     flow_runs = asyncio.run(read_flow_runs(moment))
     figures = compute([run_facts(r, store) for r in flow_runs], since=moment, workflow=workflow)
     if publish:
-        from prefect.artifacts import create_table_artifact
-
-        create_table_artifact(workflow_table(figures), key="agentic-stats",
-                              description=f"prefect-agentic metrics since {moment or 'the beginning'}")
+        publish_stats(workflow_table(figures), f"prefect-agentic metrics since {moment or 'the beginning'}")
     if as_json:
         typer.echo(figures.model_dump_json(indent=2))
     else:
