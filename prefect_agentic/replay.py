@@ -105,36 +105,41 @@ def load_records(store: AuditStore, flow_run_id: str) -> list[AuditRecord]:
 def replay_run(store: AuditStore, flow_run_id: str, *, live: bool = False) -> ReplayReport:
     """Replay the run ``flow_run_id`` (see the module docstring)."""
     records = load_records(store, flow_run_id)
+    if not live:
+        return _replay(records, flow_run_id, store, None)
+    run = _live_context(records[0].data, flow_run_id)
+    with Workspace(run.workspace).run_lock():  # no run may move the workspace under the replay
+        try:
+            return _replay(records, flow_run_id, store, run)
+        finally:
+            close_run_resources(run.run_key)
+
+
+def _replay(records: list[AuditRecord], flow_run_id: str, store: AuditStore,
+            live_run: RunContext | None) -> ReplayReport:
     started = records[0].data
     plan = Plan.model_validate(started["plan"])
     policy = ToolPolicy.model_validate(_block_fields(started.get("policy", {})))
-    live_run = _live_context(started, flow_run_id) if live else None
-    report = ReplayReport(flow_run_id=flow_run_id, plan_id=plan.id, mode="live" if live else "recorded")
+    report = ReplayReport(flow_run_id=flow_run_id, plan_id=plan.id,
+                          mode="recorded" if live_run is None else "live")
     pending: dict[str, _Attempts] = {}
     statuses: dict[str, str] = {}
-    try:
-        for record in records:
-            if record.kind == "plan":
-                plan = Plan.model_validate(record.data["plan"])
-            elif record.step and record.kind in ("attempt_started", "verdict", "attempt_finished"):
-                by_number = getattr(pending.setdefault(record.step, _Attempts()), _SLOTS[record.kind])
-                by_number[record.data["attempt"]] = record
-            elif record.step and record.kind == "step_finished":
-                step = plan.step(record.step)
-                replayed = _replay_step(step, plan, policy, pending.pop(record.step, _Attempts()),
-                                        record, statuses, report, live_run, store)
-                statuses[step.id] = replayed.status
-                report.steps.append(replayed)
-            elif record.kind == "run_finished":
-                report.recorded_status = record.data.get("status")
-                report.replayed_status = _run_status(plan, statuses, record.data)
-                if report.replayed_status != report.recorded_status:
-                    report.differences.append(Difference(step=None, what="run status",
-                                                         recorded=report.recorded_status,
-                                                         replayed=report.replayed_status))
-    finally:
-        if live_run is not None:
-            close_run_resources(live_run.run_key)
+    for record in records:
+        if record.kind == "plan":
+            plan = Plan.model_validate(record.data["plan"])
+        elif record.step and record.kind in _SLOTS:
+            by_number = getattr(pending.setdefault(record.step, _Attempts()), _SLOTS[record.kind])
+            by_number[record.data["attempt"]] = record
+        elif record.step and record.kind == "step_finished":
+            step = plan.step(record.step)
+            replayed = _replay_step(step, plan, policy, pending.pop(record.step, _Attempts()),
+                                    record, statuses, report, live_run, store)
+            statuses[step.id] = replayed.status
+            report.steps.append(replayed)
+        elif record.kind == "run_finished":
+            report.recorded_status = record.data.get("status")
+            report.replayed_status = _run_status(plan, statuses, record.data)
+            _compare(report, None, None, "run status", report.recorded_status, report.replayed_status)
     return report
 
 
@@ -283,18 +288,13 @@ def _block_fields(dumped: Mapping[str, Any]) -> dict[str, Any]:
 
 def _live_context(started: Mapping[str, Any], flow_run_id: str) -> RunContext:
     """A run context for re-running the recorded run's steps in its own workspace, without a budget."""
-    workspace = Workspace(_existing_path(started["workspace"]))
+    workspace = Path(started["workspace"])
+    if not (workspace / ".git").exists():
+        raise AuditError(f"live replay needs the run's workspace {workspace}, which is not on this "
+                         "machine; replay without --live answers every tool call from the log")
     return RunContext(
-        run_key=f"replay-{flow_run_id}", plan_id=started["plan_id"], workspace=workspace.path,
+        run_key=f"replay-{flow_run_id}", plan_id=started["plan_id"], workspace=workspace,
         workspace_epoch=started["workspace_epoch"], base_snapshot=started["base_snapshot"],
         sandbox=SandboxSettings.model_validate(_block_fields(started["sandbox"])),
         policy=ToolPolicy.model_validate(_block_fields(started.get("policy", {}))), budget=Budget(),
     )
-
-
-def _existing_path(path: str) -> Path:
-    found = Path(path)
-    if not (found / ".git").exists():
-        raise AuditError(f"live replay needs the run's workspace {found}, which is not on this machine; "
-                         "replay without --live answers every tool call from the log")
-    return found

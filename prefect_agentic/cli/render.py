@@ -109,4 +109,7 @@ def report_table(report: RunReport) -> Group:
         f"(workspace {report.workspace})",
         style="bold green" if report.ok else "bold red",
     ))
+    if report.flow_run_id:
+        parts.append(Text(f"flow run {report.flow_run_id} (agentic audit verify / agentic replay it)",
+                          style="dim"))
     return Group(*parts)
