@@ -59,6 +59,15 @@ steps:
     depends_on: [note]
     args: {command: "python3 -c \\"print('captured line ' * 400)\\""}
 """
+DENIED = """
+id: audit-denial
+goal: Touch the CI configuration
+steps:
+  - id: edit-ci
+    tool: shell
+    writes_workspace: true
+    args: {command: "mkdir -p .github/workflows && echo 'on: push' > .github/workflows/ci.yml"}
+"""
 TESTS = "from calc import mean\n\n\ndef test_mean():\n    assert mean([2, 4]) == 3\n\n\ndef test_ok():\n    pass\n"
 BUGGY = "def mean(values):\n    return sum(values) / (len(values) + 1)\n"
 FIXED = "def mean(values):\n    return sum(values) / len(values)\n"
@@ -75,8 +84,8 @@ def make_repo(root: Path, calc: str) -> Path:
     return root
 
 
-def run(repo: Path, image: str, **kwargs: Any) -> RunReport:
-    state = run_plan(plan=parse_plan(PLAN), repo=str(repo), sandbox=SandboxSettings(image=image),
+def run(repo: Path, image: str, plan: str = PLAN, **kwargs: Any) -> RunReport:
+    state = run_plan(plan=parse_plan(plan), repo=str(repo), sandbox=SandboxSettings(image=image),
                      budget=Budget(max_steps=20, warn_at=0.1), return_state=True, **kwargs)
     outcome = state.result(raise_on_failure=False)
     return outcome.report if isinstance(outcome, PlanRunFailed) else outcome
@@ -87,8 +96,9 @@ def runs(tmp_path_factory, sandbox_image, prefect_api) -> dict[str, RunReport]: 
     root = tmp_path_factory.mktemp("audit")
     failed = run(make_repo(root / "buggy", BUGGY), sandbox_image, request_id="ticket-42")
     succeeded = run(make_repo(root / "fixed", FIXED), sandbox_image)
-    assert not failed.ok and succeeded.ok, (failed, succeeded)
-    return {"failed": failed, "succeeded": succeeded}
+    denied = run(root / "fixed", sandbox_image, DENIED)
+    assert not failed.ok and succeeded.ok and not denied.ok, (failed, succeeded, denied)
+    return {"failed": failed, "succeeded": succeeded, "denied": denied}
 
 
 def cli(*args: str) -> Result:
@@ -249,7 +259,7 @@ def test_stats_from_the_prefect_api_and_the_audit_logs(runs) -> None:  # type: i
     assert (workflow["runs"], workflow["finished"], workflow["succeeded"], workflow["success_rate"]) == (2, 2, 1, 0.5)
     ok = runs["succeeded"]
     assert workflow["completion_s"]["p50"] == workflow["completion_s"]["p95"] == pytest.approx(ok.duration_s, abs=2)
-    cpu = [json.loads(records_of(r)[-1].model_dump_json())["data"]["usage"]["cpu_seconds"] for r in runs.values()]
+    cpu = [json.loads(records_of(r)[-1].model_dump_json())["data"]["usage"]["cpu_seconds"] for r in (runs["failed"], runs["succeeded"])]
     assert workflow["cpu_seconds_per_run"] == pytest.approx(sum(cpu) / 2, abs=0.001)
     steps = {s["step"]: s for s in stats["steps"]}
     assert (steps["tests"]["runs"], steps["tests"]["succeeded"], steps["tests"]["retries"]) == (2, 1, 1)
@@ -318,3 +328,24 @@ def test_live_replay_reruns_the_tools_and_reports_what_differs(runs) -> None:  #
     changed = replay_run(store(), name, live=True)
     assert {(d.step, d.attempt, d.what, d.recorded, d.replayed) for d in changed.differences} == {
         ("tests", 1, "output.passed", 5, 1), ("tests", 2, "output.passed", 5, 1)}
+
+
+def test_a_policy_denial_is_an_event_a_failure_mode_and_replays_the_same(runs) -> None:  # type: ignore[no-untyped-def]
+    report = runs["denied"]
+    [attempt] = of(records_of(report), "attempt_finished", "edit-ci")
+    assert attempt.data["error_kind"] == "policy:protected_paths:.github/workflows/"
+    deadline = time.monotonic() + 30
+    while True:
+        denials = [e for e in asyncio.run(read_events(str(report.flow_run_id)))
+                   if e["event"] == "prefect-agentic.policy.denied"]
+        if denials or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    [denial] = denials
+    assert denial["payload"]["rule"] == "protected_paths:.github/workflows/"
+    assert denial["resource"]["prefect-agentic.step"] == "edit-ci"
+    stats = json.loads(cli("stats", "--workflow", "audit-denial", "--json").stdout)
+    assert stats["failure_modes"] == [
+        {"workflow": "audit-denial", "error_kind": "policy:protected_paths:.github/workflows/", "count": 1}]
+    replayed = replay_run(store(), str(report.flow_run_id))
+    assert replayed.same and replayed.replayed_status == "failed", replayed.differences
