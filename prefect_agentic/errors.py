@@ -74,7 +74,8 @@ class StepFailed(AgenticError):
     help (an unmet outcome such as failing tests) or not (a guard such as a
     protected path that was changed). ``output`` (the tool's output) and
     ``attempt_snapshot`` (what the attempt changed, if it wrote) let a
-    re-plan see why and how the step failed.
+    re-plan see why and how the step failed; ``criteria`` are the ones that
+    decided (the audit log groups failures by them).
     """
 
     def __init__(
@@ -85,8 +86,10 @@ class StepFailed(AgenticError):
         retryable: bool,
         output: dict[str, object] | None = None,
         attempt_snapshot: str | None = None,
+        criteria: list[str] | None = None,
     ) -> None:
         self.step_id = step_id
+        self.criteria = criteria or []
         self.reason = reason
         self.retryable = retryable
         self.output = output
@@ -165,3 +168,7 @@ class BudgetExceededError(ToolError):
 
 class SecretUnavailableError(ToolError):
     """A step asked for a secret that the policy does not grant it, or that cannot be loaded."""
+
+
+class AuditError(AgenticError):
+    """An audit log or one of its objects is missing, unreadable or was tampered with."""

@@ -1,8 +1,8 @@
 """Executes one step: tool call in the sandbox, snapshot, evaluation.
 
-This module drives no flow or task (``tasks/step.py`` wraps it in a task); of
-Prefect it only emits events. Run resources (the workspace, its sandbox and
-the budget meter) are opened once per run and process and shared by the run's
+This module drives no flow or task (``tasks/step.py`` wraps it in a task) and
+talks to no Prefect API (events come from its records, see ``record/events.py``).
+Run resources (the workspace, its sandbox and the budget meter) are opened once per run and process and shared by the run's
 steps.
 """
 
@@ -17,7 +17,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from prefect_agentic.blocks.budget import Budget
@@ -29,6 +28,7 @@ from prefect_agentic.evaluator import Verdict, VerdictKind, evaluate
 from prefect_agentic.guard import StepGuard
 from prefect_agentic.plan.models import Step
 from prefect_agentic.policy import PolicyDecision, approval_rules, protected_path_changes
+from prefect_agentic.record.outcome import error_kind
 from prefect_agentic.record.recorder import LoggingRecorder, Recorder
 from prefect_agentic.sandbox.runner import WORKSPACE_MOUNT, Sandbox, open_sandbox
 from prefect_agentic.secrets import Redactor, load_step_secrets
@@ -93,19 +93,15 @@ def run_resources(run: RunContext) -> RunResources:
             sandbox = open_sandbox(run.sandbox, run.workspace, run.run_key)
             meter = BudgetMeter(run.budget, started=run.started_at)
             found = _resources[run.run_key] = RunResources(workspace, sandbox, meter)
-            meter.on_warning = partial(_warn_budget, found, run)
+            meter.on_warning = partial(_warn_budget, found)
         return found
 
 
-def _warn_budget(resources: RunResources, run: RunContext, warning: BudgetWarning) -> None:
-    """The soft limit: a log line, a record and a Prefect event (automations can react)."""
+def _warn_budget(resources: RunResources, warning: BudgetWarning) -> None:
+    """The soft limit: a log line and a record (the audit log turns it into a Prefect event)."""
     logging.getLogger("prefect_agentic.budget").warning("%s", warning.message())
     resources.recorder.record("budget", {"event": "warning", "meter": warning.meter,
                                          "used": warning.used, "limit": warning.limit})
-    emit_event(event="prefect-agentic.budget.warning",
-               resource={"prefect.resource.id": f"prefect-agentic.run.{run.run_key}",
-                         "prefect-agentic.plan": run.plan_id},
-               payload={"meter": warning.meter, "used": warning.used, "limit": warning.limit})
 
 
 def close_run_resources(run_key: str) -> None:
@@ -117,7 +113,27 @@ def close_run_resources(run_key: str) -> None:
 
 
 def execute_step(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> StepResult:
-    """Run ``step`` from ``input_snapshot``; raise ``StepFailed`` if its criteria are unmet."""
+    """Run ``step`` from ``input_snapshot``; raise ``StepFailed`` if its criteria are unmet.
+
+    The attempt's outcome is recorded (``attempt_finished``) before it counts as done,
+    whichever way it ended.
+    """
+    recorder = run_resources(run).recorder
+    started = time.monotonic()
+    try:
+        result = _attempt(step, run, input_snapshot, attempt)
+    except Exception as exc:
+        recorder.record("attempt_finished", {
+            "attempt": attempt, "outcome": "retry" if getattr(exc, "retryable", False) else "fail",
+            "error_kind": error_kind(exc), "error": str(exc),
+            "duration_s": round(time.monotonic() - started, 3)}, step_id=step.id)
+        raise
+    recorder.record("attempt_finished", {"attempt": attempt, "outcome": "ok", "snapshot": result.snapshot,
+                                         "duration_s": result.duration_s}, step_id=step.id)
+    return result
+
+
+def _attempt(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> StepResult:
     tool_cls = default_registry().get(step.tool)
     resources = run_resources(run)
     started = time.monotonic()
@@ -157,13 +173,16 @@ def execute_step(step: Step, run: RunContext, input_snapshot: str, attempt: int)
     criteria = step.success.merged_over(dict(tool_cls.default_success))
     verdict = evaluate(criteria, output, changes)
     recorder.record("verdict", {"attempt": attempt, "verdict": verdict.model_dump(mode="json"),
-                                "snapshot": snapshot, "output": output.model_dump(mode="json")},
+                                "snapshot": snapshot, "output": output.model_dump(mode="json"),
+                                "changes": changes.model_dump(mode="json"),
+                                "diff": _attempt_diff(resources.workspace, input_snapshot, snapshot)},
                     step_id=step.id)
     if verdict.kind is not VerdictKind.OK:
         raise StepFailed(step.id, _failure_reason(verdict, output.log),
                          retryable=verdict.kind is VerdictKind.RETRY,
                          output=output.model_dump(mode="json"),
-                         attempt_snapshot=snapshot if snapshot != input_snapshot else None)
+                         attempt_snapshot=snapshot if snapshot != input_snapshot else None,
+                         criteria=verdict.criteria)
     return StepResult(
         step_id=step.id,
         tool=tool_cls.name,
@@ -202,6 +221,11 @@ def _check_protected_paths(step: Step, run: RunContext, changes: ChangeSummary, 
                               f"the step changed protected path(s) {paths}")
     recorder.record("policy_decision", {"level": "change", **decision.as_record()}, step_id=step.id)
     raise PolicyDeniedError(str(decision.rule), decision.reason)
+
+
+def _attempt_diff(workspace: Workspace, before: str, after: str) -> str | None:
+    """The attempt's diff, for the audit log (stored there as a content-addressed object)."""
+    return workspace.diff(before, after) if after != before else None
 
 
 def _failure_reason(verdict: Verdict, log: str) -> str:

@@ -72,3 +72,29 @@ class RunReport(BaseModel):
     @property
     def ok(self) -> bool:
         return self.stopped is None and all(s.ok for s in self.steps)
+
+
+def outcome_line(output: dict[str, Any] | None) -> str:
+    """A few words on what a step found: tests, violations, or the exit code."""
+    if not output:
+        return "-"
+    if output.get("first_bad_commit"):
+        return f"first bad {output['first_bad_commit'][:12]} by {output['author']}: {output['subject']}"[:60]
+    if "risk" in output and "title" in output:
+        where = f"pull request #{output['number']}" if output.get("number") else "change request"
+        return f"{where}, risk {output['risk']}: {output['title']}"[:60]
+    if "tests_failed" in output:
+        extra = "".join(f", {output[k]} {k}" for k in ("errors", "skipped") if output.get(k))
+        return f"{output['passed']} passed, {output['failed']} failed{extra}"
+    if output.get("lint_violations") is not None:
+        rules = ", ".join(f"{code}×{n}" for code, n in list(output.get("by_rule", {}).items())[:4])
+        return f"{output['lint_violations']} violations" + (f" ({rules})" if rules else "")
+    if output.get("files_reformatted"):
+        return f"{output['files_reformatted']} files reformatted"
+    if "summary" in output and "files_changed" in output:
+        return f"patched {len(output['files_changed'])} file(s): {output['summary']}"[:60]
+    if output.get("pushed"):
+        return f"pushed {output['commit'][:12]} ({output['pushed']})"
+    if output.get("commit"):
+        return f"commit {output['commit'][:12]}"
+    return f"exit {output.get('exit_code')}"

@@ -29,6 +29,7 @@ from prefect_agentic.plan.revision import changed_completed_steps
 from prefect_agentic.record.progress import StepEvent, StepStatus, publish
 from prefect_agentic.report import PlanRevision, StepReport
 from prefect_agentic.tasks.step import step_task
+from prefect_agentic.tools.registry import default_registry
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,11 @@ class StepScheduler:
 
     def _submit(self, step: Step) -> None:
         source = self.compiled.sources[step.id]
+        self._record("step_input", step.id, {
+            "tool": step.tool, "tool_version": default_registry().get(step.tool).version,
+            "args": step.args, "input_from": source, "plan_version": self.plan.version,
+            **step.model_dump(mode="json", include={"depends_on", "success", "retries",
+                                                    "writes_workspace"})})
         task = step_task(step, self.plan.id, self.run.sandbox.timeout_seconds)
         if self.refresh_cache:
             task = task.with_options(refresh_cache=True)
@@ -210,7 +216,14 @@ class StepScheduler:
         self._reports[step_id] = report
         self._publish(report)
 
+    def _record(self, kind: str, step_id: str, data: dict[str, object]) -> None:
+        run_resources(self.run).recorder.record(kind, data, step_id=step_id)
+
     def _publish(self, report: StepReport) -> None:
+        """Record how the step ended (before anything acts on it), then tell the listeners."""
+        self._record("step_finished", report.step_id, {
+            "plan_version": self.plan.version,
+            **report.model_dump(mode="json", exclude={"step_id", "output"})})
         publish(StepEvent(run_key=self.run.run_key, step_id=report.step_id, status=report.status,
                           attempt=report.attempts, message=report.reason or ""))
 

@@ -26,7 +26,10 @@ from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.flows.run_plan import RunReport, run_plan
 from prefect_agentic.loop import LoopSettings
 from prefect_agentic.plan import parse_plan
+from prefect_agentic.record.audit import parse_log
 from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe
+from prefect_agentic.record.store import AuditStore
+from prefect_agentic.replay import replay_run
 from prefect_agentic.settings import agentic_home
 from prefect_agentic.workspace import resolve_base, run_key
 
@@ -268,6 +271,11 @@ def test_escalation_retry_runs_the_failed_step_again_after_the_human_fixed_thing
     assert report.revisions[0].planner.name == "human"
     assert report.revisions[0].planner.rationale == "retry after step(s) 'check' failed"
     assert [s.status.value for s in report.superseded] == ["failed"]
+    # the audit log holds the question, the answer and the wait, and replays to the same decisions
+    [approval] = [r for r in parse_log(AuditStore().read_log(report.flow_run_id)) if r.kind == "approval"]
+    assert approval.data["answer"]["action"] == "retry" and approval.data["wait_seconds"] > 0
+    replayed = replay_run(AuditStore(), report.flow_run_id)
+    assert replayed.same and replayed.replayed_status == "completed", replayed.differences
 
 
 @pytest.mark.parametrize("action", ["skip", "abort"])

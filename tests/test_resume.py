@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from prefect_agentic.record.audit import parse_log, verify
+
 PLAN = """
 id: resume
 version: 1
@@ -71,6 +73,12 @@ def test_killed_run_resumes_from_cache_and_ends_on_the_same_snapshot(
     proc.wait()
     workspace = next(home.glob("workspaces/resume-*[!.lock]"))
     assert "4" not in (workspace / "log.txt").read_text()
+    [killed_log] = (home / "audit" / "runs").glob("*.jsonl")  # what was done is recorded, and no more
+    lines = killed_log.read_bytes().splitlines()
+    check = verify(lines)
+    assert check.ok and not check.complete
+    ends = [(r.kind, r.step) for r in parse_log(lines) if r.kind in ("step_finished", "attempt_started")]
+    assert ends[-2:] == [("step_finished", "s3"), ("attempt_started", "s4")]
 
     resumed = finish(start_run(plan, repo, home, sandbox_image))
     status = {s["step_id"]: s["status"] for s in resumed["steps"]}

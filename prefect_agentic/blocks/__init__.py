@@ -1,9 +1,12 @@
 """Prefect blocks of prefect-agentic (register with `prefect block register -m prefect_agentic.blocks`)."""
 
+from prefect_agentic.blocks.audit_storage import AuditStorage
 from prefect_agentic.blocks.budget import Budget
 from prefect_agentic.blocks.gate_defaults import GateDefaults
 from prefect_agentic.blocks.llm_endpoint import LLMEndpoint
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.blocks.tool_policy import CommandRule, ToolPolicy
 
-__all__ = ["Budget", "CommandRule", "GateDefaults", "LLMEndpoint", "SandboxSettings", "ToolPolicy"]
+__all__ = [
+    "AuditStorage", "Budget", "CommandRule", "GateDefaults", "LLMEndpoint", "SandboxSettings", "ToolPolicy",
+]

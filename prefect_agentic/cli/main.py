@@ -202,12 +202,14 @@ def run(
 
 
 from prefect_agentic.cli import approvals as _approvals  # noqa: E402
+from prefect_agentic.cli import audit as _audit  # noqa: E402
 from prefect_agentic.cli import llm as _llm  # noqa: E402
 from prefect_agentic.cli import recipes as _recipes  # noqa: E402
 
 _recipes.register(app)
 _llm.register(app)
 _approvals.register(app)
+_audit.register(app)
 
 if __name__ == "__main__":
     app()

@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -17,6 +16,7 @@ from rich.text import Text
 from prefect_agentic.flows.run_plan import RunReport
 from prefect_agentic.plan.models import Plan
 from prefect_agentic.record.progress import StepEvent, StepStatus
+from prefect_agentic.report import outcome_line
 
 _STYLE = {
     StepStatus.PENDING: ("·", "dim"),
@@ -122,30 +122,7 @@ def report_table(report: RunReport) -> Group:
         f"(workspace {report.workspace})",
         style="bold green" if report.ok else "bold red",
     ))
+    if report.flow_run_id:
+        parts.append(Text(f"flow run {report.flow_run_id} (agentic audit verify / agentic replay it)",
+                          style="dim"))
     return Group(*parts)
-
-
-def outcome_line(output: dict[str, Any] | None) -> str:
-    """A few words on what a step found: tests, violations, or the exit code."""
-    if not output:
-        return "-"
-    if output.get("first_bad_commit"):
-        return f"first bad {output['first_bad_commit'][:12]} by {output['author']}: {output['subject']}"[:60]
-    if "risk" in output and "title" in output:
-        where = f"pull request #{output['number']}" if output.get("number") else "change request"
-        return f"{where}, risk {output['risk']}: {output['title']}"[:60]
-    if "tests_failed" in output:
-        extra = "".join(f", {output[k]} {k}" for k in ("errors", "skipped") if output.get(k))
-        return f"{output['passed']} passed, {output['failed']} failed{extra}"
-    if output.get("lint_violations") is not None:
-        rules = ", ".join(f"{code}×{n}" for code, n in list(output.get("by_rule", {}).items())[:4])
-        return f"{output['lint_violations']} violations" + (f" ({rules})" if rules else "")
-    if output.get("files_reformatted"):
-        return f"{output['files_reformatted']} files reformatted"
-    if "summary" in output and "files_changed" in output:
-        return f"patched {len(output['files_changed'])} file(s): {output['summary']}"[:60]
-    if output.get("pushed"):
-        return f"pushed {output['commit'][:12]} ({output['pushed']})"
-    if output.get("commit"):
-        return f"commit {output['commit'][:12]}"
-    return f"exit {output.get('exit_code')}"

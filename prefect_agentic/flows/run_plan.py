@@ -15,6 +15,7 @@ from prefect.runtime import flow_run as flow_run_runtime
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import SecretStr
 
+from prefect_agentic.blocks.audit_storage import AuditStorage
 from prefect_agentic.blocks.budget import Budget
 from prefect_agentic.blocks.gate_defaults import GateDefaults
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
@@ -22,10 +23,12 @@ from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.compiler import compile_plan
 from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.executor import RunContext, close_run_resources
+from prefect_agentic.flows.audit import RunAudit
 from prefect_agentic.flows.hooks import BudgetHook
 from prefect_agentic.gates import ApprovalGate
 from prefect_agentic.loop import AgentLoop, LoopSettings
 from prefect_agentic.plan.models import Plan
+from prefect_agentic.record.events import RunIds
 from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe
 from prefect_agentic.report import RunReport, StepReport
 from prefect_agentic.scheduler import RunHook, StepScheduler
@@ -61,6 +64,8 @@ def run_plan(
     secrets: dict[str, SecretStr] | None = None,
     loop: LoopSettings | None = None,
     gates: GateDefaults | None = None,
+    audit: AuditStorage | None = None,
+    request_id: str | None = None,
 ) -> RunReport:
     """Run ``plan`` on the repository at ``repo`` starting from commit ``ref``.
 
@@ -72,7 +77,10 @@ def run_plan(
     (otherwise Prefect Secret blocks of the same names are used). With
     ``loop``, a failed step leads to a re-plan and/or a human's decision
     instead of ending the run. ``gates`` says how approval gates wait
-    (timeouts, poll interval, pause or suspend). Raises ``PlanRunFailed`` (the flow run fails)
+    (timeouts, poll interval, pause or suspend). Every decision goes to the
+    run's audit log in ``audit`` (default: ``AuditStorage.configured()``);
+    ``request_id`` correlates the run with what asked for it (default: the
+    root flow run's id). Raises ``PlanRunFailed`` (the flow run fails)
     when any step failed or could not run; the report is attached.
     """
     logger = get_run_logger()
@@ -88,11 +96,17 @@ def run_plan(
                      policy=policy, budget=budget or Budget(), secrets=secrets or {})
     logger.info("Plan %s v%s on %s@%s (workspace %s)", plan.id, plan.version, source, base[:12],
                 workspace.path)
+    ids = RunIds(str(flow_run_runtime.id), key, plan.id,
+                 request_id or str(flow_run_runtime.root_flow_run_id))
+    trail = RunAudit.open(plan, run, ids, audit, repo=str(source), ref=ref, fresh=fresh)
     scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run, loop, gates), refresh_cache=fresh)
     unsubscribe = subscribe(lambda e: _count_attempt(e, key, scheduler.attempts))
     with workspace.run_lock():
         try:
             reports = scheduler.run_all()
+        except BaseException as exc:
+            trail.crashed(exc)
+            raise
         finally:
             unsubscribe()
             close_run_resources(key)
@@ -105,6 +119,7 @@ def run_plan(
         steps=[reports[s.id] for s in scheduler.plan.steps], stopped=scheduler.stopped,
         revisions=scheduler.revisions, superseded=scheduler.superseded,
     )
+    trail.finished(report)
     if not report.ok:
         raise PlanRunFailed(_failure_summary(report), report)
     logger.info("Plan %s completed; final snapshot %s", plan.id, report.final_snapshot[:12])

@@ -10,6 +10,7 @@ escalation the run stops, saying why.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from prefect import get_run_logger
@@ -102,11 +103,13 @@ class AgentLoop(RunHook):
     def _escalate(self, failure: FailureContext, problem: str) -> Outcome:
         """Ask until the answer is one the run can act on."""
         while True:
+            asked = time.monotonic()
             answer = ask_human(failure, problem, timeout=self.settings.escalation_timeout_seconds,
                                poll=self.settings.escalation_poll_seconds)
             run_resources(self.run).recorder.record("approval", {
                 "gate": "escalation", "question": problem, "failed": [f.step.id for f in failure.failed],
                 "answer": answer.model_dump(include={"action", "instructions"}) if answer else None,
+                "wait_seconds": round(time.monotonic() - asked, 3),
             })
             if answer is None:
                 return Stop(f"{problem}; nobody answered the escalation within "

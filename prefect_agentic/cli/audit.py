@@ -1,0 +1,221 @@
+"""``agentic audit verify``, ``agentic replay`` and ``agentic stats``: a run's record, re-made and counted.
+
+RUN is a flow run id (the report's ``flow_run_id``, the run's id in the
+Prefect UI): each flow run has its own audit log. Logs are read from the
+``AuditStorage`` block named by ``--audit-block`` or ``$AGENTIC_AUDIT_BLOCK``
+(default: ``$AGENTIC_HOME/audit``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any, Optional
+
+import typer
+from prefect.exceptions import PrefectHTTPStatusError
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from prefect_agentic.blocks.audit_storage import AuditStorage
+from prefect_agentic.errors import AgenticError
+from prefect_agentic.flows.artifacts import published_head
+from prefect_agentic.record.audit import Verification
+from prefect_agentic.record.audit import verify as verify_log
+from prefect_agentic.record.store import AuditStore
+from prefect_agentic.replay import ReplayReport, replay_run
+from prefect_agentic.stats import (
+    Stats,
+    Timing,
+    compute,
+    publish_stats,
+    read_flow_runs,
+    run_facts,
+    workflow_table,
+)
+
+err = Console(stderr=True)
+out = Console(width=160, soft_wrap=False)
+audit_app = typer.Typer(help="Check the audit logs of runs.", no_args_is_help=True)
+
+RUN_HELP = "Flow run id of the run (its report's flow_run_id)."
+LIVE_HELP = "Re-run each recorded attempt's tool for real (Docker, the run's workspace)."
+BLOCK_HELP = "Name of a saved Agentic Audit Storage block (default: $AGENTIC_AUDIT_BLOCK, else local)."
+
+
+def _store(block: str | None) -> AuditStore:
+    try:
+        return AuditStore(AuditStorage.configured(block))
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/] --audit-block {escape(str(block))}: {escape(str(exc))}",
+                  highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _fail(exc: Exception, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+@audit_app.command("verify")
+def verify(
+    runs: Annotated[list[str], typer.Argument(help="Flow run id(s) of the run(s) to check.")],
+    audit_block: Annotated[Optional[str], typer.Option(help=BLOCK_HELP)] = None,  # noqa: UP045
+) -> None:
+    """Check runs' audit logs: every record's hash and the chain; exit 1 if any was changed."""
+    store = _store(audit_block)
+    try:
+        results = [(run, verify_log(store.read_log(run))) for run in runs]
+    except AgenticError as exc:
+        raise _fail(exc) from None
+    if os.environ.get("PREFECT_API_URL"):  # only a server keeps the heads (no ephemeral API for this)
+        for run, result in results:
+            _compare_head(run, result)
+    for run, result in results:
+        for problem in result.problems:
+            out.print(f"[red]✘[/] {escape(problem)}", highlight=False)
+        if not result.ok:
+            out.print(f"audit log of run {run}: TAMPERED ({len(result.problems)} problem(s))",
+                      highlight=False)
+        elif not result.complete:
+            out.print(f"audit log of run {run}: chain intact over {result.records} records, but it does not "
+                      "end with run_finished: the run is still going, crashed, or its last records were "
+                      "removed", highlight=False)
+        else:
+            out.print(f"audit log of run {run}: ok, {result.records} records, head {result.head}",
+                      highlight=False)
+    raise typer.Exit(0 if all(r.ok and r.complete for _, r in results) else 1)
+
+
+def _compare_head(run: str, result: Verification) -> None:
+    """A log rewritten from some record on (hashes recomputed) still ends on another head."""
+    try:
+        head = asyncio.run(published_head(run))
+    except (ValueError, OSError, PrefectHTTPStatusError):  # not a UUID, or the API is away
+        return
+    if head is not None and head != result.head:
+        result.problems.append(f"the log ends on head {result.head[:12]}…, but the run's summary "
+                               f"artifact in Prefect recorded {head[:12]}… (rewritten or cut off)")
+
+
+def replay(
+    run: Annotated[str, typer.Argument(help=RUN_HELP)],
+    live: Annotated[bool, typer.Option(help=LIVE_HELP)] = False,
+    audit_block: Annotated[Optional[str], typer.Option(help=BLOCK_HELP)] = None,  # noqa: UP045
+    as_json: Annotated[bool, typer.Option("--json", help="Print the replay report as JSON.")] = False,
+) -> None:
+    """Re-make a recorded run's decisions from its audit log; exit 1 if any differs."""
+    store = _store(audit_block)
+    try:
+        report = replay_run(store, run, live=live)
+    except AgenticError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps({**report.model_dump(mode="json"), "same": report.same}, indent=2))
+    else:
+        _print_replay(report)
+    raise typer.Exit(0 if report.same else 1)
+
+
+def _print_replay(report: ReplayReport) -> None:
+    how = "tools re-run for real" if report.mode == "live" else "tool calls answered from the log"
+    out.print(f"replay of run {report.flow_run_id} ({report.plan_id}; {how})", highlight=False)
+    table = Table()
+    for column in ("step", "plan", "recorded", "replayed", "attempts"):
+        table.add_column(column)
+    for step in report.steps:
+        attempts = ", ".join(f"{a.attempt}:{a.outcome}" for a in step.attempts) or "-"
+        table.add_row(step.step_id, f"v{step.plan_version}", step.recorded_status, step.status, attempts)
+    out.print(table)
+    for diff in report.differences:
+        where = f"{diff.step or 'run'}" + (f" attempt {diff.attempt}" if diff.attempt else "")
+        out.print(f"[red]≠[/] {escape(where)} {escape(diff.what)}: recorded {escape(repr(diff.recorded))}, "
+                  f"replayed {escape(repr(diff.replayed))}", highlight=False)
+    verdict = "same decisions" if report.same else f"{len(report.differences)} difference(s)"
+    out.print(f"run status: recorded {report.recorded_status}, replayed {report.replayed_status}; {verdict}",
+              highlight=False)
+
+
+WORKFLOW_HELP = "Only this workflow (plan id)."
+SINCE_HELP = "Only runs started since: an ISO date/time, or an age such as 30m, 12h, 7d."
+
+
+def parse_since(text: str | None) -> datetime | None:
+    """``7d``/``12h``/``30m`` ago, or an ISO timestamp (naive means UTC)."""
+    if not text:
+        return None
+    age = re.fullmatch(r"(\d+)([mhd])", text.strip())
+    if age:
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[age.group(2)]
+        return datetime.now(timezone.utc) - timedelta(**{unit: int(age.group(1))})
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is neither an age (30m, 12h, 7d) nor an ISO date/time",
+                                 param_hint="--since") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def stats(
+    since: Annotated[Optional[str], typer.Option(help=SINCE_HELP)] = None,  # noqa: UP045
+    workflow: Annotated[Optional[str], typer.Option(help=WORKFLOW_HELP)] = None,  # noqa: UP045
+    audit_block: Annotated[Optional[str], typer.Option(help=BLOCK_HELP)] = None,  # noqa: UP045
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    publish: Annotated[bool, typer.Option(help="Also publish them as a Prefect table artifact.")] = False,
+) -> None:
+    """Success rates, completion times, retries, failure modes and cost of runs (Prefect API + audit logs)."""
+    moment = parse_since(since)
+    store = _store(audit_block)
+    flow_runs = asyncio.run(read_flow_runs(moment))
+    figures = compute([run_facts(r, store) for r in flow_runs], since=moment, workflow=workflow)
+    if publish:
+        publish_stats(workflow_table(figures), f"prefect-agentic metrics since {moment or 'the beginning'}")
+    if as_json:
+        typer.echo(figures.model_dump_json(indent=2))
+    else:
+        _print_stats(figures)
+
+
+def _print_stats(figures: Stats) -> None:
+    table = Table(title="workflows", title_justify="left")
+    for column in ("workflow", "runs", "success", "mean", "p50", "p95", "approval wait", "cpu-s/run",
+                   "llm tokens", "llm cost"):
+        table.add_column(column, justify="left" if column == "workflow" else "right")
+    for w in figures.workflows:
+        table.add_row(w.workflow, str(w.runs), _rate(w.success_rate, w.succeeded, w.finished),
+                      *_timing(w.completion_s), f"{w.approval_wait_s:.1f}s", _num(w.cpu_seconds_per_run),
+                      str(w.llm_tokens), f"{w.llm_cost:g}")
+    steps = Table(title="steps", title_justify="left")
+    for column in ("workflow", "step", "runs", "success", "cached", "retries/run", "mean", "p50", "p95"):
+        steps.add_column(column, justify="left" if column in ("workflow", "step") else "right")
+    for s in figures.steps:
+        steps.add_row(s.workflow, s.step, str(s.runs), _rate(s.success_rate, s.succeeded, s.runs),
+                      str(s.cached), _num(s.retries_per_run), *_timing(s.duration_s))
+    modes = Table(title="failure modes", title_justify="left")
+    for column in ("workflow", "error kind", "count"):
+        modes.add_column(column, justify="right" if column == "count" else "left")
+    for mode in figures.failure_modes:
+        modes.add_row(mode["workflow"], mode["error_kind"], str(mode["count"]))
+    out.print(table, steps, modes)
+
+
+def _rate(rate: float | None, part: int, whole: int) -> str:
+    return "-" if rate is None else f"{rate:.0%} ({part}/{whole})"
+
+
+def _timing(t: Timing) -> list[str]:
+    return [f"{v:.2f}s" if v is not None else "-" for v in (t.mean, t.p50, t.p95)]
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(audit_app, name="audit")
+    app.command()(replay)
+    app.command()(stats)

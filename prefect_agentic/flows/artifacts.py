@@ -1,0 +1,161 @@
+"""Prefect artifacts of a plan run: progress while it runs, a summary and a step table at the end.
+
+They are views for the Prefect UI, made from the run report and the audit
+records; the audit log stays the source of truth (the summary names its head
+hash). Artifact keys are per plan, so the Artifacts page shows each plan's
+latest run and keeps the earlier ones as versions.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterType,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+
+from prefect_agentic.record.audit import AuditRecord
+from prefect_agentic.report import RunReport, StepReport, outcome_line
+
+logger = logging.getLogger("prefect_agentic.artifacts")
+
+
+def artifact_key(kind: str, plan_id: str) -> str:
+    """``agentic-<kind>-<plan id>`` in the alphabet Prefect allows (lower case, digits, dashes)."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"agentic-{kind}-{plan_id}".lower()).strip("-")
+
+
+PROGRESS_INTERVAL_SECONDS = 1.0
+"""The progress artifact is updated at most this often (and always when the last step ends)."""
+
+
+class ProgressArtifact:
+    """Audit observer: the share of the current plan's steps that have finished, in percent."""
+
+    def __init__(self, plan_id: str, steps: Sequence[str]) -> None:
+        self.steps = list(steps)
+        self.finished: set[str] = set()
+        self._updated = 0.0
+        self.artifact_id: UUID = create_progress_artifact(
+            0.0, key=artifact_key("progress", plan_id), description=f"Steps of plan {plan_id} finished")
+
+    def __call__(self, record: AuditRecord) -> None:
+        if record.kind == "plan" and isinstance(record.data.get("plan"), dict):
+            self.steps = [s["id"] for s in record.data["plan"].get("steps", [])]
+            self.finished -= set(record.data.get("steps", []))
+        elif record.kind == "step_finished" and record.step:
+            self.finished.add(record.step)
+        else:
+            return
+        done = len(self.finished & set(self.steps))
+        now = time.monotonic()
+        if done < len(self.steps) and now - self._updated < PROGRESS_INTERVAL_SECONDS:
+            return
+        self._updated = now
+        update_progress_artifact(self.artifact_id, round(100.0 * done / max(1, len(self.steps)), 1),
+                                 description=f"{done} of {len(self.steps)} steps finished")
+
+
+def step_rows(report: RunReport, records: Sequence[AuditRecord]) -> list[dict[str, Any]]:
+    """One row per step: status, attempts, cache hit, timings (from the audit records)."""
+    started: dict[str, str] = {}
+    finished: dict[str, str] = {}
+    for record in records:
+        if record.step and record.kind == "attempt_started":
+            started.setdefault(record.step, record.at.isoformat(timespec="seconds"))
+        if record.step and record.kind == "step_finished":
+            finished[record.step] = record.at.isoformat(timespec="seconds")
+    return [{"step": s.step_id, "tool": s.tool, "status": s.status.value, "attempts": s.attempts,
+             "cached": s.cached, "duration_s": s.duration_s, "started": started.get(s.step_id, ""),
+             "finished": finished.get(s.step_id, ""), "snapshot": (s.snapshot or "")[:12],
+             "changes": s.diff_stat or "", "outcome": outcome_line(s.output)} for s in report.steps]
+
+
+def summary_markdown(report: RunReport, status: str, diff_stat: str, audit_head: str,
+                     audit_location: str) -> str:
+    """Goal, steps and statuses, the run's diff stat, test results, failures, where the audit log is."""
+    lines = [f"# {report.plan_id} v{report.plan_version}: {report.goal}", "",
+             (f"**Status:** {status} in {report.duration_s:.1f}s · **changes:** {diff_stat} · "
+              f"**final snapshot:** `{report.final_snapshot[:12]}`"), "",
+             "| step | tool | status | attempts | cached | duration | changes | outcome |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in report.steps:
+        duration = f"{s.duration_s:.2f}s" if s.duration_s is not None else "-"
+        lines.append(f"| {s.step_id} | {s.tool} | {s.status.value} | {s.attempts} | "
+                     f"{'yes' if s.cached else 'no'} | {duration} | {s.diff_stat or '-'} | "
+                     f"{_cell(outcome_line(s.output))} |")
+    lines += _test_results(report.steps)
+    failures = [s for s in report.steps if s.status.value == "failed" and s.reason]
+    if failures or report.stopped:
+        lines += ["", "## Failures"]
+        lines += [f"- **{s.step_id}**: {_cell(s.reason or '')[:500]}" for s in failures]
+        if report.stopped:
+            lines.append(f"- stopped: {_cell(report.stopped)}")
+    for revision in report.revisions:
+        by = f" by {revision.planner.name}" if revision.planner else ""
+        lines.append(f"- plan v{revision.version}{by} after {revision.reason}: {', '.join(revision.steps)}")
+    lines += ["", "## Audit", f"- run key `{report.run_key}`, flow run `{report.flow_run_id}`",
+              f"- log: `{audit_location}`, head `{audit_head}`",
+              f"- verify: `agentic audit verify {report.flow_run_id}`"]
+    return "\n".join(lines)
+
+
+def _test_results(steps: Sequence[StepReport]) -> list[str]:
+    tested = [s for s in steps if s.output and "tests_failed" in s.output]
+    if not tested:
+        return []
+    lines = ["", "## Test results"]
+    for s in tested:
+        out = s.output or {}
+        lines.append(f"- **{s.step_id}**: {out.get('passed', 0)} passed, {out.get('failed', 0)} failed, "
+                     f"{out.get('errors', 0)} errors, {out.get('skipped', 0)} skipped")
+        lines += [f"  - failing: `{test}`" for test in out.get("failing_tests", [])[:20]]
+    return lines
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def publish_run_artifacts(report: RunReport, records: Sequence[AuditRecord], *, status: str,
+                          diff_stat: str, audit_head: str, audit_location: str) -> None:
+    """The summary and the step table of a finished run (a failure to publish is only logged)."""
+    try:
+        create_markdown_artifact(summary_markdown(report, status, diff_stat, audit_head, audit_location),
+                                 key=artifact_key("summary", report.plan_id),
+                                 description=f"Run of plan {report.plan_id}: {status}")
+        create_table_artifact(step_rows(report, records), key=artifact_key("steps", report.plan_id),
+                              description=f"Steps of plan {report.plan_id} v{report.plan_version}")
+    except Exception:  # the UI's view of a run must never fail the run
+        logger.exception("could not publish the run's artifacts")
+
+
+HEAD_PATTERN = re.compile(r"head `([0-9a-f]{64})`")
+
+
+async def published_head(flow_run_id: str) -> str | None:
+    """The audit head the run's summary artifact holds (kept by Prefect, apart from the log)."""
+    async with get_client() as client:
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["markdown"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
+    for artifact in found:
+        match = HEAD_PATTERN.search(str(artifact.data))
+        if match:
+            return match.group(1)
+    return None

@@ -1,0 +1,165 @@
+"""The audit log: an append-only, hash-chained record of every decision of one flow run.
+
+Each record is one JSON line carrying the hash of the record before it, so an
+edited, removed or reordered record breaks the chain (``verify``). A record is
+on storage before ``record`` returns, and callers record an action before it
+counts as done, so a crash never leaves a done action unrecorded. Large text
+values go to content-addressed objects and are referenced from the record.
+
+After a record is stored, the log's observers see it (Prefect events, the
+progress artifact); an observer that fails is logged, never fails the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from prefect_agentic.errors import AuditError
+from prefect_agentic.record.recorder import LoggingRecorder
+from prefect_agentic.record.store import AuditStore
+
+GENESIS = "0" * 64
+"""The ``prev`` of a log's first record."""
+
+logger = logging.getLogger("prefect_agentic.audit")
+
+
+class AuditRecord(BaseModel):
+    """One line of an audit log."""
+
+    seq: int
+    at: datetime
+    kind: str
+    step: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    prev: str
+    hash: str = ""
+
+    def content_hash(self) -> str:
+        """sha256 of the record's canonical JSON without its own hash (but with ``prev``)."""
+        body = self.model_dump(mode="json", exclude={"hash"})
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def line(self) -> bytes:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False).encode()
+
+
+Observer = Callable[[AuditRecord], None]
+
+
+class AuditLog:
+    """The ``Recorder`` of one flow run: chains, stores, then tells the observers."""
+
+    def __init__(self, store: AuditStore, flow_run_id: str, observers: list[Observer] | None = None) -> None:
+        self.store = store
+        self.flow_run_id = flow_run_id
+        self.observers = list(observers or [])
+        self.head = GENESIS
+        self.count = 0
+        self._lock = threading.Lock()
+        self._debug_log = LoggingRecorder()
+
+    def record(self, kind: str, data: Mapping[str, Any], *, step_id: str | None = None) -> AuditRecord:
+        with self._lock:
+            entry = AuditRecord(seq=self.count, at=datetime.now(timezone.utc), kind=kind, step=step_id,
+                                data=self.store.externalize(_plain(data)), prev=self.head)
+            entry.hash = entry.content_hash()
+            self.store.append(self.flow_run_id, entry.line())
+            self.head, self.count = entry.hash, self.count + 1
+        self._debug_log.record(kind, data, step_id=step_id)  # the records in the Python log, as before
+        for observer in self.observers:
+            try:
+                observer(entry)
+            except Exception:  # an event or artifact problem must never fail a run
+                logger.exception("audit observer %r failed on a %s record", observer, kind)
+        return entry
+
+
+def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON-compatible copy of ``data`` (pydantic models, paths, datetimes become text)."""
+    return json.loads(json.dumps(dict(data), default=_default))
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return str(value)
+
+
+class Verification(BaseModel):
+    """What ``verify`` found: problems (tampering) and whether the run finished its log."""
+
+    records: int
+    head: str
+    problems: list[str] = Field(default_factory=list)
+    complete: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def parse_log(lines: list[bytes]) -> list[AuditRecord]:
+    """Records of a log, in file order; a line that is not a record is an ``AuditError``."""
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(AuditRecord.model_validate_json(line))
+        except ValidationError as exc:
+            problem = exc.errors()[0]["msg"]
+            raise AuditError(f"audit log line {number} is not an audit record: {problem}") from None
+    return records
+
+
+def verify(lines: list[bytes]) -> Verification:
+    """Check every record's hash and the chain from the first record to the last.
+
+    An edited record no longer matches its hash (or, if its hash was
+    recomputed, the next record's ``prev``); a removed record leaves a gap in
+    the sequence numbers and the chain; reordered records are out of sequence.
+    A log that does not end with ``run_finished`` is incomplete: the run is
+    still going, crashed, or its last records were removed.
+    """
+    problems: list[str] = []
+    parsed = [_parse(line) for line in lines]
+    records = [entry for entry in parsed if entry is not None]
+    by_seq = {entry.seq: entry for entry in records}
+    highest = -1
+    for number, entry in enumerate(parsed, 1):
+        if entry is None:
+            problems.append(f"line {number}: not an audit record (edited)")
+            continue
+        where = f"line {number} (seq {entry.seq}, {entry.kind})"
+        if entry.content_hash() != entry.hash:
+            problems.append(f"{where}: content does not match its hash (edited)")
+        before = GENESIS if entry.seq == 0 else getattr(by_seq.get(entry.seq - 1), "hash", None)
+        if before is not None and entry.prev != before:
+            problems.append(f"{where}: does not follow record seq {entry.seq - 1} (edited or replaced)")
+        if entry.seq <= highest:
+            problems.append(f"{where}: out of order after seq {highest} (reordered)")
+        highest = max(highest, entry.seq)
+    missing = [seq for seq in range(highest + 1) if seq not in by_seq]
+    if missing:
+        problems.append(f"record(s) seq {', '.join(map(str, missing))} missing (removed)")
+    last = by_seq.get(highest)
+    complete = last is not None and last.kind == "run_finished"
+    return Verification(records=len(lines), head=last.hash if last else GENESIS,
+                        problems=problems, complete=complete)
+
+
+def _parse(line: bytes) -> AuditRecord | None:
+    try:
+        return AuditRecord.model_validate_json(line)
+    except ValidationError:
+        return None
