@@ -9,7 +9,7 @@ from prefect.blocks.core import Block
 from prefect_docker.host import DockerHost
 from pydantic import Field
 
-DEFAULT_IMAGE = "prefect-agentic/sandbox:1"
+DEFAULT_IMAGE = "prefect-agentic/sandbox:2"
 SANDBOX_UID = 10001
 """The unprivileged uid commands run as (user ``agent`` in the sandbox image)."""
 
@@ -75,6 +75,13 @@ class SandboxSettings(Block):
     env: dict[str, str] = Field(
         default_factory=dict,
         description="Environment of every command. The host's environment is never passed in.",
+    )
+    wheelhouse: str | None = Field(
+        default=None,
+        description=(
+            "Host directory of wheels mounted read-only at /wheelhouse, where `pip` steps install "
+            "from (containers have no network). Empty: no such mount."
+        ),
     )
     docker_host: DockerHost = Field(
         default_factory=lambda: DockerHost(max_pool_size=64),
