@@ -13,7 +13,14 @@ from prefect_agentic.blocks.budget import Budget
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.flows.run_plan import run_plan
-from prefect_agentic.planners.recipes import FixLintParams, RecipePlanner, TestAndReportParams
+from prefect_agentic.planners.recipes import (
+    FixLintParams,
+    GenerateTestsParams,
+    RecipePlanner,
+    SecurityScanParams,
+    TestAndReportParams,
+    UpgradeDependencyParams,
+)
 from prefect_agentic.report import RunReport
 
 
@@ -30,4 +37,31 @@ def test_and_report(repo: str, params: TestAndReportParams | None = None, ref: s
                     sandbox: SandboxSettings | None = None, policy: ToolPolicy | None = None,
                     budget: Budget | None = None) -> RunReport:
     plan = RecipePlanner().plan("test-and-report", params or TestAndReportParams())
+    return run_plan(plan=plan, repo=repo, ref=ref, sandbox=sandbox, policy=policy, budget=budget)
+
+
+@flow(name="upgrade-dependency",
+      description="Upgrade a pinned dependency from a wheelhouse; test, lint, commit after approval.")
+def upgrade_dependency(repo: str, params: UpgradeDependencyParams, ref: str = "HEAD",
+                       sandbox: SandboxSettings | None = None, policy: ToolPolicy | None = None,
+                       budget: Budget | None = None) -> RunReport:
+    """``sandbox.wheelhouse`` names the host directory of wheels the steps install from."""
+    plan = RecipePlanner().plan("upgrade-dependency", params)
+    return run_plan(plan=plan, repo=repo, ref=ref, sandbox=sandbox, policy=policy, budget=budget)
+
+
+@flow(name="generate-tests",
+      description="Generate tests for untested functions; keep those that pass and raise coverage.")
+def generate_tests(repo: str, params: GenerateTestsParams, ref: str = "HEAD",
+                   sandbox: SandboxSettings | None = None, policy: ToolPolicy | None = None,
+                   budget: Budget | None = None) -> RunReport:
+    plan = RecipePlanner().plan("generate-tests", params)
+    return run_plan(plan=plan, repo=repo, ref=ref, sandbox=sandbox, policy=policy, budget=budget)
+
+
+@flow(name="security-scan", description="Scan for security findings; fail on new ones since a base.")
+def security_scan(repo: str, params: SecurityScanParams | None = None, ref: str = "HEAD",
+                  sandbox: SandboxSettings | None = None, policy: ToolPolicy | None = None,
+                  budget: Budget | None = None) -> RunReport:
+    plan = RecipePlanner().plan("security-scan", params or SecurityScanParams())
     return run_plan(plan=plan, repo=repo, ref=ref, sandbox=sandbox, policy=policy, budget=budget)

@@ -25,6 +25,8 @@ from prefect_agentic.tools.pytest import PytestOutput, parse_junit_xml
 from prefect_agentic.workspace import run_git
 
 _CRASH_EXIT_CODES = {2: "interrupted", 3: "internal error", 4: "usage error"}
+HYPOTHESIS_HOME = "HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis"
+"""Hypothesis keeps its caches in the container's /tmp, never in the worktree."""
 _NO_TESTS = 5
 
 
@@ -98,7 +100,7 @@ def measure(ctx: ToolContext, tests: Sequence[str], source: Sequence[str], omit:
             *, tag: str, base: str | None = None) -> Measurement:
     """Run ``tests`` under coverage of ``source`` in the worktree (or a copy of commit ``base``)."""
     reports = ctx.report_dir_in_sandbox
-    env = f"COVERAGE_FILE={reports}/{tag}.coverage"
+    env = f"{HYPOTHESIS_HOME} COVERAGE_FILE={reports}/{tag}.coverage"
     omitted = [f"--omit={','.join(omit)}"] if omit else []
     run = ["python3", "-m", "coverage", "run", f"--source={','.join(source)}", *omitted,
            "-m", "pytest", "-p", "no:cacheprovider", "-q", "-o", "junit_family=xunit1",

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator
 
 from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput, command_line
-from prefect_agentic.tools.coverage import Measurement, measure
+from prefect_agentic.tools.coverage import HYPOTHESIS_HOME, Measurement, measure
 
 _IMPORT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 DERANDOMIZE = "@settings(derandomize=True, database=None)"
@@ -109,7 +109,7 @@ class GhostwriteTool(Tool):
         modules = {t: f"{test_dir}/test_gen_{t.replace('.', '_')}.py" for t in functions}
         errors = ctx.report_dir_in_sandbox
         loop = " ".join(
-            f"hypothesis write {command_line([t])} > {command_line([m])} 2> {errors}/{t}.err "
+            f"{HYPOTHESIS_HOME} hypothesis write {command_line([t])} > {command_line([m])} 2> {errors}/{t}.err "
             f"|| rm -f {command_line([m])};" for t, m in modules.items())
         ctx.run(["sh", "-c", f"mkdir -p {command_line([test_dir])} && {loop}"])
         written, rejected = {}, {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -23,6 +24,11 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from pydantic import Field, field_validator, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from prefect_agentic.errors import ToolError
 from prefect_agentic.sandbox.runner import WHEELHOUSE_MOUNT
@@ -122,7 +128,8 @@ class PipTool(Tool):
     @staticmethod
     def _install(args: PipInput, ctx: ToolContext) -> Mapping[str, Any]:
         listing = f"{VENV}/bin/python -m pip list --local --format=json --disable-pip-version-check"
-        result = ctx.run(["sh", "-c", f"{install_script(args.files, args.wheelhouse)} && {listing}"])
+        script = install_script(ctx.workspace, args.files, args.wheelhouse)
+        result = ctx.run(["sh", "-c", f"{script} && {listing}"])
         if result.exit_code != 0:
             raise ToolError(f"installing {args.files} from {args.wheelhouse} failed "
                             f"(exit code {result.exit_code}):\n{result.combined_tail()}")
@@ -139,7 +146,7 @@ class PipTool(Tool):
                 "headline": "installed " + ", ".join(f"{n} {v}" for n, v in sorted(installed.items()))}
 
 
-def install_script(files: Sequence[str], wheelhouse: str) -> str:
+def install_script(workspace: Path, files: Sequence[str], wheelhouse: str) -> str:
     """Shell commands that make ``VENV`` and install ``files`` into it from ``wheelhouse`` only.
 
     The environment sees the image's own packages (``--system-site-packages``)
@@ -147,11 +154,29 @@ def install_script(files: Sequence[str], wheelhouse: str) -> str:
     it installs wins over the image's copies. A failure exits with
     ``INSTALL_FAILED_EXIT``.
     """
-    requirements = " ".join(f"-r {shlex.quote(f)}" for f in files)
+    requirements = shlex.join(requirement_args(workspace, files))
     return (f"{{ python3 -m venv --without-pip --system-site-packages {VENV} && "
             f"{VENV}/bin/python -m pip install --quiet --no-index --no-cache-dir "
             f"--disable-pip-version-check --find-links {shlex.quote(wheelhouse)} {requirements}; }} "
             f"|| exit {INSTALL_FAILED_EXIT}")
+
+
+def requirement_args(workspace: Path, files: Sequence[str]) -> list[str]:
+    """pip arguments installing ``files``: ``-r`` for requirement files, the
+    ``[project] dependencies`` of a pyproject.toml (pip cannot read those itself)."""
+    args: list[str] = []
+    for name in files:
+        path = workspace / name
+        if not path.is_file():
+            raise ToolError(f"requirement file '{name}' is not in the workspace")
+        if path.suffix != ".toml":
+            args += ["-r", name]
+            continue
+        try:
+            args += [str(d) for d in tomllib.loads(path.read_text()).get("project", {}).get("dependencies", [])]
+        except (tomllib.TOMLDecodeError, AttributeError) as exc:
+            raise ToolError(f"cannot read the dependencies of '{name}': {exc}") from None
+    return args
 
 
 def pin_requirement(text: str, package: str, version: str, *, quoted: bool) -> tuple[str, list[str]]:

@@ -68,7 +68,8 @@ class PytestTool(Tool):
         command += ["-m", args.markers] if args.markers else []
         command += [*args.extra_args, *args.paths]
         if args.requirements:
-            script = f'{install_script(args.requirements, args.wheelhouse)} && exec {VENV}/bin/python "$@"'
+            install = install_script(ctx.workspace, args.requirements, args.wheelhouse)
+            script = f'{install} && exec {VENV}/bin/python "$@"'
             command = ["sh", "-c", script, "sh", *command[1:]]
         result = ctx.run(command)
         log = result.combined_tail()
