@@ -38,6 +38,7 @@ VENV = "/tmp/agentic-venv"
 INSTALL_FAILED_EXIT = 97
 """Exit code of a command whose requirements did not install (distinct from the tool's own)."""
 
+_COMMENT = re.compile(r"\s+#")
 _QUOTED = re.compile(r"""(?P<q>["'])(?P<req>[A-Za-z0-9][^"'\n]*)(?P=q)""")
 
 
@@ -208,9 +209,9 @@ def pin_requirement(text: str, package: str, version: str, *, quoted: bool) -> t
         return _QUOTED.sub(swap, text), old
     lines = []
     for line in text.splitlines(keepends=True):
-        body, hash_, comment = line.partition(" #")
-        stripped = body.rstrip("\n")
-        new = None if stripped.lstrip().startswith(("-", "#")) else repin(stripped)
-        ending = "\n" if line.endswith("\n") and not hash_ else ""
-        lines.append(line if new is None else f"{new}{hash_}{comment}{ending}")
+        comment = _COMMENT.search(line)
+        cut = comment.start() if comment else len(line.rstrip("\n"))
+        body, tail = line[:cut], line[cut:]
+        new = None if body.lstrip().startswith(("-", "#")) else repin(body)
+        lines.append(line if new is None else f"{new}{tail}")
     return "".join(lines), old
