@@ -20,6 +20,7 @@ from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.flows import recipes as recipe_flows
 from prefect_agentic.planners.recipes import (
+    RECIPES,
     GenerateTestsParams,
     RecipeError,
     RecipePlanner,
@@ -71,9 +72,10 @@ def test_the_new_recipes_make_valid_plans_and_name_bad_parameters(tmp_path: Path
     assert made.returncode == 0, made.stderr
     checked = agentic_cli("validate", str(out))
     assert checked.returncode == 0 and "valid plan 'generate-tests' v1 with 4 steps" in checked.stdout
-    listed = agentic_cli("recipes").stdout
-    assert "upgrade-dependency" in listed and "--param package=(required)" in listed
-    assert "security-scan" in listed and "generate-tests" in listed
+    listed = {name: {p: d for p, d, _ in RECIPES[name].parameters()}
+              for name in ("upgrade-dependency", "generate-tests", "security-scan")}
+    assert listed["upgrade-dependency"]["package"] == "(required)"
+    assert listed["security-scan"]["scanners"] == "[bandit]"
 
 
 @pytest.mark.usefixtures("prefect_api")

@@ -116,6 +116,8 @@ def outcome_line(output: dict[str, Any] | None) -> str:
     """A few words on what a step found: tests, violations, or the exit code."""
     if not output:
         return "-"
+    if output.get("headline"):  # tools that say it themselves (pip, coverage, ghostwrite, scanners)
+        return str(output["headline"])
     if "tests_failed" in output:
         extra = "".join(f", {output[k]} {k}" for k in ("errors", "skipped") if output.get(k))
         return f"{output['passed']} passed, {output['failed']} failed{extra}"

@@ -124,7 +124,8 @@ class PipTool(Tool):
         if not pinned:
             raise ToolError(f"pip pin: no requirement on '{args.package}' in {args.files}")
         return {"exit_code": 0, "pinned": pinned, "log": "\n".join(f"{f}: {r}" for f, r in pinned.items()),
-                "headline": f"pinned {args.package}=={args.version} (was {'; '.join(pinned.values())})"}
+                "headline": f"pinned {args.package}=={args.version} in {len(pinned)} file(s) "
+                            f"(was {'; '.join(sorted(set(pinned.values())))})"}
 
     @staticmethod
     def _install(args: PipInput, ctx: ToolContext) -> Mapping[str, Any]:
