@@ -66,8 +66,9 @@ def test_a_finding_that_only_moved_is_not_new_but_a_second_one_is() -> None:
     base = [finding("B602", 10)]
     assert new_since([finding("B602", 14)], base) == []
     assert new_since([finding("B602", 14), finding("B602", 30)], base) == [finding("B602", 30)]
-    output = scan_output([finding("B602", 14), finding("B404", 1, "low")], base, log="")
+    output = scan_output([finding("B602", 14), finding("B404", 1, "low")], base)
     assert output["new_findings"] == 1 and output["by_severity"] == {"high": 1, "low": 1}
+    assert output["log"] == "new: low B404 ops/disk.py:1 B404 message\nold: high B602 ops/disk.py:14 B602 message"
     assert output["headline"] == "2 findings (1 high, 1 low), 1 new since the base"
 
 
@@ -98,5 +99,6 @@ def test_untested_public_functions_are_those_with_no_executed_line(tmp_path: Pat
 def test_generated_tests_are_derandomized_and_write_no_database() -> None:
     source = "from hypothesis import given, strategies as st\n\n\n@given(x=st.integers())\ndef test_fuzz_f(x):\n    f(x)\n"
     lines = derandomized(source).splitlines()
-    assert "from hypothesis import settings" in lines
+    assert lines[0].startswith("# Derandomized by prefect-agentic")
+    assert "from hypothesis import given, strategies as st, settings" in lines
     assert lines[lines.index("@given(x=st.integers())") - 1] == DERANDOMIZE

@@ -34,7 +34,7 @@ class BanditTool(Tool):
         if args.compare_base:
             against = resolve_against(ctx.workspace, ctx.base_snapshot, args.against)
             base = self._scan(args, ctx, "bandit-base.json", base=against)
-        return scan_output(current, base, log=f"{len(current)} findings in {args.paths}")
+        return scan_output(current, base)
 
     def _scan(self, args: ScanInput, ctx: ToolContext, report_name: str, *,
               base: str | None = None) -> list[Finding]:

@@ -24,8 +24,9 @@ from prefect_agentic.tools.coverage import HYPOTHESIS_HOME, Measurement, measure
 
 _IMPORT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 DERANDOMIZE = "@settings(derandomize=True, database=None)"
-HEADER = ("# Written by prefect-agentic's ghostwrite tool (Hypothesis ghostwriter); derandomized so\n"
-          "# that every run tries the same examples.\n")
+HEADER = ("# Derandomized by prefect-agentic's ghostwrite tool: every run tries the same examples\n"
+          "# and no example database is written.\n")
+_HYPOTHESIS_IMPORT = re.compile(r"^from hypothesis import (given\b.*)$", re.MULTILINE)
 
 
 class GhostwriteInput(ToolInput):
@@ -138,12 +139,15 @@ def _rejection(alone: Measurement, covered: dict[str, set[int]]) -> str | None:
 
 def derandomized(source: str) -> str:
     """A ghostwritten module whose ``@given`` tests always try the same examples and write no database."""
-    lines = [HEADER, "from hypothesis import settings\n"]
-    for line in source.splitlines(keepends=True):
+    lines = source.splitlines(keepends=True)
+    top = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+    body = []
+    for line in lines[top:]:
         if line.lstrip().startswith("@given("):
-            lines.append(line[: len(line) - len(line.lstrip())] + DERANDOMIZE + "\n")
-        lines.append(line)
-    return "".join(lines)
+            body.append(line[: len(line) - len(line.lstrip())] + DERANDOMIZE + "\n")
+        body.append(line)
+    text, found = _HYPOTHESIS_IMPORT.subn(r"from hypothesis import \1, settings", "".join(body), count=1)
+    return "".join([*lines[:top], HEADER, "" if found else "from hypothesis import settings\n", text])
 
 
 def untested_functions(root: Path, packages: list[str], executed: dict[str, set[int]]) -> list[str]:

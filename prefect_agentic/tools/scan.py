@@ -84,9 +84,13 @@ def new_since(current: Iterable[Finding], base: Iterable[Finding]) -> list[Findi
     return fresh
 
 
-def scan_output(findings: list[Finding], base: list[Finding] | None, log: str) -> dict[str, object]:
-    """The raw ``ScanOutput`` fields for ``findings`` (already thresholded) against ``base``."""
+def scan_output(findings: list[Finding], base: list[Finding] | None) -> dict[str, object]:
+    """The raw ``ScanOutput`` fields for ``findings`` (already thresholded) against ``base``;
+    the log lists the findings, new ones first, so a failed gate shows what it was about."""
     fresh = new_since(findings, base) if base is not None else findings
+    old = [f for f in findings if f not in fresh]
+    log = "\n".join(f"{'new' if f in fresh else 'old'}: {f.severity} {f.rule} {f.path}:{f.line} {f.message}"
+                    for f in [*fresh, *old])
     counts = Counter(f.severity for f in findings)
     by_severity = {level: counts[level] for level in reversed(LEVELS) if counts[level]}
     summary = ", ".join(f"{n} {level}" for level, n in by_severity.items()) or "none"
