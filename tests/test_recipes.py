@@ -23,7 +23,8 @@ def test_the_same_parameters_always_make_the_same_plan() -> None:
 
 
 @pytest.mark.parametrize(("recipe", "params", "message"), [
-    ("fix-it", {}, "unknown recipe 'fix-it'; known recipes: fix-lint, test-and-report"),
+    ("fix-it", {}, "unknown recipe 'fix-it'; known recipes: fix-lint, generate-tests, security-scan, "
+     "test-and-report, upgrade-dependency"),
     ("fix-lint", {"max_changed_lines": "many"}, "--param max_changed_lines: Input should be a valid integer"),
     ("fix-lint", {"brnach": "x"}, "--param brnach: Extra inputs are not permitted"),
     ("test-and-report", {"max_failures": "-1"}, "--param max_failures: Input should be greater than or equal to 0"),

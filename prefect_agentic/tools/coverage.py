@@ -21,10 +21,9 @@ from pydantic import Field
 from prefect_agentic.errors import ToolError, ToolOutputError
 from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput, command_line
 from prefect_agentic.tools.base_snapshot import BASE_CHECKOUT_FAILED_EXIT, at_base, resolve_against
-from prefect_agentic.tools.pytest import PytestOutput, parse_junit_xml
+from prefect_agentic.tools.pytest import CRASH_EXIT_CODES, PytestOutput, parse_junit_xml
 from prefect_agentic.workspace import run_git
 
-_CRASH_EXIT_CODES = {2: "interrupted", 3: "internal error", 4: "usage error"}
 HYPOTHESIS_HOME = "HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis"
 """Hypothesis keeps its caches in the container's /tmp, never in the worktree."""
 _NO_TESTS = 5
@@ -114,8 +113,8 @@ def measure(ctx: ToolContext, tests: Sequence[str], source: Sequence[str], omit:
     log = result.combined_tail()
     if base and result.exit_code == BASE_CHECKOUT_FAILED_EXIT:
         raise ToolError(f"could not copy the base snapshot to measure its coverage:\n{log}")
-    if result.exit_code in _CRASH_EXIT_CODES:
-        raise ToolError(f"pytest under coverage {where} stopped ({_CRASH_EXIT_CODES[result.exit_code]}, "
+    if result.exit_code in CRASH_EXIT_CODES:
+        raise ToolError(f"pytest under coverage {where} stopped ({CRASH_EXIT_CODES[result.exit_code]}, "
                         f"exit code {result.exit_code}):\n{log}")
     junit = ctx.report_dir / f"{tag}-junit.xml"
     if result.exit_code not in (0, 1, _NO_TESTS) or not junit.exists():

@@ -14,7 +14,7 @@ from prefect_agentic.sandbox.runner import WHEELHOUSE_MOUNT
 from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput
 from prefect_agentic.tools.pip import INSTALL_FAILED_EXIT, VENV, install_script
 
-_CRASH_EXIT_CODES = {2: "interrupted", 3: "internal error", 4: "usage error"}
+CRASH_EXIT_CODES = {2: "interrupted", 3: "internal error", 4: "usage error"}
 
 
 class PytestInput(ToolInput):
@@ -75,9 +75,9 @@ class PytestTool(Tool):
         log = result.combined_tail()
         if args.requirements and result.exit_code == INSTALL_FAILED_EXIT:
             raise ToolError(f"installing {args.requirements} from {args.wheelhouse} failed:\n{log}")
-        if result.exit_code in _CRASH_EXIT_CODES:
+        if result.exit_code in CRASH_EXIT_CODES:
             raise ToolError(
-                f"pytest stopped ({_CRASH_EXIT_CODES[result.exit_code]}, exit code "
+                f"pytest stopped ({CRASH_EXIT_CODES[result.exit_code]}, exit code "
                 f"{result.exit_code}):\n{log}"
             )
         if result.exit_code == 5 and not args.allow_no_tests:
