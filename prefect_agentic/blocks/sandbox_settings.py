@@ -31,7 +31,9 @@ class SandboxSettings(Block):
 
     image: str = Field(
         default_factory=lambda: os.environ.get("AGENTIC_SANDBOX_IMAGE", DEFAULT_IMAGE),
-        description="Image with the tools steps need (python3, git, pytest, ruff).",
+        description=(
+            "Image with the tools steps need (python3, git, pytest, ruff, coverage, pip, black, bandit)."
+        ),
     )
     mode: Literal["per_step", "warm"] = Field(
         default="per_step",
