@@ -23,8 +23,9 @@ BASE_CHECKOUT_FAILED_EXIT = 98
 
 
 def at_base(script: str, base_snapshot: str) -> list[str]:
-    """A command that runs the shell ``script`` with the base snapshot as working directory."""
-    copy = (f"mkdir -p {BASE_CHECKOUT} && git archive -o /tmp/agentic-base.tar {shlex.quote(base_snapshot)} "
+    """A command that runs the shell ``script`` with a fresh copy of ``base_snapshot`` as working
+    directory (fresh: a warm container may still hold the copy of another commit)."""
+    copy = (f"rm -rf {BASE_CHECKOUT} && mkdir -p {BASE_CHECKOUT} && git archive -o /tmp/agentic-base.tar {shlex.quote(base_snapshot)} "
             f"&& tar -xf /tmp/agentic-base.tar -C {BASE_CHECKOUT} && cd {BASE_CHECKOUT}")
     return ["sh", "-c", f"{{ {copy}; }} || exit {BASE_CHECKOUT_FAILED_EXIT}\n{script}"]
 
