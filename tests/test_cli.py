@@ -51,7 +51,8 @@ def test_schema_validates_plan_files_in_an_editor() -> None:
 
 def test_tools_lists_the_built_in_tools() -> None:
     result = agentic_cli("tools")
-    assert [line.split()[0] for line in result.stdout.splitlines()] == ["git", "propose_patch", "pytest", "ruff", "shell"]
+    assert [line.split()[0] for line in result.stdout.splitlines()] == [
+        "bandit", "coverage", "ghostwrite", "git", "pip", "propose_patch", "pytest", "ruff", "shell"]
 
 
 @pytest.mark.usefixtures("prefect_api")
