@@ -11,7 +11,7 @@ import pytest
 from prefect_agentic.errors import ToolError
 from prefect_agentic.tools.bandit import parse_bandit_report
 from prefect_agentic.tools.ghostwriter import DERANDOMIZE, derandomized, untested_functions
-from prefect_agentic.tools.pip import PipInput, pin_requirement, requirement_args
+from prefect_agentic.tools.pip import PipInput, install_failure, pin_requirement, requirement_args
 from prefect_agentic.tools.scan import Finding, new_since, scan_output
 
 
@@ -102,3 +102,11 @@ def test_generated_tests_are_derandomized_and_write_no_database() -> None:
     assert lines[0].startswith("# Derandomized by prefect-agentic")
     assert "from hypothesis import given, strategies as st, settings" in lines
     assert lines[lines.index("@given(x=st.integers())") - 1] == DERANDOMIZE
+
+
+def test_an_install_without_a_wheelhouse_says_how_to_give_one() -> None:
+    log = ("WARNING: Location '/wheelhouse' is ignored: it is either a non-existing path or lacks a "
+           "specific scheme.\nERROR: No matching distribution found for centlib==2.0.0")
+    assert install_failure(["requirements.txt"], "/wheelhouse", 97, log).startswith(
+        "installing ['requirements.txt'] from /wheelhouse failed (exit code 97); there is no wheelhouse "
+        "at /wheelhouse in the sandbox (set SandboxSettings.wheelhouse to a host directory of wheels):")

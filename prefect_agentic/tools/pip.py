@@ -133,8 +133,8 @@ class PipTool(Tool):
         script = install_script(ctx.workspace, args.files, args.wheelhouse)
         result = ctx.run(["sh", "-c", f"{script} && {listing}"])
         if result.exit_code != 0:
-            raise ToolError(f"installing {args.files} from {args.wheelhouse} failed "
-                            f"(exit code {result.exit_code}):\n{result.combined_tail()}")
+            raise ToolError(install_failure(args.files, args.wheelhouse, result.exit_code,
+                                            result.combined_tail()))
         try:
             lines = result.stdout.strip().splitlines()
             installed = {str(p["name"]).lower(): str(p["version"]) for p in json.loads(lines[-1])}
@@ -161,6 +161,16 @@ def install_script(workspace: Path, files: Sequence[str], wheelhouse: str) -> st
             f"{VENV}/bin/python -m pip install --quiet --no-index --no-cache-dir "
             f"--disable-pip-version-check --find-links {shlex.quote(wheelhouse)} {requirements}; }} "
             f"|| exit {INSTALL_FAILED_EXIT}")
+
+
+def install_failure(files: Sequence[str], wheelhouse: str, exit_code: int, log: str) -> str:
+    """Why an install failed, with a hint when the wheelhouse is not there at all."""
+    hint = ""
+    if f"Location '{wheelhouse}' is ignored" in log:
+        hint = (f"; there is no wheelhouse at {wheelhouse} in the sandbox"
+                + (" (set SandboxSettings.wheelhouse to a host directory of wheels)"
+                   if wheelhouse == WHEELHOUSE_MOUNT else ""))
+    return f"installing {list(files)} from {wheelhouse} failed (exit code {exit_code}){hint}:\n{log}"
 
 
 def requirement_args(workspace: Path, files: Sequence[str]) -> list[str]:

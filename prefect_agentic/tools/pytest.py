@@ -12,7 +12,7 @@ from pydantic import Field
 from prefect_agentic.errors import ToolError, ToolOutputError
 from prefect_agentic.sandbox.runner import WHEELHOUSE_MOUNT
 from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput
-from prefect_agentic.tools.pip import INSTALL_FAILED_EXIT, VENV, install_script
+from prefect_agentic.tools.pip import INSTALL_FAILED_EXIT, VENV, install_failure, install_script
 
 CRASH_EXIT_CODES = {2: "interrupted", 3: "internal error", 4: "usage error"}
 
@@ -74,7 +74,7 @@ class PytestTool(Tool):
         result = ctx.run(command)
         log = result.combined_tail()
         if args.requirements and result.exit_code == INSTALL_FAILED_EXIT:
-            raise ToolError(f"installing {args.requirements} from {args.wheelhouse} failed:\n{log}")
+            raise ToolError(install_failure(args.requirements, args.wheelhouse, result.exit_code, log))
         if result.exit_code in CRASH_EXIT_CODES:
             raise ToolError(
                 f"pytest stopped ({CRASH_EXIT_CODES[result.exit_code]}, exit code "
