@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
+from prefect_agentic.errors import ToolError
 from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput, command_line
 from prefect_agentic.tools.coverage import HYPOTHESIS_HOME, Measurement, measure
 
@@ -87,8 +88,11 @@ class GhostwriteTool(Tool):
         covered = {path: set(lines) for path, lines in suite.executed.items()}
         kept = []
         for index, (target, module) in enumerate(written.items()):
-            alone = measure(ctx, [module], args.packages, tag=f"generated-{index}")
-            reason = _rejection(alone, covered)
+            try:
+                alone = measure(ctx, [module], args.packages, tag=f"generated-{index}")
+                reason = _rejection(alone, covered)
+            except ToolError as exc:  # e.g. the module does not even import
+                reason = f"does not run: {_first_error(str(exc))}"
             if reason:
                 (ctx.workspace / module).unlink()
                 rejected[target] = reason
@@ -135,6 +139,12 @@ def _rejection(alone: Measurement, covered: dict[str, set[int]]) -> str | None:
     if not any(lines - covered.get(path, set()) for path, lines in alone.executed.items()):
         return "adds no coverage"
     return None
+
+
+def _first_error(message: str) -> str:
+    """pytest's first ``E`` line (the exception), else the message's first line."""
+    lines = message.splitlines() or [""]
+    return next((line[1:].strip() for line in lines if line.startswith("E ")), lines[0])
 
 
 def derandomized(source: str) -> str:
