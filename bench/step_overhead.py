@@ -53,7 +53,7 @@ from prefect_agentic.plan.loader import plan_from_data  # noqa: E402
 from prefect_agentic.report import RunReport  # noqa: E402
 from prefect_agentic.settings import embedded_run_settings  # noqa: E402
 
-IMAGE = os.environ.get("AGENTIC_SANDBOX_IMAGE", "prefect-agentic/sandbox:1")
+IMAGE = os.environ.get("AGENTIC_SANDBOX_IMAGE", "prefect-agentic/sandbox:2")
 COMMAND = ["python3", "-c", "print(sum(range(200000)))"]
 """A small real command (an interpreter start and a little work, ~50 ms)."""
 

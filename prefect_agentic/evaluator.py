@@ -39,7 +39,8 @@ class Verdict(BaseModel):
 def evaluate(criteria: SuccessCriteria, output: ToolOutput, change: ChangeSummary) -> Verdict:
     """Judge ``output`` and ``change`` against ``criteria``.
 
-    Unmet outcomes (exit code, failed tests, lint violations) give ``retry``;
+    Unmet outcomes (exit code, failed tests, lint violations, new findings, a
+    coverage gain short of the minimum) give ``retry``;
     a broken guard (too many changed lines, a protected path changed) gives
     ``fail``, which wins over ``retry``: another attempt of the same step is
     not the answer to a step that touched what it must not.
@@ -48,7 +49,7 @@ def evaluate(criteria: SuccessCriteria, output: ToolOutput, change: ChangeSummar
     fail: list[tuple[str, str]] = []
     if criteria.exit_code is not None and output.exit_code != criteria.exit_code:
         retry.append(("exit_code", f"exit code {output.exit_code}, expected {criteria.exit_code}"))
-    for name in ("tests_failed", "lint_violations"):
+    for name in ("tests_failed", "lint_violations", "new_findings"):
         limit = getattr(criteria, name)
         actual = getattr(output, name, None)
         if limit is None:
@@ -57,6 +58,13 @@ def evaluate(criteria: SuccessCriteria, output: ToolOutput, change: ChangeSummar
             fail.append((name, f"the tool reported no {name} for this call"))
         elif actual > limit:
             retry.append((name, f"{name.replace('_', ' ')}: {actual}, allowed at most {limit}"))
+    if criteria.min_coverage_gain is not None:
+        gain = getattr(output, "coverage_gain", None)
+        if gain is None:
+            fail.append(("min_coverage_gain", "the tool reported no coverage_gain for this call"))
+        elif gain < criteria.min_coverage_gain:
+            retry.append(("min_coverage_gain",
+                          f"coverage gain: {gain:+g} points, required at least +{criteria.min_coverage_gain:g}"))
     if criteria.max_changed_lines is not None and change.lines_changed > criteria.max_changed_lines:
         fail.append(
             ("max_changed_lines",

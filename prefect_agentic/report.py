@@ -78,6 +78,8 @@ def outcome_line(output: dict[str, Any] | None) -> str:
     """A few words on what a step found: tests, violations, or the exit code."""
     if not output:
         return "-"
+    if output.get("headline"):  # tools that say it themselves (pip, coverage, ghostwrite, scanners)
+        return str(output["headline"])
     if output.get("first_bad_commit"):
         return f"first bad {output['first_bad_commit'][:12]} by {output['author']}: {output['subject']}"[:60]
     if "risk" in output and "title" in output:

@@ -2,13 +2,18 @@
 # Build the sandbox image without any container registry:
 #   1. a Debian bookworm base from the machine's own apt sources (mmdebstrap),
 #   2. docker build --network none adding ruff (from the PyPI wheel, fetched on the host).
-# Usage: scripts/build-sandbox-image.sh [IMAGE]   (default: prefect-agentic/sandbox:1)
+# The base is tagged with a hash of its package list, so a changed list builds a new base
+# and leaves the old one to images that still use it.
+# Usage: scripts/build-sandbox-image.sh [IMAGE]   (default: prefect-agentic/sandbox:2)
 set -euo pipefail
 
-IMAGE=${1:-${AGENTIC_SANDBOX_IMAGE:-prefect-agentic/sandbox:1}}
-BASE=prefect-agentic/sandbox-base:bookworm
+IMAGE=${1:-${AGENTIC_SANDBOX_IMAGE:-prefect-agentic/sandbox:2}}
 RUFF_VERSION=${RUFF_VERSION:-0.17.6}
-PACKAGES=python3,git,python3-pytest,python3-hypothesis,python3-coverage,procps,ca-certificates
+# pip and venv install wheels from a wheelhouse (upgrade-dependency); black formats what the
+# Hypothesis ghostwriter writes (generate-tests); bandit scans (security-scan).
+PACKAGES=python3,git,python3-pytest,python3-hypothesis,python3-coverage,procps,ca-certificates,\
+python3-pip,python3-venv,black,bandit
+BASE=prefect-agentic/sandbox-base:bookworm-$(printf '%s' "$PACKAGES" | sha256sum | cut -c1-12)
 HERE=$(cd "$(dirname "$0")" && pwd)
 PY=${PYTHON:-python3}
 
@@ -40,6 +45,7 @@ log "docker build --network none -t $IMAGE"
 docker build --quiet --network none --build-arg "BASE=$BASE" -t "$IMAGE" "$context" \
   >"$context/build.log" 2>&1 || { cat "$context/build.log" >&2; exit 1; }
 docker run --rm --network none "$IMAGE" sh -c \
-  'ruff --version && python3 -m pytest --version 2>&1 && git --version && id agent' \
+  'ruff --version && python3 -m pytest --version 2>&1 && git --version && black --version | head -1 \
+   && bandit --version | head -1 && python3 -m pip --version && id agent' \
   | sed 's/^/[sandbox-image]   /'
 log "built $IMAGE"

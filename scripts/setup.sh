@@ -6,7 +6,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-IMAGE=${AGENTIC_SANDBOX_IMAGE:-prefect-agentic/sandbox:1}
+IMAGE=${AGENTIC_SANDBOX_IMAGE:-prefect-agentic/sandbox:2}
 PHASES=${*:-python docker image browser}
 log() { printf '[setup] %s\n' "$*"; }
 

@@ -29,7 +29,7 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-DEFAULT_IMAGE = os.environ.get("AGENTIC_SANDBOX_IMAGE", "prefect-agentic/sandbox:1")
+DEFAULT_IMAGE = os.environ.get("AGENTIC_SANDBOX_IMAGE", "prefect-agentic/sandbox:2")
 
 
 def _missing(reason: str) -> None:

@@ -52,7 +52,8 @@ def test_schema_validates_plan_files_in_an_editor() -> None:
 def test_tools_lists_the_built_in_tools() -> None:
     result = agentic_cli("tools")
     assert [line.split()[0] for line in result.stdout.splitlines()] == [
-        "bisect", "change_request", "git", "propose_patch", "pytest", "ruff", "shell"]
+        "bandit", "bisect", "change_request", "coverage", "ghostwrite", "git", "pip", "propose_patch",
+        "pytest", "ruff", "shell"]
 
 
 @pytest.mark.usefixtures("prefect_api")

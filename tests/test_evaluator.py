@@ -6,8 +6,10 @@ import pytest
 
 from prefect_agentic.evaluator import VerdictKind, evaluate
 from prefect_agentic.plan.criteria import SuccessCriteria
+from prefect_agentic.tools.coverage import CoverageOutput
 from prefect_agentic.tools.pytest import PytestOutput
 from prefect_agentic.tools.ruff import RuffOutput
+from prefect_agentic.tools.scan import ScanOutput
 from prefect_agentic.tools.shell import ShellOutput
 from prefect_agentic.workspace import ChangeSummary, FileChange
 
@@ -103,3 +105,54 @@ def test_step_criteria_override_tool_defaults() -> None:
     merged = SuccessCriteria(exit_code=2).merged_over({"exit_code": 0})
     assert merged.exit_code == 2
     assert SuccessCriteria().merged_over({"exit_code": 0}).exit_code == 0
+
+
+def scan(new: int) -> ScanOutput:
+    return ScanOutput(exit_code=0, new_findings=new)
+
+
+@pytest.mark.parametrize(("new", "limit", "kind"), [
+    (0, 0, VerdictKind.OK),
+    (1, 0, VerdictKind.RETRY),
+    (2, 2, VerdictKind.OK),
+])
+def test_new_findings(new: int, limit: int, kind: VerdictKind) -> None:
+    verdict = evaluate(SuccessCriteria(new_findings=limit), scan(new), NO_CHANGE)
+    assert verdict.kind is kind
+    if kind is VerdictKind.RETRY:
+        assert verdict.reasons == [f"new findings: {new}, allowed at most {limit}"]
+        assert verdict.criteria == ["new_findings"]
+
+
+def coverage(gain: float | None, failed: int = 0) -> CoverageOutput:
+    return CoverageOutput(exit_code=0, passed=3, failed=failed, errors=0, skipped=0, tests_failed=failed,
+                          coverage_percent=50.0, covered_lines=5, statements=10, coverage_gain=gain)
+
+
+@pytest.mark.parametrize(("gain", "kind"), [
+    (12.5, VerdictKind.OK),
+    (0.1, VerdictKind.OK),    # the minimum itself is enough
+    (0.0, VerdictKind.RETRY),  # unchanged coverage is not a rise
+    (-3.0, VerdictKind.RETRY),
+])
+def test_min_coverage_gain(gain: float, kind: VerdictKind) -> None:
+    verdict = evaluate(SuccessCriteria(min_coverage_gain=0.1), coverage(gain), NO_CHANGE)
+    assert verdict.kind is kind
+    if kind is VerdictKind.RETRY:
+        assert verdict.reasons == [f"coverage gain: {gain:+g} points, required at least +0.1"]
+
+
+def test_coverage_must_rise_and_the_suite_stay_green() -> None:
+    verdict = evaluate(SuccessCriteria(tests_failed=0, min_coverage_gain=1), coverage(0.0, failed=1), NO_CHANGE)
+    assert verdict.criteria == ["tests_failed", "min_coverage_gain"]
+
+
+def test_a_coverage_gain_without_a_base_measure_fails() -> None:
+    verdict = evaluate(SuccessCriteria(min_coverage_gain=1), coverage(None), NO_CHANGE)
+    assert verdict.kind is VerdictKind.FAIL
+    assert verdict.reasons == ["the tool reported no coverage_gain for this call"]
+
+
+def test_a_coverage_gain_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="greater than 0"):
+        SuccessCriteria(min_coverage_gain=0)

@@ -110,3 +110,24 @@ def test_leftovers_of_a_killed_run_are_removed_when_it_starts_again(sandbox_imag
 def test_missing_image_says_how_to_build_it(docker_client, workspace: Path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(SandboxImageMissingError, match="build-sandbox-image.sh"):
         open_sandbox(SandboxSettings(image="prefect-agentic/no-such-image:0"), workspace, "x")
+
+
+def test_a_wheelhouse_is_mounted_read_only_and_only_when_set(sandbox_image: str, workspace: Path,  # type: ignore[no-untyped-def]
+                                                             tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir(mode=0o755)
+    (wheels / "centlib-2.0.0-py3-none-any.whl").write_text("not really a wheel")
+    with_wheels = SandboxSettings(image=sandbox_image, wheelhouse=str(wheels))
+    box = open_sandbox(with_wheels, workspace, f"test-wheelhouse-{os.getpid()}")
+    try:
+        result = box.run(["sh", "-c", "ls /wheelhouse && touch /wheelhouse/planted"], timeout=30)
+    finally:
+        box.close()
+    assert result.stdout == "centlib-2.0.0-py3-none-any.whl\n"
+    assert result.exit_code != 0 and "Read-only file system" in result.stderr
+    assert sorted(p.name for p in wheels.iterdir()) == ["centlib-2.0.0-py3-none-any.whl"]
+    plain = open_sandbox(SandboxSettings(image=sandbox_image), workspace, f"test-no-wheelhouse-{os.getpid()}")
+    try:
+        assert plain.run(["test", "-e", "/wheelhouse"], timeout=30).exit_code == 1
+    finally:
+        plain.close()

@@ -9,7 +9,7 @@ from prefect.blocks.core import Block
 from prefect_docker.host import DockerHost
 from pydantic import Field
 
-DEFAULT_IMAGE = "prefect-agentic/sandbox:1"
+DEFAULT_IMAGE = "prefect-agentic/sandbox:2"
 SANDBOX_UID = 10001
 """The unprivileged uid commands run as (user ``agent`` in the sandbox image)."""
 
@@ -31,7 +31,9 @@ class SandboxSettings(Block):
 
     image: str = Field(
         default_factory=lambda: os.environ.get("AGENTIC_SANDBOX_IMAGE", DEFAULT_IMAGE),
-        description="Image with the tools steps need (python3, git, pytest, ruff).",
+        description=(
+            "Image with the tools steps need (python3, git, pytest, ruff, coverage, pip, black, bandit)."
+        ),
     )
     mode: Literal["per_step", "warm"] = Field(
         default="per_step",
@@ -75,6 +77,13 @@ class SandboxSettings(Block):
     env: dict[str, str] = Field(
         default_factory=dict,
         description="Environment of every command. The host's environment is never passed in.",
+    )
+    wheelhouse: str | None = Field(
+        default=None,
+        description=(
+            "Host directory of wheels mounted read-only at /wheelhouse, where `pip` steps install "
+            "from (containers have no network). Empty: no such mount."
+        ),
     )
     docker_host: DockerHost = Field(
         default_factory=lambda: DockerHost(max_pool_size=64),

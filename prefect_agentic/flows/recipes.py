@@ -16,10 +16,13 @@ from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.flows.run_plan import run_plan
 from prefect_agentic.planners.recipes import (
     FixLintParams,
+    GenerateTestsParams,
     OpenPullRequestParams,
     RecipePlanner,
+    SecurityScanParams,
     TestAndReportParams,
     TriageFailureParams,
+    UpgradeDependencyParams,
 )
 from prefect_agentic.report import RunReport
 
@@ -58,3 +61,30 @@ def open_pull_request(repo: str, params: OpenPullRequestParams, ref: str = "HEAD
     plan = RecipePlanner().plan("open-pull-request", params)
     return run_plan(plan=plan, repo=repo, ref=ref, sandbox=sandbox, policy=policy, budget=budget,
                     secrets=secrets)
+
+
+@flow(name="upgrade-dependency",
+      description="Upgrade a pinned dependency from a wheelhouse; test, lint, commit after approval.")
+def upgrade_dependency(repo: str, params: UpgradeDependencyParams, ref: str = "HEAD",
+                       sandbox: SandboxSettings | None = None, policy: ToolPolicy | None = None,
+                       budget: Budget | None = None) -> RunReport:
+    """``sandbox.wheelhouse`` names the host directory of wheels the steps install from."""
+    plan = RecipePlanner().plan("upgrade-dependency", params)
+    return run_plan(plan=plan, repo=repo, ref=ref, sandbox=sandbox, policy=policy, budget=budget)
+
+
+@flow(name="generate-tests",
+      description="Generate tests for untested functions; keep those that pass and raise coverage.")
+def generate_tests(repo: str, params: GenerateTestsParams, ref: str = "HEAD",
+                   sandbox: SandboxSettings | None = None, policy: ToolPolicy | None = None,
+                   budget: Budget | None = None) -> RunReport:
+    plan = RecipePlanner().plan("generate-tests", params)
+    return run_plan(plan=plan, repo=repo, ref=ref, sandbox=sandbox, policy=policy, budget=budget)
+
+
+@flow(name="security-scan", description="Scan for security findings; fail on new ones since a base.")
+def security_scan(repo: str, params: SecurityScanParams | None = None, ref: str = "HEAD",
+                  sandbox: SandboxSettings | None = None, policy: ToolPolicy | None = None,
+                  budget: Budget | None = None) -> RunReport:
+    plan = RecipePlanner().plan("security-scan", params or SecurityScanParams())
+    return run_plan(plan=plan, repo=repo, ref=ref, sandbox=sandbox, policy=policy, budget=budget)

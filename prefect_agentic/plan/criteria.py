@@ -1,7 +1,7 @@
 """Declarative success criteria of a step.
 
-Outcome criteria (``exit_code``, ``tests_failed``, ``lint_violations``) read
-fields of the tool's output; an unmet outcome is worth another attempt. Guard
+Outcome criteria (``exit_code``, ``tests_failed``, ``lint_violations``,
+``new_findings``, ``min_coverage_gain``) read fields of the tool's output; an unmet outcome is worth another attempt. Guard
 criteria (``max_changed_lines``, ``unchanged_paths``) read the step's change
 to the workspace; breaking a guard fails the step at once.
 """
@@ -12,8 +12,17 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-OUTCOME_FIELDS: tuple[str, ...] = ("exit_code", "tests_failed", "lint_violations")
+OUTCOME_FIELDS: tuple[str, ...] = ("exit_code", "tests_failed", "lint_violations", "new_findings",
+                                   "min_coverage_gain")
 """Criteria that compare a field of the tool's output; the tool must have that field."""
+
+OUTPUT_FIELD: dict[str, str] = {"min_coverage_gain": "coverage_gain"}
+"""Outcome criteria that read an output field of another name."""
+
+
+def output_field(criterion: str) -> str:
+    """The output field an outcome criterion reads."""
+    return OUTPUT_FIELD.get(criterion, criterion)
 
 
 class SuccessCriteria(BaseModel):
@@ -30,6 +39,15 @@ class SuccessCriteria(BaseModel):
     )
     lint_violations: Annotated[int, Field(ge=0)] | None = Field(
         default=None, description="At most this many remaining lint violations (ruff)."
+    )
+    new_findings: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="At most this many findings the base snapshot does not have (scanners: bandit).",
+    )
+    min_coverage_gain: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="Line coverage must rise by at least this many percentage points over the base "
+        "snapshot (coverage with compare_base).",
     )
     max_changed_lines: Annotated[int, Field(ge=0)] | None = Field(
         default=None,

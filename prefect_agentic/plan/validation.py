@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.errors import PlanError, ToolNotFoundError
-from prefect_agentic.plan.criteria import OUTCOME_FIELDS
+from prefect_agentic.plan.criteria import OUTCOME_FIELDS, output_field
 from prefect_agentic.plan.graph import concurrent_writer_pairs, find_cycle
 from prefect_agentic.plan.models import Plan, Step
 from prefect_agentic.tools.registry import ToolRegistry, default_registry
@@ -68,10 +68,11 @@ def _step_problems(index: int, step: Step, registry: ToolRegistry) -> list[str]:
             )
     output_fields = tool.Output.model_fields
     for name in step.success.set_fields():
-        if name in OUTCOME_FIELDS and name not in output_fields:
+        if name in OUTCOME_FIELDS and output_field(name) not in output_fields:
+            supported = [f for f in OUTCOME_FIELDS if output_field(f) in output_fields]
             problems.append(
-                f"{place}.success.{name}: tool '{tool.name}' reports no '{name}'; "
-                f"criteria it supports: {', '.join(f for f in OUTCOME_FIELDS if f in output_fields)}"
+                f"{place}.success.{name}: tool '{tool.name}' reports no '{output_field(name)}'; "
+                f"criteria it supports: {', '.join(supported)}"
             )
     if (step.success.max_changed_lines is not None or step.success.unchanged_paths) and not (
         step.writes_workspace

@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from prefect_agentic.errors import AgenticError
 from prefect_agentic.plan.models import Plan, PlannerInfo
 from prefect_agentic.plan.validation import check_plan
+from prefect_agentic.sandbox.runner import WHEELHOUSE_MOUNT
+from prefect_agentic.tools.registry import default_registry
+from prefect_agentic.tools.scan import ScanOutput
 
 PLANNER_NAME = "recipes"
 PLANNER_VERSION = "1.0.0"
@@ -74,6 +77,37 @@ class OpenPullRequestParams(RecipeParams):
         if info.data.get("backend") == "github" and not value:
             raise ValueError("backend github needs the repository (OWNER/NAME)")
         return value
+class UpgradeDependencyParams(RecipeParams):
+    package: str = Field(min_length=1, description="The pinned dependency to upgrade.")
+    version: str = Field(min_length=1, description="The version to pin; its wheel must be in the wheelhouse.")
+    files: list[str] = Field(default_factory=lambda: ["requirements.txt"], min_length=1,
+                             description="Requirement files holding the pin (requirements.txt, pyproject.toml).")
+    wheelhouse: str = Field(default=WHEELHOUSE_MOUNT,
+                            description="Wheels in the sandbox (SandboxSettings.wheelhouse mounts them here).")
+    test_paths: list[str] = Field(default_factory=list, description="Tests that must pass (default: pytest's).")
+    lint_paths: list[str] = Field(default_factory=lambda: ["."], description="What ruff checks.")
+    max_lint_violations: int = Field(default=0, ge=0, description="Lint may report at most this many.")
+    branch: str | None = Field(default=None, description="Branch of the commit (default: agentic/upgrade-PACKAGE).")
+
+
+class GenerateTestsParams(RecipeParams):
+    packages: list[str] = Field(min_length=1, description="Packages or modules to write tests for.")
+    test_dir: str = Field(default="tests/generated", description="Where the generated tests go.")
+    test_paths: list[str] = Field(default_factory=list, description="The existing suite (default: pytest's).")
+    min_coverage_gain: float = Field(default=0.1, gt=0, description="Coverage must rise by this many points.")
+    max_functions: int = Field(default=25, ge=1, le=200, description="Write tests for at most this many functions.")
+    branch: str = Field(default="agentic/generate-tests", description="Branch the tests are committed on.")
+
+
+class SecurityScanParams(RecipeParams):
+    paths: list[str] = Field(default_factory=lambda: ["."], description="What to scan.")
+    exclude: list[str] = Field(default_factory=list, description="Paths (globs) to leave out.")
+    severity: Literal["low", "medium", "high"] = Field(default="high",
+                                                       description="Gate on findings of at least this severity.")
+    against: str = Field(default="main", description="Compare with this branch, tag or commit ('@base': the run's).")
+    max_new_findings: int = Field(default=0, ge=0, description="The run fails with more new findings than this.")
+    scanners: list[str] = Field(default_factory=lambda: ["bandit"], min_length=1,
+                                description="Scanner tools to run (each takes ScanInput, returns ScanOutput).")
 
 
 @dataclass(frozen=True)
@@ -156,6 +190,66 @@ def _open_pull_request(p: OpenPullRequestParams) -> list[dict[str, Any]]:
     ]
 
 
+def _upgrade_dependency(p: UpgradeDependencyParams) -> list[dict[str, Any]]:
+    branch = p.branch or f"agentic/upgrade-{p.package}"
+    tests: dict[str, Any] = {"requirements": p.files, "wheelhouse": p.wheelhouse,
+                             **({"paths": p.test_paths} if p.test_paths else {})}
+    return [
+        {"id": "bump", "tool": "pip", "writes_workspace": True,
+         "args": {"op": "pin", "package": p.package, "version": p.version, "files": p.files},
+         "description": f"Pin {p.package}=={p.version} in {', '.join(p.files)}."},
+        {"id": "install", "tool": "pip", "depends_on": ["bump"],
+         "args": {"op": "install", "package": p.package, "version": p.version, "files": p.files,
+                  "wheelhouse": p.wheelhouse},
+         "description": "Install the pinned requirements from the wheelhouse, offline."},
+        {"id": "tests", "tool": "pytest", "depends_on": ["install"], "args": tests,
+         "success": {"tests_failed": 0}, "description": "The suite passes with the new version."},
+        {"id": "lint", "tool": "ruff", "depends_on": ["bump"], "args": {"mode": "check", "paths": p.lint_paths},
+         "success": {"lint_violations": p.max_lint_violations}, "description": "Lint stays clean."},
+        {"id": "commit", "tool": "git", "depends_on": ["tests", "lint"], "writes_workspace": True,
+         "requires_approval": True,
+         "args": {"op": "commit", "onto": "@base", "branch": branch,
+                  "message": f"Upgrade {p.package} to {p.version}"},
+         "description": f"After a human's approval, commit the upgrade on branch {branch}."},
+    ]
+
+
+def _generate_tests(p: GenerateTestsParams) -> list[dict[str, Any]]:
+    suite = {"paths": p.test_paths} if p.test_paths else {}
+    sources = [name.replace(".", "/") for name in p.packages]
+    return [
+        {"id": "tests-before", "tool": "pytest", "args": suite, "success": {"tests_failed": 0},
+         "description": "The suite is green before tests are added."},
+        {"id": "generate", "tool": "ghostwrite", "depends_on": ["tests-before"], "writes_workspace": True,
+         "args": {"packages": p.packages, "test_dir": p.test_dir, "max_functions": p.max_functions, **suite},
+         "success": {"unchanged_paths": [f"{s}{suffix}" for s in sources for suffix in ("/", ".py")]},
+         "description": "Ghostwrite tests for untested public functions; keep the passing ones that add coverage."},
+        {"id": "coverage", "tool": "coverage", "depends_on": ["generate"],
+         "args": {"source": p.packages, **({"paths": [*p.test_paths, p.test_dir]} if p.test_paths else {})},
+         "success": {"tests_failed": 0, "min_coverage_gain": p.min_coverage_gain},
+         "description": "The suite stays green and coverage rises over the base."},
+        {"id": "commit", "tool": "git", "depends_on": ["coverage"], "writes_workspace": True,
+         "args": {"op": "commit", "onto": "@base", "branch": p.branch,
+                  "message": f"Add generated tests for {', '.join(p.packages)}"},
+         "description": f"Commit the generated tests on branch {p.branch} (in the run workspace)."},
+    ]
+
+
+def _security_scan(p: SecurityScanParams) -> list[dict[str, Any]]:
+    registry = default_registry()
+    steps = []
+    for scanner in p.scanners:
+        tool = registry.get(scanner) if scanner in registry else None
+        if tool is None or not issubclass(tool.Output, ScanOutput):
+            raise RecipeError(f"recipe 'security-scan': --param scanners: '{scanner}' is not a scanner tool "
+                              f"(scanners: {', '.join(t.name for t in registry if issubclass(t.Output, ScanOutput))})")
+        steps.append(
+            {"id": f"scan-{scanner}", "tool": scanner, "success": {"new_findings": p.max_new_findings},
+             "args": {"paths": p.paths, "exclude": p.exclude, "severity": p.severity, "against": p.against},
+             "description": f"{scanner}: at most {p.max_new_findings} new {p.severity}+ findings since {p.against}."})
+    return steps
+
+
 RECIPES: dict[str, Recipe] = {
     r.name: r for r in (
         Recipe("fix-lint", "Fix ruff violations, keep the tests green, commit on a branch",
@@ -166,6 +260,12 @@ RECIPES: dict[str, Recipe] = {
                TriageFailureParams, _triage_failure),
         Recipe("open-pull-request", "Push a branch and open a change request with tests and risk",
                OpenPullRequestParams, _open_pull_request),
+        Recipe("upgrade-dependency", "Upgrade a pinned dependency from a wheelhouse; test, lint, commit after approval",
+               UpgradeDependencyParams, _upgrade_dependency),
+        Recipe("generate-tests", "Generate tests for untested functions; keep those that pass and raise coverage",
+               GenerateTestsParams, _generate_tests),
+        Recipe("security-scan", "Scan for security findings; fail on new ones since a base",
+               SecurityScanParams, _security_scan),
     )
 }
 

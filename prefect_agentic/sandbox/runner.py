@@ -13,7 +13,8 @@ and ``no-new-privileges``, a read-only root filesystem with a size-capped
 tmpfs ``/tmp``, no network unless a named one is allowed, memory/CPU/process
 limits, and no host path but the run workspace at ``/workspace`` (its ``.git``
 read-only, so a command cannot plant hooks or configuration that host-side
-git would later obey). The environment is only what the caller gives. Output
+git would later obey) and, when the settings name one, a wheelhouse read-only
+at ``/wheelhouse`` (wheels to install without a network). The environment is only what the caller gives. Output
 is captured up to a cap, the command is killed at its timeout, and containers
 are labelled so that leftovers of a killed process are removed by the next run.
 """
@@ -38,6 +39,7 @@ from prefect_agentic.sandbox.limits import CgroupCounters, CounterSampler, read_
 from prefect_agentic.sandbox.result import CappedBuffer, CommandResult
 
 WORKSPACE_MOUNT = "/workspace"
+WHEELHOUSE_MOUNT = "/wheelhouse"
 LABEL_MANAGED = "org.prefect-agentic.managed"
 LABEL_RUN = "org.prefect-agentic.run"
 KILL_GRACE_SECONDS = 5.0
@@ -148,6 +150,9 @@ class _ContainerSandbox:
             mounts.append(
                 Mount(f"{WORKSPACE_MOUNT}/.git", str(self.workspace / ".git"), type="bind", read_only=True)
             )
+        if s.wheelhouse:
+            mounts.append(Mount(WHEELHOUSE_MOUNT, str(Path(s.wheelhouse).resolve()), type="bind",
+                                read_only=True))
         try:
             container = self.client.containers.create(
                 self.image_id,

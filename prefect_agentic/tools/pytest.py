@@ -10,9 +10,11 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from prefect_agentic.errors import ToolError, ToolOutputError
+from prefect_agentic.sandbox.runner import WHEELHOUSE_MOUNT
 from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput
+from prefect_agentic.tools.pip import INSTALL_FAILED_EXIT, VENV, install_failure, install_script
 
-_CRASH_EXIT_CODES = {2: "interrupted", 3: "internal error", 4: "usage error"}
+CRASH_EXIT_CODES = {2: "interrupted", 3: "internal error", 4: "usage error"}
 
 
 class PytestInput(ToolInput):
@@ -23,6 +25,12 @@ class PytestInput(ToolInput):
     allow_no_tests: bool = Field(
         default=False, description="Treat 'no tests collected' as an empty result, not an error."
     )
+    requirements: list[str] = Field(
+        default_factory=list,
+        description="Requirement files to install first, offline from `wheelhouse`, into a fresh "
+        "environment the tests then run in (see the `pip` tool).",
+    )
+    wheelhouse: str = Field(default=WHEELHOUSE_MOUNT, description="Directory of wheels in the sandbox.")
 
 
 class PytestOutput(ToolOutput):
@@ -59,11 +67,17 @@ class PytestTool(Tool):
         command += ["-k", args.keyword] if args.keyword else []
         command += ["-m", args.markers] if args.markers else []
         command += [*args.extra_args, *args.paths]
+        if args.requirements:
+            install = install_script(ctx.workspace, args.requirements, args.wheelhouse)
+            script = f'{install} && exec {VENV}/bin/python "$@"'
+            command = ["sh", "-c", script, "sh", *command[1:]]
         result = ctx.run(command)
         log = result.combined_tail()
-        if result.exit_code in _CRASH_EXIT_CODES:
+        if args.requirements and result.exit_code == INSTALL_FAILED_EXIT:
+            raise ToolError(install_failure(args.requirements, args.wheelhouse, result.exit_code, log))
+        if result.exit_code in CRASH_EXIT_CODES:
             raise ToolError(
-                f"pytest stopped ({_CRASH_EXIT_CODES[result.exit_code]}, exit code "
+                f"pytest stopped ({CRASH_EXIT_CODES[result.exit_code]}, exit code "
                 f"{result.exit_code}):\n{log}"
             )
         if result.exit_code == 5 and not args.allow_no_tests:
