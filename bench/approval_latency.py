@@ -5,10 +5,10 @@ thread waits until the flow run is paused at the gate, then waits a random
 part of the poll interval (people do not click in step with the poll) and
 "clicks": it resumes the run through the API with an approval, as the UI's
 Submit button does. The latency is from just before that call to the moment
-the gated step starts (its task's RUNNING event), both clocks in this process.
-Also timed: the gated step's task starting (Prefect's task start-up on top). It is measured
-for our default poll interval (``GateDefaults``), for 1 s, and
-for Prefect's default of 10 s as the baseline.
+the gate records the decision (the flow run has resumed and goes on), both
+clocks in this process; the time until the gated step's task starts (Prefect's
+task start-up on top) is shown too. Measured for our default poll interval
+(``GateDefaults``), for 1 s, and for Prefect's default of 10 s as the baseline.
 
 Usage: ``python bench/approval_latency.py [--samples N]``.
 """
