@@ -3,6 +3,7 @@ answers the gates the way the UI's resume form does."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -85,8 +86,8 @@ class Approver:
                     details = run.state.state_details
                     if details.pause_key.startswith("approve-") and details.pause_key not in self.keys:
                         self.keys.append(details.pause_key)
-                        self.questions.append(client.read_flow_run_input(
-                            run.id, details.run_input_keyset["description"]))
+                        self.questions.append(json.loads(client.read_flow_run_input(
+                            run.id, details.run_input_keyset["description"])))
                         return run
                 time.sleep(0.2)
         raise TimeoutError("no gate paused a flow run within 90 s")

@@ -66,7 +66,8 @@ def _find(run_ref: str) -> FlowRun:
 def _description(run: FlowRun) -> str:
     with get_client(sync_client=True) as client:
         keyset = run.state.state_details.run_input_keyset or {}  # type: ignore[union-attr]
-        return client.read_flow_run_input(run.id, keyset.get("description", "")) or ""
+        raw = client.read_flow_run_input(run.id, keyset.get("description", ""))
+    return json.loads(raw) if raw else ""
 
 
 @approvals_app.command("list")

@@ -226,7 +226,9 @@ class ApprovalGate(RunHook):
         return max(snapshots, key=lambda sha: int(run_git(path, "rev-list", "--count", sha)))
 
     def _record_base(self, key: str, step: Step) -> dict[str, Any]:
+        flow_run = FlowRunContext.get().flow_run  # type: ignore[union-attr]
         return {"gate": key, "step": step.id, "plan": self.plan.id,
+                "flow_run_id": str(flow_run.id) if flow_run else None,
                 "rules": approval_rules(self.run.policy, step, default_registry()),
                 "requires_approval": step.requires_approval}
 
