@@ -67,15 +67,12 @@ def test_list_show_approve_and_reject_from_the_cli(make_repo, sandbox_image: str
     assert f"approve: flow run {run_id}" in approved.stdout and "by ada" in approved.stdout
 
     paused_gate(previous=first_key)
-    no_reason = agentic_cli("reject", run_id)
-    assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
     rejected = agentic_cli("reject", run_id, "--reason", "not today", "--as", "bob")
     assert rejected.returncode == 0, rejected.stderr
     runner.join(timeout=60)
     failed = outcome["report"]
     assert isinstance(failed, PlanRunFailed)
     assert failed.report.stopped == "step 'second' rejected by bob: not today"
-    assert agentic_cli("approve", run_id).returncode == 2  # nothing waits any more
 
 
 def test_an_interactive_run_asks_at_its_terminal(make_repo, sandbox_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
