@@ -175,6 +175,7 @@ def test_requested_changes_are_replanned_by_the_llm_planner(make_repo, sandbox_i
     assert report.steps[1].output["stdout"].strip() == "100 NOTES.md"
     prompt = llm_server.user_messages(0)[0]
     assert "Failed step 'publish'" in prompt and "requested changes before it ran" in prompt
+    assert "+++ b/NOTES.md" in prompt  # the run's diff so far
     assert "Instructions from a human reviewer:\ncount words\nuse wc -w" in prompt
 
 
