@@ -21,3 +21,4 @@ def waiting_at_gates(client: Any) -> list[FlowRun]:
     paused = client.read_flow_runs(flow_run_filter=FlowRunFilter(
         state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
     return [run for run in paused if run.state.state_details.pause_key.startswith("approve-")]
+

@@ -3,7 +3,6 @@ answers the gates the way the UI's resume form does."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -21,6 +20,7 @@ from test_agent_loop import statuses
 
 from prefect_agentic.blocks import GateDefaults, LLMEndpoint, SandboxSettings, ToolPolicy
 from prefect_agentic.flows.run_plan import RunReport
+from prefect_agentic.gates.answer import read_review
 from prefect_agentic.gates.store import ApprovalStore
 from prefect_agentic.loop import LoopSettings
 from prefect_agentic.plan import parse_plan
@@ -77,8 +77,7 @@ class Approver:
                     details = run.state.state_details
                     if details.pause_key not in self.keys:
                         self.keys.append(details.pause_key)
-                        self.questions.append(json.loads(client.read_flow_run_input(
-                            run.id, details.run_input_keyset["description"])))
+                        self.questions.append(read_review(run))
                         return run
                 time.sleep(0.2)
         raise TimeoutError("no gate paused a flow run within 90 s")
