@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, _missing
+from gate_helpers import waiting_at_gates
+from prefect.client.orchestration import SyncPrefectClient
 
 from prefect_agentic.gates.store import ApprovalStore
 from prefect_agentic.workspace import resolve_base, run_key
@@ -83,15 +85,10 @@ def chromium():  # type: ignore[no-untyped-def]
 
 
 def _paused_run(api: str, within: float = 120) -> str:
-    from prefect.client.orchestration import SyncPrefectClient
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-    from prefect.client.schemas.objects import StateType
-
     deadline = time.monotonic() + within
     with SyncPrefectClient(api) as client:
         while time.monotonic() < deadline:
-            paused = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+            paused = waiting_at_gates(client)
             if paused:
                 return str(paused[0].id)
             time.sleep(0.5)

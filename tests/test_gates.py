@@ -10,16 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gate_helpers import TWO_GATES, waiting_at_gates
 from llm_server import API_KEY
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 from pydantic import SecretStr
+from test_agent_loop import run as run_with_loop
+from test_agent_loop import statuses
 
 from prefect_agentic.blocks import GateDefaults, LLMEndpoint, SandboxSettings, ToolPolicy
-from prefect_agentic.errors import PlanRunFailed
-from prefect_agentic.flows.run_plan import RunReport, run_plan
+from prefect_agentic.flows.run_plan import RunReport
+from prefect_agentic.gates.answer import read_review
 from prefect_agentic.gates.store import ApprovalStore
 from prefect_agentic.loop import LoopSettings
 from prefect_agentic.plan import parse_plan
@@ -47,13 +48,6 @@ steps:
   - {id: push, tool: shell, depends_on: [mark], writes_workspace: true,
      args: {command: "echo 'git push origin main' >> PUSHED"}}
 """
-TWO_GATES = """
-id: two-gates
-goal: Two risky steps
-steps:
-  - {id: first, tool: shell, requires_approval: true, writes_workspace: true, args: {command: "echo 1 > ONE"}}
-  - {id: second, tool: shell, depends_on: [first], requires_approval: true, args: {command: "cat ONE"}}
-"""
 
 
 class Approver:
@@ -79,14 +73,11 @@ class Approver:
         deadline = time.monotonic() + 90
         with get_client(sync_client=True) as client:
             while time.monotonic() < deadline:
-                paused = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
-                for run in paused:
+                for run in waiting_at_gates(client):
                     details = run.state.state_details
-                    if details.pause_key.startswith("approve-") and details.pause_key not in self.keys:
+                    if details.pause_key not in self.keys:
                         self.keys.append(details.pause_key)
-                        self.questions.append(client.read_flow_run_input(
-                            run.id, details.run_input_keyset["description"]))
+                        self.questions.append(read_review(run))
                         return run
                 time.sleep(0.2)
         raise TimeoutError("no gate paused a flow run within 90 s")
@@ -98,18 +89,8 @@ class Approver:
 
 
 def run(plan_text: str, repo: Path, image: str, **kwargs: Any) -> RunReport:
-    kwargs.setdefault("gates", FAST)
-    state = run_plan(plan=parse_plan(plan_text), repo=str(repo), sandbox=SandboxSettings(image=image),
-                     return_state=True, **kwargs)
-    outcome = state.result(raise_on_failure=False)
-    if isinstance(outcome, PlanRunFailed):
-        return outcome.report  # type: ignore[return-value]
-    assert isinstance(outcome, RunReport), outcome
-    return outcome
-
-
-def statuses(report: RunReport) -> list[tuple[str, str]]:
-    return [(s.step_id, s.status.value) for s in report.steps]
+    """The run's report, however it ended (gates default to a fast poll)."""
+    return run_with_loop(plan_text, repo, image, kwargs.pop("loop", None), **{"gates": FAST, **kwargs})
 
 
 def approvals(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
@@ -193,6 +174,7 @@ def test_requested_changes_are_replanned_by_the_llm_planner(make_repo, sandbox_i
     assert report.steps[1].output["stdout"].strip() == "100 NOTES.md"
     prompt = llm_server.user_messages(0)[0]
     assert "Failed step 'publish'" in prompt and "requested changes before it ran" in prompt
+    assert "+++ b/NOTES.md" in prompt  # the run's diff so far
     assert "Instructions from a human reviewer:\ncount words\nuse wc -w" in prompt
 
 

@@ -19,6 +19,7 @@ import typer
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.flow_runs import resume_flow_run
 from rich.console import Console
 from rich.markdown import Markdown
@@ -26,7 +27,7 @@ from rich.markup import escape
 from rich.prompt import Prompt
 
 from prefect_agentic.gates import ApprovalAnswer, GateQuestion, use_answerer
-from prefect_agentic.gates.answer import GateSummary
+from prefect_agentic.gates.answer import GateSummary, read_review
 
 err = Console(stderr=True)
 out = Console()
@@ -63,12 +64,6 @@ def _find(run_ref: str) -> FlowRun:
     raise _fail(f"'{run_ref}' matches {len(found)} waiting flow runs; give more of the id")
 
 
-def _description(run: FlowRun) -> str:
-    with get_client(sync_client=True) as client:
-        keyset = run.state.state_details.run_input_keyset or {}  # type: ignore[union-attr]
-        return client.read_flow_run_input(run.id, keyset.get("description", "")) or ""
-
-
 @approvals_app.command("list")
 def list_approvals(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list.")] = False,
@@ -98,7 +93,11 @@ def list_approvals(
 def show(run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Flow run id (or its start).")]) -> None:
     """The review of a waiting gate, as the Prefect UI's form shows it."""
     run = _find(run_ref)
-    out.print(Markdown(_description(run)))
+    try:
+        review = read_review(run)
+    except PrefectHTTPStatusError as exc:
+        raise _fail(f"flow run {run.id} shows no review: {exc}") from None
+    out.print(Markdown(review))
     out.print(f"\nflow run {run.id}: `agentic approve {run.id}` or `agentic reject {run.id} --reason …`",
               highlight=False, markup=False)
 

@@ -8,12 +8,17 @@ not an authenticated identity.
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
@@ -58,6 +63,21 @@ class GateSummary(BaseModel):
     @staticmethod
     def input_key(pause_key: str) -> str:
         return f"gate-{pause_key}"
+
+
+def read_review(flow_run: FlowRun, within: float = 5) -> str:
+    """The review on a paused flow run's form. Prefect saves it just after the run paused,
+    so a reader that came at once waits a moment (``within`` seconds) for it."""
+    key = (flow_run.state.state_details.run_input_keyset or {}).get("description", "")  # type: ignore[union-attr]
+    deadline = time.monotonic() + within
+    with get_client(sync_client=True) as client:
+        while True:
+            try:
+                return json.loads(client.read_flow_run_input(flow_run.id, key))
+            except PrefectHTTPStatusError as exc:
+                if exc.response.status_code != 404 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ class ChangeRequester(Protocol):
     """Re-plans a step a human asked to change (the agent loop with an LLM planner)."""
 
     def replan_for_changes(self, plan: Plan, reports: dict[str, StepReport], step: Step,
-                           instructions: str) -> Plan | Stop: ...
+                           instructions: str, diff: str) -> Plan | Stop: ...
 
 
 def gate_key(run: RunContext, step: Step, input_snapshot: str) -> str:
@@ -126,12 +126,12 @@ class ApprovalGate(RunHook):
                             "(counts as a rejection)")
             problem = answer.problem() or ""
             if not problem:
-                return self._act(step, answer, base | timing)
+                return self._act(review, answer, base | timing)
             self._record(step, base | timing | _answered(answer) | {"usable": False, "problem": problem})
         return Stop(f"step '{step.id}' was not approved: {MAX_ASKS} answers could not be used ({problem})")
 
-    def _act(self, step: Step, answer: ApprovalAnswer, record: dict[str, Any]) -> Decision | Replan:
-        record = record | _answered(answer)
+    def _act(self, review: GateReview, answer: ApprovalAnswer, record: dict[str, Any]) -> Decision | Replan:
+        step, record = review.step, record | _answered(answer)
         who = f"{answer.approver}: {answer.reason}" if answer.reason else answer.approver
         if answer.decision == "approve":
             self.store.put(record["gate"], record)
@@ -146,7 +146,7 @@ class ApprovalGate(RunHook):
         changes = self.changes
 
         def revise(plan: Plan, reports: dict[str, StepReport]) -> Plan | Stop:
-            return changes.replan_for_changes(plan, reports, step, text)
+            return changes.replan_for_changes(plan, reports, step, text, review.diff)
 
         return Replan(reason=f"changes to step '{step.id}' requested by {answer.approver}", revise=revise)
 
@@ -226,7 +226,9 @@ class ApprovalGate(RunHook):
         return max(snapshots, key=lambda sha: int(run_git(path, "rev-list", "--count", sha)))
 
     def _record_base(self, key: str, step: Step) -> dict[str, Any]:
+        flow_run = FlowRunContext.get().flow_run  # type: ignore[union-attr]
         return {"gate": key, "step": step.id, "plan": self.plan.id,
+                "flow_run_id": str(flow_run.id) if flow_run else None,
                 "rules": approval_rules(self.run.policy, step, default_registry()),
                 "requires_approval": step.requires_approval}
 

@@ -22,7 +22,7 @@ from prefect_agentic.loop.escalation import EscalationAnswer, ask_human
 from prefect_agentic.loop.settings import LoopSettings
 from prefect_agentic.plan.models import Plan, PlannerInfo, Step
 from prefect_agentic.plan.revision import next_version, remaining, without
-from prefect_agentic.planners.failure import FailedStep, FailureContext
+from prefect_agentic.planners.failure import FailedStep, FailureContext, capped
 from prefect_agentic.planners.llm import LLMPlanner
 from prefect_agentic.report import StepReport
 from prefect_agentic.scheduler import Decision, Go, Replan, RunHook, Stop
@@ -73,12 +73,13 @@ class AgentLoop(RunHook):
         return Stop(problem)
 
     def replan_for_changes(self, plan: Plan, reports: dict[str, StepReport], step: Step,
-                           instructions: str) -> Plan | Stop:
+                           instructions: str, diff: str) -> Plan | Stop:
         """A new version after an approver asked for changes to ``step`` (before it ran).
 
-        The planner sees the step as one that did not go through, with the
-        approver's words as instructions; like an escalation's instructions,
-        this does not count against ``max_replans`` but is charged to the budget.
+        The planner sees the step as one that did not go through, the run's
+        ``diff`` before it, and the approver's words as instructions; like an
+        escalation's instructions, this does not count against ``max_replans``
+        but is charged to the budget.
         """
         planner = self.planner()
         if planner is None:
@@ -86,7 +87,8 @@ class AgentLoop(RunHook):
         resources = run_resources(self.run)
         context = failure_context(plan, reports, resources.workspace, self.run.base_snapshot)
         blocked = FailedStep(step=step, reason="not run: a human reviewer requested changes before it ran")
-        failure = context.model_copy(update={"failed": [blocked], "instructions": instructions})
+        failure = context.model_copy(update={"failed": [blocked], "instructions": instructions,
+                                             "diff": capped(diff)})
         try:
             return self._replan(planner, failure)
         except LLMError as exc:
