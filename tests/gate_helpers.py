@@ -1,11 +1,18 @@
-"""What the approval-gate tests share: a plan with two gates, and finding runs waiting at a gate."""
+"""What the approval-gate tests share: a plan with two gates, finding runs waiting at a gate, and
+an approver that answers them through the Prefect API the way the UI's resume form does."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.flow_runs import resume_flow_run
+
+from prefect_agentic.gates.answer import read_review
 
 TWO_GATES = """
 id: two-gates
@@ -22,3 +29,40 @@ def waiting_at_gates(client: Any) -> list[FlowRun]:
         state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
     return [run for run in paused if run.state.state_details.pause_key.startswith("approve-")]
 
+
+class Approver:
+    """Answers the next gates through the Prefect API, one answer per gate, in order."""
+
+    def __init__(self, *answers: dict[str, str]) -> None:
+        self.answers = list(answers)
+        self.questions: list[str] = []
+        self.keys: list[str] = []
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for answer in self.answers:
+                flow_run = self._wait_for_gate()
+                resume_flow_run(flow_run.id, run_input=answer)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread by done()
+            self.error = exc
+
+    def _wait_for_gate(self) -> Any:
+        deadline = time.monotonic() + 90
+        with get_client(sync_client=True) as client:
+            while time.monotonic() < deadline:
+                for run in waiting_at_gates(client):
+                    details = run.state.state_details
+                    if details.pause_key not in self.keys:
+                        self.keys.append(details.pause_key)
+                        self.questions.append(read_review(run))
+                        return run
+                time.sleep(0.2)
+        raise TimeoutError("no gate paused a flow run within 90 s")
+
+    def done(self) -> None:
+        self.thread.join(timeout=30)
+        if self.error:
+            raise self.error

@@ -4,23 +4,18 @@ answers the gates the way the UI's resume form does."""
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gate_helpers import TWO_GATES, waiting_at_gates
+from gate_helpers import TWO_GATES, Approver
 from llm_server import API_KEY
-from prefect.client.orchestration import get_client
-from prefect.flow_runs import resume_flow_run
 from pydantic import SecretStr
 from test_agent_loop import run as run_with_loop
 from test_agent_loop import statuses
 
 from prefect_agentic.blocks import GateDefaults, LLMEndpoint, SandboxSettings, ToolPolicy
 from prefect_agentic.flows.run_plan import RunReport
-from prefect_agentic.gates.answer import read_review
 from prefect_agentic.gates.store import ApprovalStore
 from prefect_agentic.loop import LoopSettings
 from prefect_agentic.plan import parse_plan
@@ -48,44 +43,6 @@ steps:
   - {id: push, tool: shell, depends_on: [mark], writes_workspace: true,
      args: {command: "echo 'git push origin main' >> PUSHED"}}
 """
-
-
-class Approver:
-    """Answers the next gates through the Prefect API, one answer per gate, in order."""
-
-    def __init__(self, *answers: dict[str, str]) -> None:
-        self.answers = list(answers)
-        self.questions: list[str] = []
-        self.keys: list[str] = []
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            for answer in self.answers:
-                flow_run = self._wait_for_gate()
-                resume_flow_run(flow_run.id, run_input=answer)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread by done()
-            self.error = exc
-
-    def _wait_for_gate(self) -> Any:
-        deadline = time.monotonic() + 90
-        with get_client(sync_client=True) as client:
-            while time.monotonic() < deadline:
-                for run in waiting_at_gates(client):
-                    details = run.state.state_details
-                    if details.pause_key not in self.keys:
-                        self.keys.append(details.pause_key)
-                        self.questions.append(read_review(run))
-                        return run
-                time.sleep(0.2)
-        raise TimeoutError("no gate paused a flow run within 90 s")
-
-    def done(self) -> None:
-        self.thread.join(timeout=30)
-        if self.error:
-            raise self.error
 
 
 def run(plan_text: str, repo: Path, image: str, **kwargs: Any) -> RunReport:

@@ -1,8 +1,8 @@
 """upgrade-dependency, generate-tests and security-scan end to end on the bundled example repos.
 
 Real Docker, real git, a real Prefect API. The commit of upgrade-dependency is
-gated (``requires_approval``); these runs have no human, so they use a tool
-policy that lets a run approve ``git:commit`` on its own (``auto_approve``).
+gated (``requires_approval``): the test approves it through the Prefect API,
+as an approver answering the UI's resume form would.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from conftest import EXAMPLES, agentic_cli, git_commit_all
+from gate_helpers import Approver
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
-from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.flows import recipes as recipe_flows
 from prefect_agentic.planners.recipes import (
@@ -28,8 +28,6 @@ from prefect_agentic.planners.recipes import (
     UpgradeDependencyParams,
 )
 from prefect_agentic.report import RunReport
-
-UNATTENDED = ToolPolicy(auto_approve=["git:commit"])
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +83,11 @@ def test_upgrade_dependency_pins_installs_tests_and_commits(make_repo, sandbox_i
     params = UpgradeDependencyParams(package="centlib", version="2.0.0",
                                      files=["requirements.txt", "pyproject.toml"])
     sandbox = SandboxSettings(image=sandbox_image, wheelhouse=str(wheelhouse))
-    report = run(recipe_flows.upgrade_dependency, repo=str(repo), params=params, policy=UNATTENDED,
-                 sandbox=sandbox)
+    approver = Approver({"decision": "approve", "approver": "ada", "reason": "tests and lint are green"})
+    report = run(recipe_flows.upgrade_dependency, repo=str(repo), params=params, sandbox=sandbox)
+    approver.done()
     assert report.ok, [(s.step_id, s.reason) for s in report.steps]
+    assert "### Approve step `commit` of plan `upgrade-dependency`?" in approver.questions[0]
     steps = {s.step_id: s for s in report.steps}
     assert steps["bump"].output["pinned"] == {"requirements.txt": "centlib==1.0.0",
                                               "pyproject.toml": "centlib==1.0.0"}
@@ -108,7 +108,7 @@ def test_an_upgrade_that_breaks_the_tests_is_not_committed(make_repo, sandbox_im
     sandbox = SandboxSettings(image=sandbox_image, wheelhouse=str(wheelhouse))
 
     def upgrade(version: str) -> RunReport:
-        return run(recipe_flows.upgrade_dependency, repo=str(repo), policy=UNATTENDED, sandbox=sandbox,
+        return run(recipe_flows.upgrade_dependency, repo=str(repo), sandbox=sandbox,
                    params=UpgradeDependencyParams(package="centlib", version=version))
 
     report = upgrade("3.0.0")
