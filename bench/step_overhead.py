@@ -139,10 +139,14 @@ def run(plan: dict, repo: Path, settings: SandboxSettings, *, fresh: bool = True
     return elapsed, report
 
 
-def per_step_latency(mode: str, repo: Path, chain: int, repeats: int) -> float:
+def per_step_latency(mode: str, repo: Path, chain: int, repeats: int, *, slot: bool = True) -> float:
+    """Marginal cost of a step; ``slot=False`` runs without the global sandbox concurrency limit."""
     settings = SandboxSettings(image=IMAGE, mode=mode)
-    one = chain_plan(f"bench-{mode}-1", 1, COMMAND)
-    many = chain_plan(f"bench-{mode}-{chain + 1}", chain + 1, COMMAND)
+    if not slot:
+        settings.concurrency_limit = None
+    tag = "" if slot else "-noslot"
+    one = chain_plan(f"bench-{mode}{tag}-1", 1, COMMAND)
+    many = chain_plan(f"bench-{mode}{tag}-{chain + 1}", chain + 1, COMMAND)
     t_one = timed(lambda: run(one, repo, settings), repeats)
     t_many = timed(lambda: run(many, repo, settings), repeats)
     return (t_many - t_one) / chain
@@ -185,6 +189,7 @@ def main() -> None:
 
     exec_cli, exec_sdk = raw_exec_latency(repeats * 2)
     warm_s = per_step_latency("warm", repo, chain, max(2, repeats // 3))
+    warm_noslot_s = per_step_latency("warm", repo, chain, max(2, repeats // 3), slot=False)
     run_cli, run_sdk = raw_run_latency(repeats)
     per_step_s = per_step_latency("per_step", repo, chain, max(2, repeats // 3))
     print(f"raw docker exec (CLI)      {exec_cli * 1000:8.1f} ms")
@@ -192,6 +197,8 @@ def main() -> None:
     print(f"our step, warm container   {warm_s * 1000:8.1f} ms   ratio {warm_s / exec_sdk:5.2f}x "
           f"SDK, {warm_s / exec_cli:5.2f}x CLI  "
           f"(target <= {TARGETS['warm']}x SDK: {verdict(warm_s / exec_sdk, TARGETS['warm'])})")
+    print(f"  without a sandbox slot   {warm_noslot_s * 1000:8.1f} ms   (the global concurrency slot "
+          f"adds {(warm_s - warm_noslot_s) * 1000:+.1f} ms a step)")
     print(f"raw docker run --rm (CLI)  {run_cli * 1000:8.1f} ms")
     print(f"raw docker run --rm (SDK)  {run_sdk * 1000:8.1f} ms")
     print(f"our step, container/step   {per_step_s * 1000:8.1f} ms   ratio {per_step_s / run_sdk:5.2f}x "
