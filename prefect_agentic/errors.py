@@ -165,3 +165,11 @@ class BudgetExceededError(ToolError):
 
 class SecretUnavailableError(ToolError):
     """A step asked for a secret that the policy does not grant it, or that cannot be loaded."""
+
+
+class DeploymentError(AgenticError):
+    """A deployment, work pool or saved block the submission needs is not on the Prefect API."""
+
+
+class StackError(AgenticError):
+    """The local Prefect stack (`agentic up`) did not start or stop as asked."""

@@ -193,11 +193,13 @@ def run(
     raise typer.Exit(0 if report.ok else 1)
 
 
+from prefect_agentic.cli import deploy as _deploy  # noqa: E402
 from prefect_agentic.cli import llm as _llm  # noqa: E402
 from prefect_agentic.cli import recipes as _recipes  # noqa: E402
 
 _recipes.register(app)
 _llm.register(app)
+_deploy.register(app)
 
 if __name__ == "__main__":
     app()
