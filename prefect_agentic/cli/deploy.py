@@ -88,7 +88,7 @@ def up(
     pool: Annotated[str, typer.Option(help="Work pool of the worker.")] = "agentic-process",
 ) -> None:
     """Start a local Prefect server and a worker for the local work pool (in the background)."""
-    from prefect_agentic.stack import start_stack, stack_dir
+    from prefect_agentic.stack import stack_dir, start_stack
 
     try:
         stack = start_stack(host=host, port=port, pool=pool)
