@@ -24,18 +24,22 @@ from prefect_agentic.plan.models import Plan
 DEFAULT_DEPLOYMENT = "run-plan/default"
 
 
-def block_reference(kind: type[Block], name: str) -> dict[str, Any]:
-    """A flow parameter that points at the saved block ``name`` (resolved when the run starts).
+def block_values(kind: type[Block], name: str) -> dict[str, Any]:
+    """The saved block ``name`` as a flow parameter value (its fields, not a reference).
 
-    The block is checked now, so a typo fails the submission, not the run.
+    Like the plan, the settings are then the flow run's own: editing the block
+    later does not change a run already submitted. (A ``$ref`` to a block whose
+    fields all have defaults is also rejected by the server's parameter check:
+    it matches both the reference and the block schema.) The pack's sandbox,
+    policy and budget blocks hold no secret fields.
     """
     try:
-        kind.load(name)
+        block = kind.load(name)
     except (ValueError, ObjectNotFound):
         raise DeploymentError(
             f"no {kind.get_block_type_name()} block named '{name}' on the Prefect API "
             f"(`agentic init` creates 'default'; `prefect block ls` lists them)") from None
-    return {"$ref": {"block_document_slug": f"{kind.get_block_type_slug()}/{name}"}}
+    return block.model_dump(mode="json")
 
 
 def submit_plan(plan: Plan, repo: str, *, ref: str = "HEAD", deployment: str = DEFAULT_DEPLOYMENT,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import yaml
 from rich.console import Console
 from rich.markup import escape
 
@@ -52,21 +53,26 @@ def submit(
     sandbox_block: Annotated[Optional[str], typer.Option(help="Saved Agentic Sandbox Settings block.")] = None,  # noqa: UP045
     policy_block: Annotated[Optional[str], typer.Option(help="Saved Agentic Tool Policy block.")] = None,  # noqa: UP045
     budget_block: Annotated[Optional[str], typer.Option(help="Saved Agentic Budget block.")] = None,  # noqa: UP045
+    param: Annotated[list[str], typer.Option(
+        "--param", "-p", help="More flow parameters: NAME=VALUE (VALUE read as YAML), e.g. loop='{escalate: true}'.",
+    )] = [],  # noqa: B006
     wait: Annotated[bool, typer.Option(help="Wait for the run to end; exit 0 only if it completed.")] = False,
     timeout: Annotated[int, typer.Option(help="With --wait: seconds to wait at most.")] = 3600,
 ) -> None:
     """Trigger a deployment with a plan file; prints the flow run's UI link."""
     from prefect_agentic.blocks import Budget, SandboxSettings, ToolPolicy
     from prefect_agentic.plan import load_plan
-    from prefect_agentic.submit import block_reference, flow_run_url, submit_plan, wait_for
+    from prefect_agentic.planners.recipes import RecipeError, parse_assignments
+    from prefect_agentic.submit import block_values, flow_run_url, submit_plan, wait_for
 
     try:
         plan = load_plan(plan_file)
-        blocks = {param: block_reference(kind, name) for param, kind, name in (
+        extra = {name: yaml.safe_load(value) for name, value in parse_assignments(param).items()}
+        extra.update({name: block_values(kind, block) for name, kind, block in (
             ("sandbox", SandboxSettings, sandbox_block), ("policy", ToolPolicy, policy_block),
-            ("budget", Budget, budget_block)) if name}
-        flow_run = submit_plan(plan, str(repo.resolve()), ref=ref, deployment=deployment, parameters=blocks)
-    except PlanError as exc:
+            ("budget", Budget, budget_block)) if block})
+        flow_run = submit_plan(plan, str(repo.resolve()), ref=ref, deployment=deployment, parameters=extra)
+    except (PlanError, RecipeError, yaml.YAMLError) as exc:
         raise _fail(str(exc), 2) from None
     except AgenticError as exc:
         raise _fail(str(exc), 3) from None

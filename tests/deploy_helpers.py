@@ -1,0 +1,116 @@
+"""A real Prefect stack for the deployment tests: a fresh checkout, a server, workers.
+
+Everything runs as a user would run it: `agentic up` / `agentic init` /
+`prefect deploy --all` / `prefect worker start` / `agentic submit` as
+subprocesses with their own PREFECT_HOME and AGENTIC_HOME.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def fresh_checkout(dest: Path) -> Path:
+    """This repository's files as a fresh clone has them (tracked and new files, nothing ignored)."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        source = ROOT / rel
+        if source.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / rel)
+    return dest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrefectStack:
+    """A Prefect server at ``api_url`` with the environment its clients and workers use."""
+
+    def __init__(self, home: Path, port: int, extra_env: dict[str, str] | None = None) -> None:
+        self.home = home
+        self.port = port
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        self.checkout = fresh_checkout(home / "checkout")
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")},
+            "PREFECT_HOME": str(home / "prefect"), "AGENTIC_HOME": str(home / "agentic"),
+            "PREFECT_API_URL": self.api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO",
+            "AGENTIC_PYTHON": sys.executable, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            **(extra_env or {}),
+        }
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+
+    def run(self, *command: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run a command (``agentic …``, ``prefect …``) in the stack's environment."""
+        return subprocess.run([str(BIN / command[0]), *command[1:]], check=False, cwd=cwd or self.checkout,
+                              env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def start_worker(self, name: str, pool: str = "agentic-process", limit: int | None = None) -> None:
+        command = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--name", name]
+        if limit:
+            command += ["--limit", str(limit)]
+        log = (self.home / f"worker-{name}.log").open("ab")
+        self.workers[name] = subprocess.Popen(command, env=self.env, cwd=self.home, stdout=log,
+                                              stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL the worker and every flow run process it started (its process group)."""
+        process = self.workers.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def stop_workers(self) -> None:
+        for name in list(self.workers):
+            process = self.workers.pop(name)
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            except ProcessLookupError:
+                pass
+
+    def worker_log(self, name: str) -> str:
+        return (self.home / f"worker-{name}.log").read_text(errors="replace")
+
+    @contextmanager
+    def client(self) -> Iterator[SyncPrefectClient]:
+        with temporary_settings({PREFECT_API_URL: self.api_url}), get_client(sync_client=True) as client:
+            yield client
+
+
+def wait_for_state(stack: PrefectStack, flow_run_id: UUID, names: set[str], timeout: float = 180) -> Any:
+    """The flow run once its state is one of ``names`` (e.g. {"Paused"}, {"Completed", "Failed"})."""
+    deadline = time.monotonic() + timeout
+    with stack.client() as client:
+        while time.monotonic() < deadline:
+            flow_run = client.read_flow_run(flow_run_id)
+            if flow_run.state and flow_run.state.name in names:
+                return flow_run
+            time.sleep(0.5)
+    raise TimeoutError(f"flow run {flow_run_id} not in {names} within {timeout:g}s "
+                       f"(last: {flow_run.state.name if flow_run.state else None})")
