@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -68,6 +69,31 @@ class PrefectStack:
         return subprocess.run([str(BIN / command[0]), *command[1:]], check=False, cwd=cwd or self.checkout,
                               env=self.env, capture_output=True, text=True, timeout=timeout)
 
+    def start_server(self, timeout: float = 120) -> None:
+        """`prefect server start` on this stack's port (its database from the environment)."""
+        log = (self.home / "server.log").open("ab")
+        self.server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                                        "--port", str(self.port)], env=self.env, cwd=self.home, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.server.poll() is None, (self.home / "server.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"no Prefect server at {self.api_url} within {timeout:g}s")
+
+    def stop_server(self) -> None:
+        os.killpg(self.server.pid, signal.SIGTERM)
+        try:
+            self.server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.server.pid, signal.SIGKILL)
+            self.server.wait()
+
     def start_worker(self, name: str, pool: str = "agentic-process", limit: int | None = None) -> None:
         command = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--name", name]
         if limit:
@@ -76,11 +102,21 @@ class PrefectStack:
         self.workers[name] = subprocess.Popen(command, env=self.env, cwd=self.home, stdout=log,
                                               stderr=subprocess.STDOUT, start_new_session=True)
 
-    def kill_worker(self, name: str) -> None:
-        """SIGKILL the worker and every flow run process it started (its process group)."""
+    def kill_worker(self, name: str) -> list[int]:
+        """SIGKILL the worker and every process under it, as when its machine dies.
+
+        The process worker starts flow runs in sessions of their own, so its
+        process group alone would leave them running.
+        """
         process = self.workers.pop(name)
-        os.killpg(process.pid, signal.SIGKILL)
+        doomed = [process.pid, *_descendants(process.pid)]
+        for pid in doomed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         process.wait()
+        return doomed
 
     def stop_workers(self) -> None:
         for name in list(self.workers):
@@ -101,6 +137,22 @@ class PrefectStack:
     def client(self) -> Iterator[SyncPrefectClient]:
         with temporary_settings({PREFECT_API_URL: self.api_url}), get_client(sync_client=True) as client:
             yield client
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def wait_for_state(stack: PrefectStack, flow_run_id: UUID, names: set[str], timeout: float = 180) -> Any:

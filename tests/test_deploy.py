@@ -148,7 +148,7 @@ def test_named_limits_are_created_on_demand_and_bound_concurrent_holders(stack: 
     def hold() -> None:
         nonlocal running, peak
         with temporary_settings({PREFECT_API_URL: stack.api_url}), \
-                holding({"agentic-test-sandboxes": 2}, lease_seconds=30):
+                holding({"agentic-test-sandboxes": 2}, lease_seconds=60):
             with lock:
                 running += 1
                 peak = max(peak, running)

@@ -107,10 +107,10 @@ class SandboxSettings(Block):
         ),
     )
     slot_lease_seconds: float = Field(
-        default=60, ge=5,
+        default=60, ge=60,
         description=(
-            "Lease of a concurrency slot: renewed while held; a holder that died frees its "
-            "slot this long after its last renewal."
+            "Lease of a concurrency slot (at least 60 s, the server's minimum): renewed while held; a "
+            "holder that died frees its slot this long after its last renewal."
         ),
     )
 

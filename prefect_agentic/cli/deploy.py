@@ -28,10 +28,15 @@ def _fail(message: str, code: int) -> typer.Exit:
 def init(
     name: Annotated[str, typer.Option(help="Name of the default block documents.")] = "default",
     overwrite: Annotated[bool, typer.Option(help="Replace existing documents of that name.")] = False,
+    crash_after: Annotated[float, typer.Option(
+        help="Seconds without a heartbeat after which a flow run counts as crashed and is retried "
+             "(keep it well above the workers' PREFECT_FLOWS_HEARTBEAT_FREQUENCY, default 180).",
+    )] = 600,
 ) -> None:
-    """Register the pack's blocks, save default documents and create the work pools."""
+    """Register the pack's blocks, save default documents, create the work pools and crash automations."""
     from prefect.settings import PREFECT_API_URL
 
+    from prefect_agentic.automations import ensure_crash_automations
     from prefect_agentic.blocks.defaults import save_default_documents
     from prefect_agentic.work_pools import ensure_work_pools
 
@@ -43,6 +48,8 @@ def init(
         typer.echo(f"  block {doc.block_type}/{doc.name}: {doc.outcome}")
     for pool, outcome in ensure_work_pools().items():
         typer.echo(f"  work pool {pool}: {outcome}")
+    for automation, outcome in ensure_crash_automations(crash_after).items():
+        typer.echo(f"  automation '{automation}': {outcome}")
 
 
 def submit(

@@ -1,0 +1,198 @@
+"""Scale-out on Prefect's own engine: a server on PostgreSQL, two workers on one pool.
+
+40 flow runs of a one-step plan submitted at once all complete, both workers
+take work, and the global sandbox limit is never exceeded. Then a worker is
+SIGKILLed (with its flow-run processes, as when its machine dies) while it
+holds running flows: the crash automation finds them, Prefect puts them back
+to AwaitingRetry, and the other worker finishes them with the completed steps
+from the cache (none executed twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from conftest import ROOT, _missing
+from deploy_helpers import PrefectStack, free_port, wait_for_state
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from prefect_agentic.blocks import SandboxSettings
+from prefect_agentic.plan.loader import plan_from_data
+from prefect_agentic.submit import submit_plan
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+PG_ROLE = PG_PASSWORD = "prefect_agentic"  # made by scripts/setup.sh postgres
+LIMIT = "agentic-scale-sandboxes"
+SLOTS = 3
+RUNS = 40
+FINAL = {"Completed", "Failed", "Crashed", "Cancelled"}
+
+
+async def _admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(user=PG_ROLE, password=PG_PASSWORD, host="127.0.0.1", database="postgres")
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this module's Prefect server (dropped afterwards)."""
+    database = f"agentic_scale_{secrets.token_hex(4)}"
+    try:
+        asyncio.run(_admin(f"CREATE DATABASE {database}"))
+    except Exception:  # noqa: BLE001 - not running yet: the set-up phase installs and starts it
+        subprocess.run(["bash", str(ROOT / "scripts/setup.sh"), "postgres"], check=False, capture_output=True)
+        try:
+            asyncio.run(_admin(f"CREATE DATABASE {database}"))
+        except Exception as exc:  # noqa: BLE001
+            _missing(f"PostgreSQL does not answer on 127.0.0.1:5432 as {PG_ROLE} ({exc})")
+    yield f"postgresql+asyncpg://{PG_ROLE}:{PG_PASSWORD}@127.0.0.1:5432/{database}"
+    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, postgres_url, sandbox_image) -> Iterator[PrefectStack]:  # type: ignore[no-untyped-def]
+    """Server on PostgreSQL, `agentic init`, run-plan deployed, two workers on agentic-process."""
+    stack = PrefectStack(tmp_path_factory.mktemp("scale"), free_port(), extra_env={
+        "PREFECT_API_DATABASE_CONNECTION_URL": postgres_url,
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",  # Prefect's minimum
+    })
+    stack.start_server()
+    try:
+        for command in (("agentic", "init", "--crash-after", "70"),
+                        ("prefect", "--no-prompt", "deploy", "--name", "run-plan/default")):
+            done = stack.run(*command)
+            assert done.returncode == 0, done.stdout + done.stderr
+        with temporary_settings({PREFECT_API_URL: stack.api_url}):
+            SandboxSettings(concurrency_limit=LIMIT, max_concurrent_sandboxes=SLOTS).save("scale")
+        for name in ("w1", "w2"):
+            stack.start_worker(name, limit=4)
+        yield stack
+    finally:
+        stack.stop_workers()
+        stack.stop_server()
+
+
+class SlotWatcher:
+    """Polls the global limit's active slots while the runs go on; keeps the peak."""
+
+    def __init__(self, stack: PrefectStack) -> None:
+        self.stack, self.peak, self.samples = stack, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        with self.stack.client() as client:
+            while not self._stop.is_set():
+                try:
+                    limit = client.read_global_concurrency_limit_by_name(LIMIT)
+                except Exception:  # noqa: BLE001 - not created yet (first step creates it)
+                    time.sleep(0.2)
+                    continue
+                self.peak, self.samples = max(self.peak, limit.active_slots), self.samples + 1
+                time.sleep(0.2)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return self.peak
+
+
+def _submit(stack: PrefectStack, plans: list[dict], repo: Path) -> list[UUID]:
+    with temporary_settings({PREFECT_API_URL: stack.api_url}):
+        sandbox = SandboxSettings.load("scale").model_dump(mode="json")
+        return [submit_plan(plan_from_data(p, "test"), str(repo), parameters={"sandbox": sandbox}).id
+                for p in plans]
+
+
+def _wait_all(stack: PrefectStack, ids: list[UUID], timeout: float) -> list:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    return [wait_for_state(stack, i, FINAL, timeout=max(1, deadline - time.monotonic())) for i in ids]
+
+
+def _worker_of(stack: PrefectStack) -> dict[str, str]:
+    """flow run id → the worker that (last) submitted it, from the workers' own logs."""
+    owner = {}
+    for log in sorted(stack.home.glob("worker-*.log")):
+        name = log.stem.removeprefix("worker-")
+        for flow_run_id in re.findall(r"Worker '[^']+' submitting flow run '([0-9a-f-]{36})'", log.read_text()):
+            owner[flow_run_id] = name
+    return owner
+
+
+def test_forty_runs_spread_over_two_workers_within_the_sandbox_limit(stack: PrefectStack, make_repo) -> None:  # type: ignore[no-untyped-def]
+    repo = make_repo({"f": "x"})
+    plans = [{"id": f"scale-{i:02d}", "goal": "one sandboxed second",
+              "steps": [{"id": "work", "tool": "shell", "args": {"command": "sleep 1"}}]} for i in range(RUNS)]
+    watcher = SlotWatcher(stack)
+    ids = _submit(stack, plans, repo)
+    finished = _wait_all(stack, ids, timeout=420)
+    peak = watcher.stop()
+
+    assert [f.state.name for f in finished] == ["Completed"] * RUNS
+    owners = _worker_of(stack)
+    per_worker = {w: sum(1 for i in ids if owners.get(str(i)) == w) for w in ("w1", "w2")}
+    assert sum(per_worker.values()) == RUNS and min(per_worker.values()) > 0, per_worker
+    assert 1 <= peak <= SLOTS, (peak, watcher.samples)
+    with stack.client() as client:
+        assert client.read_global_concurrency_limit_by_name(LIMIT).active_slots == 0
+
+
+def test_runs_of_a_killed_worker_are_crashed_retried_and_finish_from_the_cache(  # type: ignore[no-untyped-def]
+        stack: PrefectStack, make_repo) -> None:
+    repo = make_repo({"f": "x"})
+    plans = [{"id": f"kill-{i}", "goal": "survive a dead worker", "steps": [
+        {"id": "first", "tool": "shell", "writes_workspace": True, "args": {"command": "echo done > first.txt"}},
+        {"id": "second", "tool": "shell", "depends_on": ["first"], "args": {"command": "sleep 25"}},
+    ]} for i in range(6)]
+    ids = _submit(stack, plans, repo)
+
+    victims = _running_second_steps(stack, ids, worker="w2", timeout=180)
+    stack.kill_worker("w2")
+    finished = _wait_all(stack, ids, timeout=300)
+    assert [f.state.name for f in finished] == ["Completed"] * len(ids)
+
+    with stack.client() as client:
+        for flow_run_id in ids:
+            history = [s.name for s in client.read_flow_run_states(flow_run_id)]
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            executed = [t.name for t in tasks if t.state and t.state.name == "Completed"]
+            # no completed step ran twice; every step has a result
+            assert sorted(executed) == sorted(set(executed)), (flow_run_id, executed)
+            assert {t.name for t in tasks if t.state and t.state.is_completed()} == {"first", "second"}
+            if flow_run_id in victims:
+                assert "Crashed" in history and "AwaitingRetry" in history, history
+                assert client.read_flow_run(flow_run_id).run_count == 2
+                assert sorted((t.name, t.state.name) for t in tasks if t.name == "first") == [
+                    ("first", "Cached"), ("first", "Completed")]
+
+
+def _running_second_steps(stack: PrefectStack, ids: list[UUID], worker: str, timeout: float) -> set[UUID]:
+    """Wait until ``worker`` runs the second step of at least one flow run; those runs."""
+    deadline = time.monotonic() + timeout
+    with stack.client() as client:
+        while time.monotonic() < deadline:
+            owners = _worker_of(stack)
+            mine = [i for i in ids if owners.get(str(i)) == worker]
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=mine))) if mine else []
+            running = {t.flow_run_id for t in tasks if t.name == "second" and t.state and t.state.is_running()}
+            if running:
+                return running  # type: ignore[return-value]
+            time.sleep(0.5)
+    raise TimeoutError(f"worker {worker} ran no second step within {timeout:g}s")
