@@ -27,7 +27,11 @@ _FINAL_OR_WAITING = {"prefect.flow-run.Completed", "prefect.flow-run.Failed", "p
 
 
 def crash_automations(silence_seconds: float) -> list[Automation]:
-    """The two automations; ``silence_seconds`` without a heartbeat means the run is dead."""
+    """The two automations; ``silence_seconds`` without a heartbeat means the run is dead.
+
+    The detector expects a heartbeat (or a final or waiting state) within
+    ``silence_seconds`` of the run's start and of each heartbeat.
+    """
     ours = {"prefect.resource.id": f"prefect.tag.{RUN_TAG}"}
     runs = {"prefect.resource.id": "prefect.flow-run.*"}
     detector = Automation(
@@ -35,7 +39,8 @@ def crash_automations(silence_seconds: float) -> list[Automation]:
         description=f"A flow run tagged '{RUN_TAG}' that sent no heartbeat for {silence_seconds:g} s "
                     "(its worker or process died) is marked Crashed.",
         trigger=EventTrigger(
-            match=runs, match_related=ours, after={"prefect.flow-run.heartbeat"},
+            # armed when the run starts too: a run killed before its first heartbeat is found
+            match=runs, match_related=ours, after={"prefect.flow-run.heartbeat", "prefect.flow-run.Running"},
             expect={"prefect.flow-run.heartbeat", *_FINAL_OR_WAITING}, for_each={"prefect.resource.id"},
             posture=Posture.Proactive, threshold=1, within=timedelta(seconds=silence_seconds)),
         actions=[ChangeFlowRunState(

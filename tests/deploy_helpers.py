@@ -7,6 +7,7 @@ subprocesses with their own PREFECT_HOME and AGENTIC_HOME.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -137,6 +138,27 @@ class PrefectStack:
     def client(self) -> Iterator[SyncPrefectClient]:
         with temporary_settings({PREFECT_API_URL: self.api_url}), get_client(sync_client=True) as client:
             yield client
+
+
+PG_ROLE = PG_PASSWORD = "prefect_agentic"  # made by scripts/setup.sh postgres
+
+
+def postgres(sql: str) -> None:
+    """Run one SQL statement as the set-up's PostgreSQL role (on 127.0.0.1:5432)."""
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(user=PG_ROLE, password=PG_PASSWORD, host="127.0.0.1", database="postgres")
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def postgres_database_url(database: str) -> str:
+    return f"postgresql+asyncpg://{PG_ROLE}:{PG_PASSWORD}@127.0.0.1:5432/{database}"
 
 
 def _descendants(pid: int) -> list[int]:

@@ -10,7 +10,6 @@ from the cache (none executed twice).
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 import subprocess
@@ -22,7 +21,14 @@ from uuid import UUID
 
 import pytest
 from conftest import ROOT, _missing
-from deploy_helpers import PrefectStack, free_port, wait_for_state
+from deploy_helpers import (
+    PG_ROLE,
+    PrefectStack,
+    free_port,
+    postgres,
+    postgres_database_url,
+    wait_for_state,
+)
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -32,21 +38,10 @@ from prefect_agentic.submit import submit_plan
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-PG_ROLE = PG_PASSWORD = "prefect_agentic"  # made by scripts/setup.sh postgres
 LIMIT = "agentic-scale-sandboxes"
 SLOTS = 3
 RUNS = 40
 FINAL = {"Completed", "Failed", "Crashed", "Cancelled"}
-
-
-async def _admin(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(user=PG_ROLE, password=PG_PASSWORD, host="127.0.0.1", database="postgres")
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +49,15 @@ def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this module's Prefect server (dropped afterwards)."""
     database = f"agentic_scale_{secrets.token_hex(4)}"
     try:
-        asyncio.run(_admin(f"CREATE DATABASE {database}"))
+        postgres(f"CREATE DATABASE {database}")
     except Exception:  # noqa: BLE001 - not running yet: the set-up phase installs and starts it
         subprocess.run(["bash", str(ROOT / "scripts/setup.sh"), "postgres"], check=False, capture_output=True)
         try:
-            asyncio.run(_admin(f"CREATE DATABASE {database}"))
+            postgres(f"CREATE DATABASE {database}")
         except Exception as exc:  # noqa: BLE001
             _missing(f"PostgreSQL does not answer on 127.0.0.1:5432 as {PG_ROLE} ({exc})")
-    yield f"postgresql+asyncpg://{PG_ROLE}:{PG_PASSWORD}@127.0.0.1:5432/{database}"
-    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+    yield postgres_database_url(database)
+    postgres(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
 @pytest.fixture(scope="module")
