@@ -139,17 +139,31 @@ def run(plan: dict, repo: Path, settings: SandboxSettings, *, fresh: bool = True
     return elapsed, report
 
 
-def per_step_latency(mode: str, repo: Path, chain: int, repeats: int, *, slot: bool = True) -> float:
+def per_step_latency(mode: str, repo: Path, chain: int, repeats: int, *, slot: bool = True,
+                     tag: str = "") -> float:
     """Marginal cost of a step; ``slot=False`` runs without the global sandbox concurrency limit."""
     settings = SandboxSettings(image=IMAGE, mode=mode)
     if not slot:
         settings.concurrency_limit = None
-    tag = "" if slot else "-noslot"
+    tag += "" if slot else "-noslot"
     one = chain_plan(f"bench-{mode}{tag}-1", 1, COMMAND)
     many = chain_plan(f"bench-{mode}{tag}-{chain + 1}", chain + 1, COMMAND)
     t_one = timed(lambda: run(one, repo, settings), repeats)
     t_many = timed(lambda: run(many, repo, settings), repeats)
     return (t_many - t_one) / chain
+
+
+def slot_costs(repo: Path, chain: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """Per-step latency with and without the global sandbox limit, on a real (temporary) server.
+
+    The limit only applies on a server (on the ephemeral API there is nobody to share it with).
+    """
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        return {mode: (per_step_latency(mode, repo, chain, repeats, slot=True, tag="-server"),
+                       per_step_latency(mode, repo, chain, repeats, slot=False, tag="-server"))
+                for mode in ("warm", "per_step")}
 
 
 def resume_ratio(repo: Path) -> tuple[float, float, float, int]:
@@ -189,7 +203,6 @@ def main() -> None:
 
     exec_cli, exec_sdk = raw_exec_latency(repeats * 2)
     warm_s = per_step_latency("warm", repo, chain, max(2, repeats // 3))
-    warm_noslot_s = per_step_latency("warm", repo, chain, max(2, repeats // 3), slot=False)
     run_cli, run_sdk = raw_run_latency(repeats)
     per_step_s = per_step_latency("per_step", repo, chain, max(2, repeats // 3))
     print(f"raw docker exec (CLI)      {exec_cli * 1000:8.1f} ms")
@@ -197,8 +210,6 @@ def main() -> None:
     print(f"our step, warm container   {warm_s * 1000:8.1f} ms   ratio {warm_s / exec_sdk:5.2f}x "
           f"SDK, {warm_s / exec_cli:5.2f}x CLI  "
           f"(target <= {TARGETS['warm']}x SDK: {verdict(warm_s / exec_sdk, TARGETS['warm'])})")
-    print(f"  without a sandbox slot   {warm_noslot_s * 1000:8.1f} ms   (the global concurrency slot "
-          f"adds {(warm_s - warm_noslot_s) * 1000:+.1f} ms a step)")
     print(f"raw docker run --rm (CLI)  {run_cli * 1000:8.1f} ms")
     print(f"raw docker run --rm (SDK)  {run_sdk * 1000:8.1f} ms")
     print(f"our step, container/step   {per_step_s * 1000:8.1f} ms   ratio {per_step_s / run_sdk:5.2f}x "
@@ -214,6 +225,10 @@ def main() -> None:
     floor = (100 - cached) / 89
     print(f"  note: {100 - cached} of 100 steps must execute on resume, so a resume that costs nothing "
           f"but those steps is {floor:.3f} of the first run")
+
+    for mode, (with_slot, without) in slot_costs(repo, chain, max(2, repeats // 3)).items():
+        print(f"on a Prefect server, {mode:8s} {with_slot * 1000:8.1f} ms a step with the sandbox slot, "
+              f"{without * 1000:8.1f} ms without: the slot adds {(with_slot - without) * 1000:+.1f} ms")
 
     for mode in ("warm", "per_step"):
         elapsed = parallel_seconds(mode, repo)

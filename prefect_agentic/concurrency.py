@@ -9,6 +9,11 @@ worker never keeps a slot for good.
 A limit the pack uses is created the first time it is needed, with the size
 its settings give; an existing limit keeps the size it has (an operator may
 have changed it with ``prefect gcl update``).
+
+Limits apply when the process talks to a Prefect server (``PREFECT_API_URL``).
+On Prefect's ephemeral API (a lone ``agentic run``) there is nobody to share
+them with, and starting that API only to count slots would cost more than
+the run.
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ from prefect.settings import PREFECT_API_URL
 
 _known: set[tuple[str | None, str]] = set()
 _known_lock = threading.Lock()
+
+
+def shared_api() -> bool:
+    """Whether this process talks to a Prefect server that other processes share."""
+    return bool(PREFECT_API_URL.value())
 
 
 def ensure_limit(name: str, limit: int, slot_decay_per_second: float | None = None) -> None:
@@ -71,7 +81,7 @@ def holding(limits: dict[str, int], lease_seconds: float) -> Iterator[None]:
     step pays no renewal, and nothing runs through Prefect's batching service
     (which costs more than a whole step in warm mode, see bench/step_overhead.py).
     """
-    if not limits:
+    if not limits or not shared_api():
         yield
         return
     for name, size in limits.items():
@@ -137,5 +147,7 @@ def wait_for_rate(name: str, per_minute: float) -> None:
     The limit is created on demand as a Prefect rate limit: a burst of
     ``ceil(per_minute / 60)`` slots that decay at ``per_minute / 60`` a second.
     """
+    if not shared_api():
+        return
     ensure_limit(name, max(1, math.ceil(per_minute / 60)), slot_decay_per_second=per_minute / 60)
     rate_limit(name, occupy=1, strict=True)

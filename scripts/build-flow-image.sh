@@ -14,8 +14,11 @@ docker image inspect "$BASE" >/dev/null 2>&1 || { log "base image $BASE missing 
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 log "wheels of prefect-agentic and its dependencies (host, $("$PY" --version))"
-"$PY" -m pip wheel --quiet --wheel-dir "$ctx/wheels" "$ROOT"
-"$PY" -m pip download --quiet --no-deps --dest "$ctx/wheels" pip   # pip runs from its own wheel in the build
+"$PY" -m pip wheel --quiet --wheel-dir "$ctx/wheels" "$ROOT" 2> >(grep -v "is ignored: it is neither" >&2)
+# pip runs from its own wheel in the build; async-timeout is what the host's newer 3.11 does not
+# need but the image's Debian 3.11.2 does (redis requires it before 3.11.3)
+"$PY" -m pip download --quiet --no-deps --dest "$ctx/wheels" pip async-timeout \
+  2> >(grep -v "is ignored: it is neither" >&2)
 log "the checkout (deployment entrypoints) into /opt/prefect-agentic"
 mkdir "$ctx/pack"
 git -C "$ROOT" ls-files -z | (cd "$ROOT" && xargs -0 cp --parents -t "$ctx/pack")
