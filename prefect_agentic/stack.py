@@ -62,7 +62,7 @@ def start_stack(host: str = "127.0.0.1", port: int = 4200, pool: str = PROCESS_P
     server = _spawn([sys.executable, "-m", "prefect", "server", "start", "--host", host,
                      "--port", str(port)], home / "server.log", env)
     try:
-        _wait_healthy(api_url, server, home / "server.log", timeout)
+        wait_healthy(api_url, server, home / "server.log", timeout)
     except StackError:
         _stop(server.pid)
         raise
@@ -92,7 +92,8 @@ def _spawn(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Pop
                                 env=env, start_new_session=True)
 
 
-def _wait_healthy(api_url: str, server: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+def wait_healthy(api_url: str, server: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Wait until the server started as ``server`` answers at ``api_url``; StackError if it dies or stays mute."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import httpx
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from prefect_agentic.stack import wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -76,16 +77,7 @@ class PrefectStack:
         self.server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
                                         "--port", str(self.port)], env=self.env, cwd=self.home, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.server.poll() is None, (self.home / "server.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"no Prefect server at {self.api_url} within {timeout:g}s")
+        wait_healthy(self.api_url, self.server, self.home / "server.log", timeout)
 
     def stop_server(self) -> None:
         os.killpg(self.server.pid, signal.SIGTERM)

@@ -21,6 +21,7 @@ from deploy_helpers import PrefectStack, free_port, wait_for_state
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from test_agent_loop import GATED
 
 from prefect_agentic.concurrency import holding, wait_for_rate
 from prefect_agentic.workspace import resolve_base, run_key
@@ -38,14 +39,6 @@ steps:
   - {id: tests, tool: pytest, depends_on: [hello], success: {tests_failed: 0}}
 """
 
-GATED = """
-id: gated
-goal: Needs a human
-steps:
-  - {id: prepare, tool: shell, writes_workspace: true, args: {command: "echo ready > READY"}}
-  - {id: check, tool: shell, depends_on: [prepare], args: {command: "test -f .agentic/go-ahead"}}
-  - {id: after, tool: shell, depends_on: [check], args: {command: "cat READY"}}
-"""
 
 
 @pytest.fixture(scope="module")
