@@ -127,6 +127,7 @@ class Workspace:
             raise WorkspaceError(f"{path} is not a run workspace (no git repository)") from None
         self._lock = threading.Lock()
         self._occupancy = _Occupancy()
+        self._known_commits: set[str] = set()
 
     @classmethod
     def prepare(
@@ -176,11 +177,19 @@ class Workspace:
         return marker.read_text().strip()
 
     def has_commit(self, sha: str) -> bool:
+        """Whether the workspace holds commit ``sha``.
+
+        Every step asks this of its input snapshot; a commit found once stays
+        (nothing here deletes snapshots), so git is asked only the first time.
+        """
+        if sha in self._known_commits:
+            return True
         try:
             self._git("cat-file", "-e", f"{sha}^{{commit}}")
-            return True
         except git.GitCommandError:
             return False
+        self._known_commits.add(sha)
+        return True
 
     @contextmanager
     def checkout(self, snapshot: str, *, exclusive: bool) -> Iterator[Path]:

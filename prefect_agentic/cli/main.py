@@ -148,6 +148,7 @@ def run(
     from prefect_agentic.flows.run_plan import run_plan
     from prefect_agentic.record.progress import subscribe
     from prefect_agentic.sandbox.runner import check_ready
+    from prefect_agentic.settings import embedded_run_settings
     from prefect_agentic.workspace import resolve_base
 
     policy = _load_block("--policy-block", ToolPolicy, policy_block)
@@ -176,7 +177,7 @@ def run(
     unsubscribe = subscribe(display.on_event)
     flow = run_plan.with_options(task_runner=ThreadPoolTaskRunner(max_workers=concurrency))
     try:
-        with display:
+        with display, embedded_run_settings():
             state = flow(plan=plan, repo=str(repo.resolve()), ref=ref, sandbox=settings, fresh=fresh,
                          policy=policy, budget=budget, loop=loop, return_state=True)
     finally:
