@@ -7,7 +7,7 @@ Prints:
   * runs per minute (first submission to last completion);
   * the per-run overhead of going through a deployment: mean latency of a
     flow run (created → completed) against the same plan run in this process
-    with ``run_plan`` (the baseline, measured here first), and their ratio.
+    with ``run_plan`` on the same server (the baseline), and their ratio.
 
 Needs what the scale-out test needs (``make setup``: Docker, the sandbox
 image, PostgreSQL). Usage: ``python bench/scale_out.py [--runs 20] [--workers 2]``.
@@ -59,7 +59,7 @@ def make_repo() -> Path:
 
 
 def in_process_seconds(repo: Path, repeats: int = 3) -> float:
-    """Baseline: the same plan run by ``run_plan`` in this process (ephemeral API)."""
+    """Baseline: the same plan run by ``run_plan`` in this process, on the same server."""
     times = []
     for i in range(repeats):
         started = time.perf_counter()
@@ -75,7 +75,6 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=4, help="flow runs per worker at once")
     options = parser.parse_args()
     repo = make_repo()
-    baseline = in_process_seconds(repo)
 
     database = f"agentic_bench_{secrets.token_hex(4)}"
     postgres(f"CREATE DATABASE {database}")
@@ -89,6 +88,7 @@ def main() -> None:
         for i in range(options.workers):
             stack.start_worker(f"w{i + 1}", limit=options.limit)
         with temporary_settings({PREFECT_API_URL: stack.api_url}):
+            baseline = in_process_seconds(repo)
             sandbox = SandboxSettings().model_dump(mode="json")
             started = time.perf_counter()
             ids = [submit_plan(plan_from_data(one_step_plan(f"bench-scale-{i:03d}"), "bench"), str(repo),
