@@ -32,13 +32,10 @@ from prefect.concurrency.sync import rate_limit
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL
 
+from prefect_agentic.settings import uses_embedded_api
+
 _known: set[tuple[str | None, str]] = set()
 _known_lock = threading.Lock()
-
-
-def shared_api() -> bool:
-    """Whether this process talks to a Prefect server that other processes share."""
-    return bool(PREFECT_API_URL.value())
 
 
 def ensure_limit(name: str, limit: int, slot_decay_per_second: float | None = None) -> None:
@@ -81,7 +78,7 @@ def holding(limits: dict[str, int], lease_seconds: float) -> Iterator[None]:
     step pays no renewal, and nothing runs through Prefect's batching service
     (which costs more than a whole step in warm mode, see bench/step_overhead.py).
     """
-    if not limits or not shared_api():
+    if not limits or uses_embedded_api():
         yield
         return
     for name, size in limits.items():
@@ -147,7 +144,7 @@ def wait_for_rate(name: str, per_minute: float) -> None:
     The limit is created on demand as a Prefect rate limit: a burst of
     ``ceil(per_minute / 60)`` slots that decay at ``per_minute / 60`` a second.
     """
-    if not shared_api():
+    if uses_embedded_api():
         return
     ensure_limit(name, max(1, math.ceil(per_minute / 60)), slot_decay_per_second=per_minute / 60)
     rate_limit(name, occupy=1, strict=True)
