@@ -26,12 +26,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from uuid import UUID
 
+import httpx
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import rate_limit
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL
 
+from prefect_agentic.errors import ConcurrencyLimitError
 from prefect_agentic.settings import uses_embedded_api
 
 _known: set[tuple[str | None, str]] = set()
@@ -81,10 +83,16 @@ def holding(limits: dict[str, int], lease_seconds: float) -> Iterator[None]:
     if not limits or uses_embedded_api():
         yield
         return
-    for name, size in limits.items():
-        ensure_limit(name, size)
-    client = _client()
-    lease_id = _acquire(client, sorted(limits), lease_seconds)
+    names = sorted(limits)
+    try:
+        for name, size in limits.items():
+            ensure_limit(name, size)
+        client = _client()
+        lease_id = _acquire(client, names, lease_seconds)
+    except (PrefectHTTPStatusError, httpx.HTTPError) as exc:
+        raise ConcurrencyLimitError(
+            f"cannot take a slot of concurrency limit(s) {', '.join(names)} on {PREFECT_API_URL.value()}: "
+            f"{exc}") from None
     stop = threading.Event()
     renewer = threading.Thread(target=_renew, args=(lease_id, lease_seconds, stop),
                                name="agentic-slot-lease", daemon=True)

@@ -173,3 +173,7 @@ class DeploymentError(AgenticError):
 
 class StackError(AgenticError):
     """The local Prefect stack (`agentic up`) did not start or stop as asked."""
+
+
+class ConcurrencyLimitError(AgenticError):
+    """A Prefect global concurrency limit could not be read, created or taken."""
