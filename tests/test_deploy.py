@@ -55,6 +55,8 @@ def stack(tmp_path_factory, sandbox_image) -> Iterator[PrefectStack]:  # type: i
 
 @pytest.fixture(scope="module")
 def deployed(stack: PrefectStack) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+    with stack.client() as client:  # before init: the server found the blocks through the entry point
+        assert client.read_block_type_by_slug("agentic-sandbox-settings").name == "Agentic Sandbox Settings"
     init = stack.run("agentic", "init")
     deploy = stack.run("prefect", "--no-prompt", "deploy", "--all")
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
@@ -77,6 +79,9 @@ def test_from_a_fresh_clone_init_deploy_and_submit_run_a_plan_end_to_end(  # typ
         deployments = {f"{client.read_flow(d.flow_id).name}/{d.name}" for d in client.read_deployments()}
         nightly = client.read_deployment_by_name("test-and-report/nightly")
     assert deployments == DEPLOYMENTS
+    registered = stack.run("prefect", "block", "register", "-m", "prefect_agentic.blocks")
+    for name in ("Agentic Budget", "Agentic LLM Endpoint", "Agentic Sandbox Settings", "Agentic Tool Policy"):
+        assert name in registered.stdout, registered.stdout + registered.stderr
     assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
 
     repo = make_repo({"test_ok.py": "def test_ok():\n    assert True\n"})
