@@ -22,6 +22,7 @@ from prefect.events.schemas.automations import EventTrigger, Posture
 RUN_TAG = "agentic"
 CRASH_DETECTOR = "agentic: silent flow runs are crashed"
 CRASH_RETRY = "agentic: crashed flow runs are retried"
+_STARTING = {"prefect.flow-run.Pending", "prefect.flow-run.Submitting", "prefect.flow-run.Running"}
 _FINAL_OR_WAITING = {"prefect.flow-run.Completed", "prefect.flow-run.Failed", "prefect.flow-run.Cancelled",
                      "prefect.flow-run.Crashed", "prefect.flow-run.Paused", "prefect.flow-run.Suspended"}
 
@@ -29,8 +30,9 @@ _FINAL_OR_WAITING = {"prefect.flow-run.Completed", "prefect.flow-run.Failed", "p
 def crash_automations(silence_seconds: float) -> list[Automation]:
     """The two automations; ``silence_seconds`` without a heartbeat means the run is dead.
 
-    The detector expects a heartbeat (or a final or waiting state) within
-    ``silence_seconds`` of the run's start and of each heartbeat.
+    The detector expects a sign of life (a heartbeat, the next starting state, a
+    final or waiting state) within ``silence_seconds`` of the run being taken by
+    a worker, of each step of its start, and of each heartbeat.
     """
     ours = {"prefect.resource.id": f"prefect.tag.{RUN_TAG}"}
     runs = {"prefect.resource.id": "prefect.flow-run.*"}
@@ -39,9 +41,11 @@ def crash_automations(silence_seconds: float) -> list[Automation]:
         description=f"A flow run tagged '{RUN_TAG}' that sent no heartbeat for {silence_seconds:g} s "
                     "(its worker or process died) is marked Crashed.",
         trigger=EventTrigger(
-            # armed when the run starts too: a run killed before its first heartbeat is found
-            match=runs, match_related=ours, after={"prefect.flow-run.heartbeat", "prefect.flow-run.Running"},
-            expect={"prefect.flow-run.heartbeat", *_FINAL_OR_WAITING}, for_each={"prefect.resource.id"},
+            # armed when a worker takes the run too: one killed before its first heartbeat (even
+            # while its process was still starting) is found as well
+            match=runs, match_related=ours, after={"prefect.flow-run.heartbeat", *_STARTING},
+            expect={"prefect.flow-run.heartbeat", *_STARTING, *_FINAL_OR_WAITING},
+            for_each={"prefect.resource.id"},
             posture=Posture.Proactive, threshold=1, within=timedelta(seconds=silence_seconds)),
         actions=[ChangeFlowRunState(
             state=StateType.CRASHED, name="Crashed",

@@ -69,7 +69,7 @@ def stack(tmp_path_factory, postgres_url, sandbox_image) -> Iterator[PrefectStac
     })
     stack.start_server()
     try:
-        for command in (("agentic", "init", "--crash-after", "70"),
+        for command in (("agentic", "init", "--crash-after", "90"),
                         ("prefect", "--no-prompt", "deploy", "--name", "run-plan/default")):
             done = stack.run(*command)
             assert done.returncode == 0, done.stdout + done.stderr
