@@ -123,6 +123,10 @@ class PrefectStack:
             except ProcessLookupError:
                 pass
 
+    def worker_processes(self) -> dict[str, set[int]]:
+        """Worker name → the pids of the processes it runs now (its flow runs)."""
+        return {name: set(_descendants(process.pid)) for name, process in self.workers.items()}
+
     def worker_log(self, name: str) -> str:
         return (self.home / f"worker-{name}.log").read_text(errors="replace")
 

@@ -10,7 +10,6 @@ from the cache (none executed twice).
 
 from __future__ import annotations
 
-import re
 import secrets
 import subprocess
 import threading
@@ -84,10 +83,12 @@ def stack(tmp_path_factory, postgres_url, sandbox_image) -> Iterator[PrefectStac
 
 
 class SlotWatcher:
-    """Polls the global limit's active slots while the runs go on; keeps the peak."""
+    """Polls the global limit's active slots while the runs go on (keeps the peak), and
+    which processes each worker runs (a flow run's infrastructure pid names its worker)."""
 
     def __init__(self, stack: PrefectStack) -> None:
         self.stack, self.peak, self.samples = stack, 0, 0
+        self.pids: dict[str, set[int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
@@ -101,6 +102,8 @@ class SlotWatcher:
                     time.sleep(0.2)
                     continue
                 self.peak, self.samples = max(self.peak, limit.active_slots), self.samples + 1
+                for worker, pids in self.stack.worker_processes().items():
+                    self.pids.setdefault(worker, set()).update(pids)
                 time.sleep(0.2)
 
     def stop(self) -> int:
@@ -121,14 +124,9 @@ def _wait_all(stack: PrefectStack, ids: list[UUID], timeout: float) -> list:  # 
     return [wait_for_state(stack, i, FINAL, timeout=max(1, deadline - time.monotonic())) for i in ids]
 
 
-def _worker_of(stack: PrefectStack) -> dict[str, str]:
-    """flow run id → the worker that (last) submitted it, from the workers' own logs."""
-    owner = {}
-    for log in sorted(stack.home.glob("worker-*.log")):
-        name = log.stem.removeprefix("worker-")
-        for flow_run_id in re.findall(r"Worker '[^']+' submitting flow run '([0-9a-f-]{36})'", log.read_text()):
-            owner[flow_run_id] = name
-    return owner
+def _pid(flow_run) -> int:  # type: ignore[no-untyped-def]
+    """The flow-run process of a process worker's run ("hostname:pid")."""
+    return int(str(flow_run.infrastructure_pid).rsplit(":", 1)[-1])
 
 
 def test_forty_runs_spread_over_two_workers_within_the_sandbox_limit(stack: PrefectStack, make_repo) -> None:  # type: ignore[no-untyped-def]
@@ -141,8 +139,7 @@ def test_forty_runs_spread_over_two_workers_within_the_sandbox_limit(stack: Pref
     peak = watcher.stop()
 
     assert [f.state.name for f in finished] == ["Completed"] * RUNS
-    owners = _worker_of(stack)
-    per_worker = {w: sum(1 for i in ids if owners.get(str(i)) == w) for w in ("w1", "w2")}
+    per_worker = {w: sum(1 for f in finished if _pid(f) in watcher.pids.get(w, set())) for w in ("w1", "w2")}
     assert sum(per_worker.values()) == RUNS and min(per_worker.values()) > 0, per_worker
     assert 1 <= peak <= SLOTS, (peak, watcher.samples)
     with stack.client() as client:
@@ -158,8 +155,12 @@ def test_runs_of_a_killed_worker_are_crashed_retried_and_finish_from_the_cache( 
     ]} for i in range(6)]
     ids = _submit(stack, plans, repo)
 
-    victims = _running_second_steps(stack, ids, worker="w2", timeout=180)
-    stack.kill_worker("w2")
+    _running_second_steps(stack, ids, worker="w2", timeout=180)
+    with stack.client() as client:
+        started = {i: client.read_flow_run(i) for i in ids}
+    doomed = set(stack.kill_worker("w2"))
+    victims = {i for i, f in started.items() if f.infrastructure_pid and _pid(f) in doomed}
+    assert victims
     finished = _wait_all(stack, ids, timeout=300)
     assert [f.state.name for f in finished] == ["Completed"] * len(ids)
 
@@ -178,16 +179,16 @@ def test_runs_of_a_killed_worker_are_crashed_retried_and_finish_from_the_cache( 
                     ("first", "Cached"), ("first", "Completed")]
 
 
-def _running_second_steps(stack: PrefectStack, ids: list[UUID], worker: str, timeout: float) -> set[UUID]:
-    """Wait until ``worker`` runs the second step of at least one flow run; those runs."""
+def _running_second_steps(stack: PrefectStack, ids: list[UUID], worker: str, timeout: float) -> None:
+    """Wait until a process of ``worker`` runs the second step of a flow run."""
     deadline = time.monotonic() + timeout
     with stack.client() as client:
         while time.monotonic() < deadline:
-            owners = _worker_of(stack)
-            mine = [i for i in ids if owners.get(str(i)) == worker]
-            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=mine))) if mine else []
-            running = {t.flow_run_id for t in tasks if t.name == "second" and t.state and t.state.is_running()}
-            if running:
-                return running  # type: ignore[return-value]
+            mine = stack.worker_processes()[worker]
+            runs = [f for f in (client.read_flow_run(i) for i in ids) if f.infrastructure_pid and _pid(f) in mine]
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[f.id for f in runs]))) if runs else []
+            if any(t.name == "second" and t.state and t.state.is_running() for t in tasks):
+                return
             time.sleep(0.5)
     raise TimeoutError(f"worker {worker} ran no second step within {timeout:g}s")
