@@ -42,7 +42,7 @@ from prefect_agentic.flows.run_plan import run_plan  # noqa: E402
 from prefect_agentic.plan.loader import plan_from_data  # noqa: E402
 from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe  # noqa: E402
 
-IMAGE = os.environ.get("AGENTIC_SANDBOX_IMAGE", "prefect-agentic/sandbox:1")
+IMAGE = os.environ.get("AGENTIC_SANDBOX_IMAGE", "prefect-agentic/sandbox:2")
 TARGET_S = 2.0
 PRECISION_S = 0.05  # how often the approver looks whether the run is paused
 RECORDS = logging.getLogger("prefect_agentic.record")

@@ -145,13 +145,31 @@ def run(plan: dict, repo: Path, settings: SandboxSettings, *, fresh: bool = True
     return elapsed, report
 
 
-def per_step_latency(mode: str, repo: Path, chain: int, repeats: int) -> float:
+def per_step_latency(mode: str, repo: Path, chain: int, repeats: int, *, slot: bool = True,
+                     tag: str = "") -> float:
+    """Marginal cost of a step; ``slot=False`` runs without the global sandbox concurrency limit."""
     settings = SandboxSettings(image=IMAGE, mode=mode)
-    one = chain_plan(f"bench-{mode}-1", 1, COMMAND)
-    many = chain_plan(f"bench-{mode}-{chain + 1}", chain + 1, COMMAND)
+    if not slot:
+        settings.concurrency_limit = None
+    tag += "" if slot else "-noslot"
+    one = chain_plan(f"bench-{mode}{tag}-1", 1, COMMAND)
+    many = chain_plan(f"bench-{mode}{tag}-{chain + 1}", chain + 1, COMMAND)
     t_one = timed(lambda: run(one, repo, settings), repeats)
     t_many = timed(lambda: run(many, repo, settings), repeats)
     return (t_many - t_one) / chain
+
+
+def slot_costs(repo: Path, chain: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """Per-step latency with and without the global sandbox limit, on a real (temporary) server.
+
+    The limit only applies on a server (on the ephemeral API there is nobody to share it with).
+    """
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        return {mode: (per_step_latency(mode, repo, chain, repeats, slot=True, tag="-server"),
+                       per_step_latency(mode, repo, chain, repeats, slot=False, tag="-server"))
+                for mode in ("warm", "per_step")}
 
 
 def resume_ratio(repo: Path) -> tuple[float, float, float, int]:
@@ -232,6 +250,10 @@ def main() -> None:
     floor = (100 - cached) / 89
     print(f"  note: {100 - cached} of 100 steps must execute on resume, so a resume that costs nothing "
           f"but those steps is {floor:.3f} of the first run")
+
+    for mode, (with_slot, without) in slot_costs(repo, chain, max(2, repeats // 3)).items():
+        print(f"on a Prefect server, {mode:8s} {with_slot * 1000:8.1f} ms a step with the sandbox slot, "
+              f"{without * 1000:8.1f} ms without: the slot adds {(with_slot - without) * 1000:+.1f} ms")
 
     floor_s = plain_prefect_parallel_seconds()
     print(f"16 x 1 s plain Prefect tasks, 8 at once {floor_s:6.2f} s   (Prefect's own floor)")

@@ -172,3 +172,15 @@ class SecretUnavailableError(ToolError):
 
 class AuditError(AgenticError):
     """An audit log or one of its objects is missing, unreadable or was tampered with."""
+
+
+class DeploymentError(AgenticError):
+    """A deployment, work pool or saved block the submission needs is not on the Prefect API."""
+
+
+class StackError(AgenticError):
+    """The local Prefect stack (`agentic up`) did not start or stop as asked."""
+
+
+class ConcurrencyLimitError(AgenticError):
+    """A Prefect global concurrency limit could not be read, created or taken."""

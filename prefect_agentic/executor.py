@@ -20,9 +20,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from prefect_agentic.blocks.budget import Budget
-from prefect_agentic.blocks.sandbox_settings import SandboxSettings
+from prefect_agentic.blocks.sandbox_settings import SandboxSettings, run_limit_name
 from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.budget import BudgetMeter, BudgetWarning
+from prefect_agentic.concurrency import forget_limit
 from prefect_agentic.errors import PolicyDeniedError, StepFailed
 from prefect_agentic.evaluator import Verdict, VerdictKind, evaluate
 from prefect_agentic.guard import StepGuard
@@ -78,6 +79,8 @@ class RunResources:
     meter: BudgetMeter
     recorder: Recorder = field(default_factory=LoggingRecorder)
     approved_steps: set[str] = field(default_factory=set)  # steps whose approval gate said yes
+    run_limit: str | None = None
+    """The run's own concurrency limit, deleted when the run ends."""
 
 
 _resources: dict[str, RunResources] = {}
@@ -92,7 +95,9 @@ def run_resources(run: RunContext) -> RunResources:
             workspace = Workspace(run.workspace, run.sandbox.workspace_owner())
             sandbox = open_sandbox(run.sandbox, run.workspace, run.run_key)
             meter = BudgetMeter(run.budget, started=run.started_at)
-            found = _resources[run.run_key] = RunResources(workspace, sandbox, meter)
+            found = _resources[run.run_key] = RunResources(
+                workspace, sandbox, meter,
+                run_limit=run_limit_name(run.run_key) if run.sandbox.max_sandboxes_per_run else None)
             meter.on_warning = partial(_warn_budget, found)
         return found
 
@@ -110,6 +115,8 @@ def close_run_resources(run_key: str) -> None:
         found = _resources.pop(run_key, None)
     if found is not None:
         found.sandbox.close()
+        if found.run_limit:
+            forget_limit(found.run_limit)
 
 
 def execute_step(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> StepResult:
@@ -162,7 +169,8 @@ def _attempt(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> 
             network=step.network,
             guard=guard,
         )
-        output = tool_cls().invoke(step.args, ctx)
+        with resources.sandbox.step_slot():
+            output = tool_cls().invoke(step.args, ctx)
         snapshot = input_snapshot
         if step.writes_workspace:
             snapshot = resources.workspace.snapshot(

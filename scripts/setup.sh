@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Set up a machine for prefect-agentic: Python environment, Docker engine, sandbox image.
+# Set up a machine for prefect-agentic: Python environment, Docker engine, sandbox image,
+# Chromium for the approval-form test, PostgreSQL for the Prefect server of the scale-out tests.
 # Idempotent: each phase is skipped when already done.
-# Usage: scripts/setup.sh [python] [docker] [image] [browser]
+# Usage: scripts/setup.sh [python] [docker] [image] [browser] [postgres]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 IMAGE=${AGENTIC_SANDBOX_IMAGE:-prefect-agentic/sandbox:2}
-PHASES=${*:-python docker image browser}
+PHASES=${*:-python docker image browser postgres}
+# The role the scale-out tests' Prefect servers use (each test session makes its own database).
+PG_ROLE=${AGENTIC_PG_ROLE:-prefect_agentic}
+PG_PASSWORD=${AGENTIC_PG_PASSWORD:-prefect_agentic}
 log() { printf '[setup] %s\n' "$*"; }
 
 need_apt() {  # install Debian packages, updating the index once
@@ -51,6 +55,23 @@ phase_browser() {  # Debian's Chromium, driven by Playwright in the approval-for
   if [ -x /usr/bin/chromium ]; then log "browser: $(/usr/bin/chromium --version 2>/dev/null || echo chromium)"; return; fi
   log "installing chromium (apt)"; need_apt chromium
   log "browser: $(/usr/bin/chromium --version 2>/dev/null || echo chromium)"
+}
+
+phase_postgres() {
+  command -v pg_ctlcluster >/dev/null && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 \
+    || { log "installing postgresql"; need_apt postgresql; }
+  version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+  pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main"' | grep -q . \
+    || { log "creating PostgreSQL $version cluster"; pg_createcluster "$version" main >/dev/null; }
+  if ! pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main" {print $4}' | grep -q online; then
+    log "starting PostgreSQL $version"; pg_ctlcluster "$version" main start
+  fi
+  as_pg() { (cd / && runuser -u postgres -- "$@"); }
+  if ! as_pg psql -tAc "SELECT 1 FROM pg_roles WHERE rolname = '$PG_ROLE'" | grep -q 1; then
+    log "creating PostgreSQL role $PG_ROLE"
+    as_pg psql -q -c "CREATE ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_PASSWORD'"
+  fi
+  log "postgresql: $version running on port $(pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main" {print $3}'), role $PG_ROLE"
 }
 
 for phase in $PHASES; do "phase_$phase"; done

@@ -11,6 +11,8 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from prefect_agentic.concurrency import rate_limit_name
+
 
 class LLMEndpoint(Block):
     """An OpenAI-compatible chat-completions endpoint, its model, limits and prices."""
@@ -54,6 +56,19 @@ class LLMEndpoint(Block):
     completion_price_per_1k: float = Field(
         default=0.0, ge=0, description="Price of 1,000 completion tokens (same currency)."
     )
+
+    requests_per_minute: float | None = Field(
+        default=None, gt=0,
+        description=(
+            "Calls per minute to this endpoint from all runs on all workers together, through "
+            "the Prefect rate limit `agentic-llm-<block name or model>` (created on demand). "
+            "Empty: not limited."
+        ),
+    )
+
+    def rate_limit_name(self) -> str:
+        """The Prefect rate limit of this endpoint: one per saved block (or per model)."""
+        return rate_limit_name("llm", getattr(self, "_block_document_name", None) or self.model)
 
     def label(self) -> str:
         """How errors name this endpoint: the saved block's name, else the URL and model."""

@@ -10,8 +10,14 @@ from prefect_docker.host import DockerHost
 from pydantic import Field
 
 DEFAULT_IMAGE = "prefect-agentic/sandbox:2"
+GLOBAL_SANDBOX_LIMIT = "agentic-sandboxes"
 SANDBOX_UID = 10001
 """The unprivileged uid commands run as (user ``agent`` in the sandbox image)."""
+
+
+def run_limit_name(run_key: str) -> str:
+    """Name of the per-run sandbox limit of run ``run_key``."""
+    return f"{GLOBAL_SANDBOX_LIMIT}-run-{run_key}"[:120]
 
 
 class SandboxSettings(Block):
@@ -89,6 +95,42 @@ class SandboxSettings(Block):
         default_factory=lambda: DockerHost(max_pool_size=64),
         description="The Docker engine to use (prefect-docker block).",
     )
+    concurrency_limit: str | None = Field(
+        default=GLOBAL_SANDBOX_LIMIT,
+        description=(
+            "Prefect global concurrency limit that bounds the sandboxes of all runs on all "
+            "workers: a step holds one slot while its tool runs. Created on demand with "
+            "`max_concurrent_sandboxes` slots. Empty: no global bound."
+        ),
+    )
+    max_concurrent_sandboxes: int = Field(
+        default=8, ge=1,
+        description="Size of the global limit when it is created (an existing limit keeps its size).",
+    )
+    max_sandboxes_per_run: int | None = Field(
+        default=None, ge=1,
+        description=(
+            "Sandboxes one run may use at once, through its own global concurrency limit "
+            "(agentic-sandboxes-run-<run key>, created for the run). Empty: only the run's "
+            "step concurrency bounds it."
+        ),
+    )
+    slot_lease_seconds: float = Field(
+        default=60, ge=60,
+        description=(
+            "Lease of a concurrency slot (at least 60 s, the server's minimum): renewed while held; a "
+            "holder that died frees its slot this long after its last renewal."
+        ),
+    )
+
+    def concurrency_limits(self, run_key: str) -> dict[str, int]:
+        """The global concurrency limits a step of run ``run_key`` holds a slot of (name → size)."""
+        limits = {}
+        if self.concurrency_limit:
+            limits[self.concurrency_limit] = self.max_concurrent_sandboxes
+        if self.max_sandboxes_per_run:
+            limits[run_limit_name(run_key)] = self.max_sandboxes_per_run
+        return limits
 
     def effective_user(self) -> str:
         if self.user:

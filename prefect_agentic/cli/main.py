@@ -203,6 +203,7 @@ def run(
 
 from prefect_agentic.cli import approvals as _approvals  # noqa: E402
 from prefect_agentic.cli import audit as _audit  # noqa: E402
+from prefect_agentic.cli import deploy as _deploy  # noqa: E402
 from prefect_agentic.cli import llm as _llm  # noqa: E402
 from prefect_agentic.cli import recipes as _recipes  # noqa: E402
 
@@ -210,6 +211,7 @@ _recipes.register(app)
 _llm.register(app)
 _approvals.register(app)
 _audit.register(app)
+_deploy.register(app)
 
 if __name__ == "__main__":
     app()

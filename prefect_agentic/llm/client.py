@@ -21,6 +21,7 @@ from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
 from prefect_agentic.blocks.llm_endpoint import LLMEndpoint
+from prefect_agentic.concurrency import wait_for_rate
 from prefect_agentic.errors import LLMRequestError, LLMTimeoutError, LLMUnavailableError
 from prefect_agentic.llm.usage import LLMUsage, priced_usage
 from prefect_agentic.record.recorder import LoggingRecorder, Recorder
@@ -92,6 +93,8 @@ class LLMClient:
                     current_logger().warning("%s: %s; retrying in %.2fs (attempt %d of %d)",
                                       endpoint.label(), last, wait, attempt, attempts)
                     time.sleep(wait)
+                if endpoint.requests_per_minute:
+                    wait_for_rate(endpoint.rate_limit_name(), endpoint.requests_per_minute)
                 try:
                     response = http.post(url, json=body, headers=self._headers())
                 except httpx.TimeoutException:

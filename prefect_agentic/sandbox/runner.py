@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +35,7 @@ from docker.models.containers import Container
 from docker.types import LogConfig, Mount
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
+from prefect_agentic.concurrency import holding
 from prefect_agentic.errors import SandboxError, SandboxImageMissingError
 from prefect_agentic.sandbox.limits import CgroupCounters, CounterSampler, read_counters
 from prefect_agentic.sandbox.result import CappedBuffer, CommandResult
@@ -66,6 +68,10 @@ class Sandbox(Protocol):
         env: Mapping[str, str] | None = None,
         network: str | None = None,
     ) -> CommandResult: ...
+
+    def step_slot(self) -> AbstractContextManager[None]:
+        """The global concurrency slot(s) a step holds while its tool uses this sandbox."""
+        ...
 
     def close(self) -> None: ...
 
@@ -132,6 +138,10 @@ class _ContainerSandbox:
         self.image_id = image_id
         self._live: set[str] = set()
         self._live_lock = threading.Lock()
+        self._limits = settings.concurrency_limits(run_key)
+
+    def _slot(self) -> AbstractContextManager[None]:
+        return holding(self._limits, self.settings.slot_lease_seconds)
 
     def _create(
         self, command: Sequence[str], env: Mapping[str, str], network: str | None = None
@@ -217,7 +227,14 @@ class _ContainerSandbox:
 
 
 class ContainerPerStep(_ContainerSandbox):
-    """A fresh container for every command, always removed afterwards."""
+    """A fresh container for every command, always removed afterwards.
+
+    A step holds its concurrency slot while its tool runs (once per step, not
+    per command: a tool's commands run one after the other).
+    """
+
+    def step_slot(self) -> AbstractContextManager[None]:
+        return self._slot()
 
     def run(
         self,
@@ -265,6 +282,7 @@ class WarmContainer(_ContainerSandbox):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._container: Container | None = None
+        self._held = ExitStack()
         self._start_lock = threading.Lock()
         self._own_network = ContainerPerStep(*args, **kwargs)
         self._own_network._live, self._own_network._live_lock = self._live, self._live_lock
@@ -272,10 +290,16 @@ class WarmContainer(_ContainerSandbox):
     def _warm(self) -> Container:
         with self._start_lock:
             if self._container is None:
+                # The container is the sandbox: it holds its slot as long as it lives, so
+                # steps in it pay nothing for the limit (see bench/step_overhead.py).
+                self._held.enter_context(self._slot())
                 container = self._create(["sleep", "infinity"], {})
                 container.start()
                 self._container = container
             return self._container
+
+    def step_slot(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
     def run(
         self,
@@ -322,11 +346,13 @@ class WarmContainer(_ContainerSandbox):
         with self._start_lock:
             if self._container is container:
                 self._container = None
+                self._held.close()
         self._remove(container)
 
     def close(self) -> None:
         with self._start_lock:
             self._container = None
+            self._held.close()
         super().close()
 
 

@@ -1,0 +1,158 @@
+"""Named Prefect global concurrency limits, created on demand.
+
+Why Prefect's limits and not a local semaphore: workers on several machines
+share one Prefect server, and only a limit held there bounds all of them
+together. Slots are leased: a holder killed with SIGKILL stops renewing its
+lease, and the server frees its slots when the lease runs out, so a dead
+worker never keeps a slot for good.
+
+A limit the pack uses is created the first time it is needed, with the size
+its settings give; an existing limit keeps the size it has (an operator may
+have changed it with ``prefect gcl update``).
+
+Limits apply when the process talks to a Prefect server (``PREFECT_API_URL``).
+On Prefect's ephemeral API (a lone ``agentic run``) there is nobody to share
+them with, and starting that API only to count slots would cost more than
+the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from uuid import UUID
+
+import httpx
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import rate_limit
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectHTTPStatusError
+from prefect.settings import PREFECT_API_URL
+
+from prefect_agentic.errors import ConcurrencyLimitError
+from prefect_agentic.settings import uses_embedded_api
+
+_known: set[tuple[str | None, str]] = set()
+_known_lock = threading.Lock()
+
+
+def ensure_limit(name: str, limit: int, slot_decay_per_second: float | None = None) -> None:
+    """Create the global concurrency limit ``name`` unless it exists (once per process and API)."""
+    key = (PREFECT_API_URL.value(), name)
+    with _known_lock:
+        if key in _known:
+            return
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                decay = {} if slot_decay_per_second is None else {"slot_decay_per_second": slot_decay_per_second}
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=limit, **decay))
+            except ObjectAlreadyExists:  # another worker made it first
+                pass
+    with _known_lock:
+        _known.add(key)
+
+
+def forget_limit(name: str) -> None:
+    """Delete the limit ``name`` (a per-run limit whose run is over); missing is fine."""
+    with _known_lock:
+        _known.discard((PREFECT_API_URL.value(), name))
+    with get_client(sync_client=True) as client:
+        try:
+            client.delete_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            pass
+
+
+@contextmanager
+def holding(limits: dict[str, int], lease_seconds: float) -> Iterator[None]:
+    """Hold one slot of each limit (name → size if it must be created) while the block runs.
+
+    Waits for free slots. Two API calls a holding (acquire, release): the lease
+    is renewed only when the block outlives three quarters of it, so a short
+    step pays no renewal, and nothing runs through Prefect's batching service
+    (which costs more than a whole step in warm mode, see bench/step_overhead.py).
+    """
+    if not limits or uses_embedded_api():
+        yield
+        return
+    names = sorted(limits)
+    try:
+        for name, size in limits.items():
+            ensure_limit(name, size)
+        client = _client()
+        lease_id = _acquire(client, names, lease_seconds)
+    except (PrefectHTTPStatusError, httpx.HTTPError) as exc:
+        raise ConcurrencyLimitError(
+            f"cannot take a slot of concurrency limit(s) {', '.join(names)} on {PREFECT_API_URL.value()}: "
+            f"{exc}") from None
+    stop = threading.Event()
+    renewer = threading.Thread(target=_renew, args=(lease_id, lease_seconds, stop),
+                               name="agentic-slot-lease", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        client.release_concurrency_slots_with_lease(lease_id)
+
+
+def _acquire(client: SyncPrefectClient, names: list[str], lease_seconds: float) -> UUID:
+    while True:
+        try:
+            response = client.increment_concurrency_slots_with_lease(
+                names=names, slots=1, mode="concurrency", lease_duration=lease_seconds)
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code != 423:  # 423 Locked: no free slot yet
+                raise
+            time.sleep(float(exc.response.headers.get("Retry-After", 1)))
+            continue
+        return UUID(response.json()["lease_id"])
+
+
+def _renew(lease_id: UUID, lease_seconds: float, stop: threading.Event) -> None:
+    while not stop.wait(lease_seconds * 0.75):
+        try:
+            _client().renew_concurrency_lease(lease_id=lease_id, lease_duration=lease_seconds)
+        except Exception as exc:  # noqa: BLE001 - the holder goes on; the server may reclaim the slot
+            logging.getLogger("prefect_agentic.concurrency").warning(
+                "could not renew concurrency lease %s: %s", lease_id, exc)
+
+
+_clients: dict[str | None, SyncPrefectClient] = {}
+
+
+def _client() -> SyncPrefectClient:
+    """One open API client per process and API URL (httpx clients are thread-safe)."""
+    url = PREFECT_API_URL.value()
+    with _known_lock:
+        client = _clients.get(url)
+        if client is None:
+            client = _clients[url] = get_client(sync_client=True)
+            client.__enter__()
+        return client
+
+
+def rate_limit_name(kind: str, name: str) -> str:
+    """A limit name from a kind and a free-form name (block name, model)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name.lower())
+    return f"agentic-{kind}-{safe}"[:120]
+
+
+def wait_for_rate(name: str, per_minute: float) -> None:
+    """Block until the rate limit ``name`` (``per_minute`` calls) lets one more call through.
+
+    The limit is created on demand as a Prefect rate limit: a burst of
+    ``ceil(per_minute / 60)`` slots that decay at ``per_minute / 60`` a second.
+    """
+    if uses_embedded_api():
+        return
+    ensure_limit(name, max(1, math.ceil(per_minute / 60)), slot_decay_per_second=per_minute / 60)
+    rate_limit(name, occupy=1, strict=True)

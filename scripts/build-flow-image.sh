@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Build the flow-run image of the agentic-docker work pool (prefect.yaml) without a registry:
+# the pack and all its dependencies are turned into wheels on the host (PyPI is reachable
+# there), then `docker build --network none` installs them on top of the sandbox image
+# (Debian bookworm, python3.11, git). Usage: scripts/build-flow-image.sh [IMAGE]
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+IMAGE=${1:-prefect-agentic/flow-runner:1}
+BASE=${AGENTIC_SANDBOX_IMAGE:-prefect-agentic/sandbox:2}
+PY=${PYTHON:-$ROOT/.venv/bin/python}
+log() { printf '[flow-image] %s\n' "$*"; }
+
+docker image inspect "$BASE" >/dev/null 2>&1 || { log "base image $BASE missing (make setup builds it)"; exit 1; }
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+log "wheels of prefect-agentic and its dependencies (host, $("$PY" --version))"
+"$PY" -m pip wheel --quiet --wheel-dir "$ctx/wheels" "$ROOT" 2> >(grep -v "is ignored: it is neither" >&2)
+# pip runs from its own wheel in the build; async-timeout is what the host's newer 3.11 does not
+# need but the image's Debian 3.11.2 does (redis requires it before 3.11.3)
+"$PY" -m pip download --quiet --no-deps --dest "$ctx/wheels" pip async-timeout \
+  2> >(grep -v "is ignored: it is neither" >&2)
+log "the checkout (deployment entrypoints) into /opt/prefect-agentic"
+mkdir "$ctx/pack"
+git -C "$ROOT" ls-files -z | (cd "$ROOT" && xargs -0 cp --parents -t "$ctx/pack")
+cat > "$ctx/Dockerfile" <<DOCKERFILE
+FROM $BASE
+USER root
+COPY wheels /tmp/wheels
+COPY pack /opt/prefect-agentic
+RUN python3 "\$(ls /tmp/wheels/pip-*.whl)/pip" install --quiet --no-index --find-links /tmp/wheels \\
+      --break-system-packages --no-warn-script-location prefect-agentic \\
+ && rm -rf /tmp/wheels
+WORKDIR /opt/prefect-agentic
+LABEL org.prefect-agentic.flow-runner="1"
+DOCKERFILE
+log "docker build --network none -t $IMAGE"
+docker build --quiet --network none -t "$IMAGE" "$ctx" >/dev/null
+log "built $IMAGE: $(docker run --rm --network none "$IMAGE" python3 -c 'import prefect, prefect_agentic; print("prefect", prefect.__version__, "prefect-agentic", prefect_agentic.__version__)')"
