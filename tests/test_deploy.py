@@ -29,7 +29,8 @@ from prefect_agentic.workspace import resolve_base, run_key
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 DEPLOYMENTS = {"run-plan/default", "run-plan/docker", "fix-lint/default", "test-and-report/default",
-               "test-and-report/nightly"}
+               "test-and-report/nightly", "triage-failure/default", "open-pull-request/default",
+               "upgrade-dependency/default", "generate-tests/default", "security-scan/default"}
 
 TINY = """
 id: tiny
