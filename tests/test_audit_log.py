@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,8 +65,8 @@ def test_edited_removed_and_reordered_records_are_detected(tmp_path: Path) -> No
     assert problems == ["line 2 (seq 1, approval): content does not match its hash (edited)"]
 
     forged = parse_log([json.dumps(edited).encode()])[0]
-    forged.hash = forged.content_hash()  # a careful forger recomputes the hash: the next record objects
-    problems = verify([*lines[:1], forged.line(), *lines[2:]]).problems
+    # a careful forger recomputes the hash (seal): the next record objects
+    problems = verify([*lines[:1], forged.seal(), *lines[2:]]).problems
     assert problems == ["line 3 (seq 2, attempt_finished): does not follow record seq 1 (edited or replaced)"]
 
     assert verify([*lines[:2], *lines[3:]]).problems == ["record(s) seq 2 missing (removed)"]
@@ -73,6 +75,30 @@ def test_edited_removed_and_reordered_records_are_detected(tmp_path: Path) -> No
 
     truncated = verify(lines[:-1])
     assert truncated.ok and not truncated.complete  # a removed tail shows as a log that never finished
+
+
+def test_a_killed_process_loses_no_record_even_between_commit_points(tmp_path: Path) -> None:
+    """Only commit points are fsynced; the records between them are already the kernel's when
+    ``record`` returns, so a SIGKILL right after one loses nothing."""
+    script = f"""
+import os, signal
+from prefect.filesystems import LocalFileSystem
+from prefect_agentic.blocks.audit_storage import AuditStorage
+from prefect_agentic.record.audit import AuditLog
+from prefect_agentic.record.store import AuditStore
+log = AuditLog(AuditStore(AuditStorage(filesystem=LocalFileSystem(basepath={str(tmp_path)!r}))), "run-k")
+log.record("run_started", {{"flow_run_id": "run-k"}})
+log.record("attempt_finished", {{"attempt": 1, "outcome": "ok"}}, step_id="a")
+log.record("step_finished", {{"status": "completed"}}, step_id="a")
+log.record("step_input", {{"tool": "shell"}}, step_id="b")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    lines = local_store(tmp_path).read_log("run-k")
+    assert [r.kind for r in parse_log(lines)] == ["run_started", "attempt_finished", "step_finished",
+                                                  "step_input"]
+    assert verify(lines).ok
 
 
 def test_large_text_is_stored_once_by_its_sha256_and_referenced(tmp_path: Path) -> None:

@@ -3,8 +3,11 @@
 Each record is one JSON line carrying the hash of the record before it, so an
 edited, removed or reordered record breaks the chain (``verify``). A record is
 on storage before ``record`` returns, and callers record an action before it
-counts as done, so a crash never leaves a done action unrecorded. Large text
-values go to content-addressed objects and are referenced from the record.
+counts as done, so a crash never leaves a done action unrecorded: a killed
+process loses no record, and the records that mark work done (``COMMIT_KINDS``)
+are fsynced, which makes them and every record before them survive a machine
+crash too. Large text values go to content-addressed objects and are
+referenced from the record.
 
 After a record is stored, the log's observers see it (Prefect events, the
 progress artifact); an observer that fails is logged, never fails the run.
@@ -29,6 +32,11 @@ from prefect_agentic.record.store import AuditStore
 GENESIS = "0" * 64
 """The ``prev`` of a log's first record."""
 
+COMMIT_KINDS = frozenset({"attempt_finished", "approval", "plan", "run_finished"})
+"""Records after which something counts as done (a step's attempt, a human's answer, a
+plan version, the run): fsynced. Other records wait for the next of these, at most
+one step later; fsync costs milliseconds, several times per step otherwise."""
+
 logger = logging.getLogger("prefect_agentic.audit")
 
 
@@ -45,12 +53,18 @@ class AuditRecord(BaseModel):
 
     def content_hash(self) -> str:
         """sha256 of the record's canonical JSON without its own hash (but with ``prev``)."""
-        body = self.model_dump(mode="json", exclude={"hash"})
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return _canonical_hash(self.model_dump(mode="json", exclude={"hash"}))
 
-    def line(self) -> bytes:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False).encode()
+    def seal(self) -> bytes:
+        """Set ``hash`` and return the record's line (one serialization for both)."""
+        body = self.model_dump(mode="json", exclude={"hash"})
+        self.hash = _canonical_hash(body)
+        return json.dumps({**body, "hash": self.hash}, sort_keys=True, ensure_ascii=False).encode()
+
+
+def _canonical_hash(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 Observer = Callable[[AuditRecord], None]
@@ -72,8 +86,7 @@ class AuditLog:
         with self._lock:
             entry = AuditRecord(seq=self.count, at=datetime.now(timezone.utc), kind=kind, step=step_id,
                                 data=self.store.externalize(_plain(data)), prev=self.head)
-            entry.hash = entry.content_hash()
-            self.store.append(self.flow_run_id, entry.line())
+            self.store.append(self.flow_run_id, entry.seal(), sync=kind in COMMIT_KINDS)
             self.head, self.count = entry.hash, self.count + 1
         self._debug_log.record(kind, data, step_id=step_id)  # the records in the Python log, as before
         for observer in self.observers:
