@@ -11,7 +11,16 @@ Prints, for the same command and image:
   * a 100-step plan that fails at step 90, resumed (time of the resume / time of
     the first run);
   * 16 independent 1-second steps at concurrency 8, against the same 16
-    sleeps as plain Prefect tasks in a plain flow (the floor Prefect itself sets).
+    sleeps as plain Prefect tasks in a plain flow (the floor Prefect itself sets);
+  * Prefect's own floors for the first three: a chain of plain Prefect tasks,
+    configured as our step tasks are (tags, retries, timeout, persisted result,
+    own cache key), whose body is only the raw docker call, run and resumed
+    from the cache the same way. Our figure over that floor is what
+    prefect-agentic itself adds;
+  * how many API calls Prefect's client had to retry after a 503 (its first
+    retry waits 2 s): the embedded server's SQLite sometimes answers "database
+    is locked" to the concurrency-slot call the task engine makes for every
+    tagged task (see the README's benchmark figures).
 
 Runs use the embedded API's settings exactly as ``agentic run`` does
 (``prefect_agentic.settings.embedded_run_settings``).
@@ -27,6 +36,7 @@ Usage: ``python bench/step_overhead.py [--quick]`` (``make bench``).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import subprocess
@@ -35,9 +45,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")  # the resume part fails a step on purpose
 _STATE = Path(tempfile.mkdtemp(prefix="agentic-bench-"))
 os.environ.setdefault("PREFECT_HOME", str(_STATE / "prefect"))
 os.environ.setdefault("AGENTIC_HOME", str(_STATE / "agentic"))
@@ -58,6 +69,36 @@ COMMAND = ["python3", "-c", "print(sum(range(200000)))"]
 """A small real command (an interpreter start and a little work, ~50 ms)."""
 
 TARGETS = {"warm": 1.15, "per_step": 1.10, "resume": 0.05, "parallel_s": 2.3}
+
+
+class RetryCounter(logging.Handler):
+    """Counts the API calls Prefect's client retried after a 503 (it logs each at DEBUG)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "retryable status code 503" in record.getMessage():
+            self.count += 1
+
+    def install(self) -> RetryCounter:
+        client_logger = logging.getLogger("prefect.client")
+        client_logger.setLevel(logging.DEBUG)
+        client_logger.propagate = False  # counted here, not printed
+        client_logger.addHandler(self)
+        return self
+
+
+RETRIES = RetryCounter()
+T = TypeVar("T")
+
+
+def counting_retries(fn: Callable[[], T]) -> tuple[T, int]:
+    """``fn()`` and the number of 503 retries during it."""
+    before = RETRIES.count
+    value = fn()
+    return value, RETRIES.count - before
 
 
 def make_repo() -> Path:
@@ -159,6 +200,71 @@ def per_step_latency(mode: str, repo: Path, chain: int, repeats: int, *, slot: b
     return (t_many - t_one) / chain
 
 
+def floor_task(op: Callable[[], object]) -> Callable[..., object]:
+    """A plain Prefect task configured as ``tasks.step.step_task`` configures ours, doing ``op``."""
+
+    @task(persist_result=True, result_serializer="json", tags={"plan:bench-floor", "tool:shell"},
+          retries=1, timeout_seconds=660, cache_key_fn=lambda _ctx, p: f"bench-floor-{p['key']}")
+    def step(key: str, previous: dict | None = None) -> dict:
+        op()
+        return {"key": key, "snapshot": "0" * 40}
+
+    return step
+
+
+def floor_chain_seconds(op: Callable[[], object], length: int, tag: str, *, fresh: bool = True) -> float:
+    """Wall time of a flow running ``length`` chained floor tasks (``fresh``: ignore the cache)."""
+    step = floor_task(op)
+    if fresh:
+        step = step.with_options(refresh_cache=True)
+
+    @flow(name="bench-floor")
+    def chain() -> None:
+        previous = None
+        for i in range(length):
+            previous = step.submit(f"{tag}-{length}-{i}", previous)
+        previous.result()
+
+    start = time.perf_counter()
+    chain()
+    return time.perf_counter() - start
+
+
+def floor_step_latency(op: Callable[[], object], tag: str, chain: int, repeats: int) -> float:
+    """Marginal cost of one more floor task in a chain (as ``per_step_latency`` measures ours)."""
+    t_one = timed(lambda: floor_chain_seconds(op, 1, tag), repeats)
+    t_many = timed(lambda: floor_chain_seconds(op, chain + 1, tag), repeats)
+    return (t_many - t_one) / chain
+
+
+def floor_cached_latency(op: Callable[[], object], length: int = 100) -> float:
+    """Cost of one cached floor task: a chain run once, then again from the cache."""
+    floor_chain_seconds(op, length, "cached")
+    t_one = timed(lambda: floor_chain_seconds(op, 1, "cached", fresh=False), 2)
+    t_many = floor_chain_seconds(op, length, "cached", fresh=False)
+    return (t_many - t_one) / (length - 1)
+
+
+def floors(chain: int, repeats: int) -> dict[str, float]:
+    """Prefect's floors: plain tasks whose body is only the raw docker call."""
+    client = docker.from_env()
+    container = client.containers.run(IMAGE, ["sleep", "infinity"], detach=True, remove=True,
+                                      network_mode="none")
+    try:
+        def exec_op() -> None:
+            _check(container.exec_run(COMMAND).exit_code)
+
+        warm = floor_step_latency(exec_op, "warm", chain, repeats)
+        cached = floor_cached_latency(exec_op)
+    finally:
+        container.remove(force=True)
+
+    def run_op() -> None:
+        client.containers.run(IMAGE, COMMAND, remove=True, network_mode="none")
+
+    return {"warm": warm, "per_step": floor_step_latency(run_op, "run", chain, repeats), "cached": cached}
+
+
 def slot_costs(repo: Path, chain: int, repeats: int) -> dict[str, tuple[float, float]]:
     """Per-step latency with and without the global sandbox limit, on a real (temporary) server.
 
@@ -223,33 +329,46 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (for a smoke run)")
     options = parser.parse_args()
     repeats, chain = (3, 5) if options.quick else (10, 20)
+    RETRIES.install()
     repo = make_repo()
     print(f"image {IMAGE}; command {' '.join(COMMAND)!r}; python {sys.version.split()[0]}")
 
     exec_cli, exec_sdk = raw_exec_latency(repeats * 2)
-    warm_s = per_step_latency("warm", repo, chain, max(2, repeats // 3))
+    warm_s, warm_retries = counting_retries(lambda: per_step_latency("warm", repo, chain, max(2, repeats // 3)))
     run_cli, run_sdk = raw_run_latency(repeats)
-    per_step_s = per_step_latency("per_step", repo, chain, max(2, repeats // 3))
+    per_step_s, per_step_retries = counting_retries(
+        lambda: per_step_latency("per_step", repo, chain, max(2, repeats // 3)))
+    floor, floor_retries = counting_retries(lambda: floors(chain, max(2, repeats // 3)))
     print(f"raw docker exec (CLI)      {exec_cli * 1000:8.1f} ms")
     print(f"raw docker exec (SDK)      {exec_sdk * 1000:8.1f} ms")
+    print(f"  Prefect floor (exec)     {floor['warm'] * 1000:8.1f} ms   ratio {floor['warm'] / exec_sdk:5.2f}x SDK"
+          f"   ({floor_retries} API retries in all floor runs)")
     print(f"our step, warm container   {warm_s * 1000:8.1f} ms   ratio {warm_s / exec_sdk:5.2f}x "
-          f"SDK, {warm_s / exec_cli:5.2f}x CLI  "
-          f"(target <= {TARGETS['warm']}x SDK: {verdict(warm_s / exec_sdk, TARGETS['warm'])})")
+          f"SDK, {warm_s / exec_cli:5.2f}x CLI, {warm_s / floor['warm']:5.2f}x Prefect floor  "
+          f"(target <= {TARGETS['warm']}x SDK: {verdict(warm_s / exec_sdk, TARGETS['warm'])}); "
+          f"{warm_retries} API retries")
     print(f"raw docker run --rm (CLI)  {run_cli * 1000:8.1f} ms")
     print(f"raw docker run --rm (SDK)  {run_sdk * 1000:8.1f} ms")
+    print(f"  Prefect floor (run)      {floor['per_step'] * 1000:8.1f} ms   ratio "
+          f"{floor['per_step'] / run_sdk:5.2f}x SDK")
     print(f"our step, container/step   {per_step_s * 1000:8.1f} ms   ratio {per_step_s / run_sdk:5.2f}x "
-          f"SDK, {per_step_s / run_cli:5.2f}x CLI  "
-          f"(target <= {TARGETS['per_step']}x SDK: {verdict(per_step_s / run_sdk, TARGETS['per_step'])})")
+          f"SDK, {per_step_s / run_cli:5.2f}x CLI, {per_step_s / floor['per_step']:5.2f}x Prefect floor  "
+          f"(target <= {TARGETS['per_step']}x SDK: {verdict(per_step_s / run_sdk, TARGETS['per_step'])}); "
+          f"{per_step_retries} API retries")
 
-    first, resume, executed, cached = resume_ratio(repo)
+    (first, resume, executed, cached), resume_retries = counting_retries(lambda: resume_ratio(repo))
     ratio = resume / first
     print(f"100-step plan, fails at 90 {first:8.2f} s first run (89 steps completed)")
     print(f"  resumed                  {resume:8.2f} s   ratio {ratio:5.3f}  "
           f"(target <= {TARGETS['resume']}: {verdict(ratio, TARGETS['resume'])}); "
-          f"{cached} steps from the cache, {100 - cached} executed ({executed:.2f} s inside them)")
-    floor = (100 - cached) / 89
+          f"{cached} steps from the cache, {100 - cached} executed ({executed:.2f} s inside them); "
+          f"{resume_retries} API retries")
+    must_run = (100 - cached) / 89
+    per_cached = max(0.0, resume - executed) / max(1, cached)
     print(f"  note: {100 - cached} of 100 steps must execute on resume, so a resume that costs nothing "
-          f"but those steps is {floor:.3f} of the first run")
+          f"but those steps is {must_run:.3f} of the first run")
+    print(f"  a cached step costs {per_cached * 1000:.1f} ms; a cached plain Prefect task "
+          f"{floor['cached'] * 1000:.1f} ms (Prefect floor)")
 
     for mode, (with_slot, without) in slot_costs(repo, chain, max(2, repeats // 3)).items():
         print(f"on a Prefect server, {mode:8s} {with_slot * 1000:8.1f} ms a step with the sandbox slot, "
@@ -258,10 +377,10 @@ def main() -> None:
     floor_s = plain_prefect_parallel_seconds()
     print(f"16 x 1 s plain Prefect tasks, 8 at once {floor_s:6.2f} s   (Prefect's own floor)")
     for mode in ("warm", "per_step"):
-        elapsed = parallel_seconds(mode, repo)
+        elapsed, retries = counting_retries(lambda mode=mode: parallel_seconds(mode, repo))
         print(f"16 x 1 s steps, 8 at once ({mode:8s}) {elapsed:6.2f} s   ratio {elapsed / floor_s:5.2f}x "
               f"plain Prefect  (target <= {TARGETS['parallel_s']} s: "
-              f"{verdict(elapsed, TARGETS['parallel_s'])})")
+              f"{verdict(elapsed, TARGETS['parallel_s'])}); {retries} API retries")
 
 
 if __name__ == "__main__":
