@@ -22,6 +22,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from test_agent_loop import GATED
+from test_gate_suspend import SHIP  # notes (writes), then publish (gated, reads)
 
 from prefect_agentic.concurrency import holding, wait_for_rate
 from prefect_agentic.workspace import resolve_base, run_key
@@ -144,13 +145,6 @@ def test_a_paused_run_finishes_its_own_plan_after_the_pack_is_upgraded(  # type:
     assert [s["id"] for s in deployment.parameters["plan"]["steps"]] == ["replaced"]
 
 
-SHIP = """
-id: ship-upgrade
-goal: Ship the release notes
-steps:
-  - {id: notes, tool: shell, writes_workspace: true, args: {command: "echo notes > NOTES.md"}}
-  - {id: publish, tool: shell, depends_on: [notes], requires_approval: true, args: {command: "cat NOTES.md"}}
-"""
 AFTER_UPGRADE = """
 id: after-upgrade
 goal: Write a file with the upgraded pack
@@ -197,7 +191,7 @@ def test_a_suspended_run_resumed_by_an_upgraded_worker_finishes_its_stored_plan(
             ("notes", "Cached"), ("notes", "Completed"), ("publish", "Completed")]
         # The stored plan says publish does not write; the upgraded default would have made it write.
         assert [s["writes_workspace"] for s in finished.parameters["plan"]["steps"]] == [True, False]
-        assert _snapshot_steps(stack, "ship-upgrade", repo) == {"notes"}
+        assert _snapshot_steps(stack, "ship-deployed", repo) == {"notes"}
 
         (tmp_path / "after.yaml").write_text(AFTER_UPGRADE)
         after = stack.run("agentic", "submit", str(tmp_path / "after.yaml"), "--repo", str(repo),
