@@ -81,7 +81,7 @@ def main() -> None:
                                               slot=slot, tag=tag)
 
     with prefect_test_harness(server_startup_timeout=120):
-        rows = [measure("no slot", cost(False, "-noslot"))]
+        rows = [measure("no slot", cost(False, ""))]
         with prefect_client_for_slots():
             rows.append(measure("slot, Prefect's client", cost(True, "-prefect-client")))
         rows.append(measure("slot, BusyRetryTransport", cost(True, "-busy-retry")))
