@@ -20,18 +20,26 @@ from __future__ import annotations
 
 import logging
 import math
+import random
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from uuid import UUID
 
+import certifi
 import httpx
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import rate_limit
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectHTTPStatusError
-from prefect.settings import PREFECT_API_URL
+from prefect.settings import (
+    PREFECT_API_ENABLE_HTTP2,
+    PREFECT_API_SSL_CERT_FILE,
+    PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
+    PREFECT_API_URL,
+)
 
 from prefect_agentic.errors import ConcurrencyLimitError
 from prefect_agentic.settings import uses_embedded_api
@@ -126,18 +134,63 @@ def _renew(lease_id: UUID, lease_seconds: float, stop: threading.Event) -> None:
                 "could not renew concurrency lease %s: %s", lease_id, exc)
 
 
+class BusyRetryTransport(httpx.BaseTransport):
+    """Sends a request again soon when the server answers 503 (busy), before the client sees it.
+
+    Why: on a Prefect server on SQLite, taking a slot reads the limits, then
+    writes them, in one deferred transaction; when another writer (the flow engine's task-run
+    states, logs, events) commits in between, SQLite refuses the write at once
+    (SQLITE_BUSY, no busy wait) and the server answers 503. Prefect's client
+    retries a 503 only after 2 s (2**1, with jitter), which cost ~1.6 s a step
+    with a container per step. The same request sent again some milliseconds
+    later goes through (bench/slot_acquire.py). After ``tries`` busy answers
+    the 503 goes to the client, whose own, slower retries then apply.
+    """
+
+    def __init__(self, inner: httpx.BaseTransport, tries: int = 8, first_wait: float = 0.02,
+                 max_wait: float = 0.5) -> None:
+        self.inner, self.tries, self.first_wait, self.max_wait = inner, tries, first_wait, max_wait
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        wait = self.first_wait
+        for _ in range(self.tries - 1):
+            response = self.inner.handle_request(request)
+            if response.status_code != httpx.codes.SERVICE_UNAVAILABLE:
+                return response
+            response.close()
+            time.sleep(wait * random.uniform(1.0, 1.5))  # jitter: holders that collided spread out
+            wait = min(wait * 2, self.max_wait)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 _clients: dict[str | None, SyncPrefectClient] = {}
 
 
 def _client() -> SyncPrefectClient:
-    """One open API client per process and API URL (httpx clients are thread-safe)."""
+    """One open API client per process and API URL for the slot calls (httpx clients are
+    thread-safe), its busy answers retried soon (``BusyRetryTransport``)."""
     url = PREFECT_API_URL.value()
     with _known_lock:
         client = _clients.get(url)
         if client is None:
-            client = _clients[url] = get_client(sync_client=True)
+            transport = BusyRetryTransport(httpx.HTTPTransport(
+                verify=_tls_context(), http2=PREFECT_API_ENABLE_HTTP2.value(), retries=3))
+            client = _clients[url] = get_client(sync_client=True, httpx_settings={"transport": transport})
             client.__enter__()
         return client
+
+
+def _tls_context() -> ssl.SSLContext:
+    """The TLS checks Prefect's own client makes (a transport of ours must make them itself)."""
+    if PREFECT_API_TLS_INSECURE_SKIP_VERIFY.value():
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=PREFECT_API_SSL_CERT_FILE.value() or certifi.where())
 
 
 def rate_limit_name(kind: str, name: str) -> str:

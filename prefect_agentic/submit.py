@@ -44,8 +44,13 @@ def block_values(kind: type[Block], name: str) -> dict[str, Any]:
 
 def submit_plan(plan: Plan, repo: str, *, ref: str = "HEAD", deployment: str = DEFAULT_DEPLOYMENT,
                 parameters: dict[str, Any] | None = None) -> FlowRun:
-    """Create a flow run of ``deployment`` for ``plan`` on ``repo`` (a path the worker can read)."""
-    values = {"plan": plan.model_dump(mode="json", exclude_defaults=True), "repo": repo, "ref": ref,
+    """Create a flow run of ``deployment`` for ``plan`` on ``repo`` (a path the worker can read).
+
+    The plan is stored whole, defaults included: a worker with a newer pack
+    whose defaults differ (resuming a suspended run, or retrying a crashed one)
+    still reads the plan exactly as it was submitted.
+    """
+    values = {"plan": plan.model_dump(mode="json"), "repo": repo, "ref": ref,
               **(parameters or {})}
     try:
         return run_deployment(deployment, parameters=values, timeout=0)  # type: ignore[return-value]

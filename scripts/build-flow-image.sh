@@ -2,15 +2,31 @@
 # Build the flow-run image of the agentic-docker work pool (prefect.yaml) without a registry:
 # the pack and all its dependencies are turned into wheels on the host (PyPI is reachable
 # there), then `docker build --network none` installs them on top of the sandbox image
-# (Debian bookworm, python3.11, git). Usage: scripts/build-flow-image.sh [IMAGE]
+# (Debian bookworm, python3.11, git).
+# Usage: scripts/build-flow-image.sh [IMAGE]   build IMAGE (default prefect-agentic/flow-runner:1)
+#        scripts/build-flow-image.sh --content  build the image tagged for this checkout's pack
+#                                               (flow-runner:1-HASH of its code and base image)
+#        scripts/build-flow-image.sh --print-content-tag   only print that tag
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-IMAGE=${1:-prefect-agentic/flow-runner:1}
 BASE=${AGENTIC_SANDBOX_IMAGE:-prefect-agentic/sandbox:2}
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 log() { printf '[flow-image] %s\n' "$*"; }
 
 docker image inspect "$BASE" >/dev/null 2>&1 || { log "base image $BASE missing (make setup builds it)"; exit 1; }
+# What the image is made of: the pack's code, its dependencies' pins, the entrypoints, the base.
+content_tag() {
+  local sum
+  sum=$( { git -C "$ROOT" ls-files -z -- pyproject.toml prefect.yaml prefect_agentic scripts \
+             | (cd "$ROOT" && xargs -0 sha256sum); docker image inspect -f '{{.Id}}' "$BASE"; } \
+         | sha256sum | cut -c1-12)
+  echo "prefect-agentic/flow-runner:1-$sum"
+}
+case "${1:-}" in
+  --print-content-tag) content_tag; exit 0 ;;
+  --content) IMAGE=$(content_tag) ;;
+  *) IMAGE=${1:-prefect-agentic/flow-runner:1} ;;
+esac
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 log "wheels of prefect-agentic and its dependencies (host, $("$PY" --version))"

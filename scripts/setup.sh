@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Set up a machine for prefect-agentic: Python environment, Docker engine, sandbox image,
-# Chromium for the approval-form test, PostgreSQL for the Prefect server of the scale-out tests.
+# the Docker work pool's flow-run image, Chromium for the approval-form test, PostgreSQL for
+# the Prefect server of the scale-out tests.
 # Idempotent: each phase is skipped when already done.
-# Usage: scripts/setup.sh [python] [docker] [image] [browser] [postgres]
+# Usage: scripts/setup.sh [python] [docker] [image] [flow_image] [browser] [postgres]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 IMAGE=${AGENTIC_SANDBOX_IMAGE:-prefect-agentic/sandbox:2}
-PHASES=${*:-python docker image browser postgres}
+PHASES=${*:-python docker image flow_image browser postgres}
 # The role the scale-out tests' Prefect servers use (each test session makes its own database).
 PG_ROLE=${AGENTIC_PG_ROLE:-prefect_agentic}
 PG_PASSWORD=${AGENTIC_PG_PASSWORD:-prefect_agentic}
@@ -49,6 +50,12 @@ phase_image() {
   PYTHON="$ROOT/.venv/bin/python"
   [ -x "$PYTHON" ] || PYTHON=python3
   PYTHON="$PYTHON" scripts/build-sandbox-image.sh "$IMAGE"
+}
+
+phase_flow_image() {  # the Docker work pool's flow-run image of this checkout (tests/test_docker_pool.py)
+  tag=$(scripts/build-flow-image.sh --print-content-tag)
+  if docker image inspect "$tag" >/dev/null 2>&1; then log "flow-run image: $tag present"; return; fi
+  PYTHON="$ROOT/.venv/bin/python" scripts/build-flow-image.sh --content
 }
 
 phase_browser() {  # Debian's Chromium, driven by Playwright in the approval-form test

@@ -2,8 +2,8 @@
 
 A real Prefect server (SQLite) and a real process worker, both started by
 `agentic up`; flow runs are real subprocesses of the worker running real
-sandboxes. Also: the plan is the flow run's own (an upgrade between a pause
-and its resume does not change it), and named concurrency limits.
+sandboxes. Also: the plan is the flow run's own (an upgrade between a pause, or a
+suspend, and its resume does not change it), and named concurrency limits.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from test_agent_loop import GATED
+from test_gate_suspend import SHIP  # notes (writes), then publish (gated, reads)
 
 from prefect_agentic.concurrency import holding, wait_for_rate
 from prefect_agentic.workspace import resolve_base, run_key
@@ -46,6 +47,9 @@ steps:
 def stack(tmp_path_factory, sandbox_image) -> Iterator[PrefectStack]:  # type: ignore[no-untyped-def]
     """`agentic up` in a fresh checkout: a Prefect server and a worker on agentic-process."""
     stack = PrefectStack(tmp_path_factory.mktemp("deploy"), free_port())
+    # The stack's Python runs the checkout's pack, as a machine with that version installed
+    # would: upgrading the checkout upgrades what the worker's next flow-run process loads.
+    stack.env["PYTHONPATH"] = str(stack.checkout)
     up = stack.run("agentic", "up", "--port", str(stack.port))
     assert up.returncode == 0, up.stdout + up.stderr
     assert f"Prefect server: http://127.0.0.1:{stack.port} " in up.stdout
@@ -139,6 +143,63 @@ def test_a_paused_run_finishes_its_own_plan_after_the_pack_is_upgraded(  # type:
     assert sorted(t.name for t in tasks) == ["after", "check", "check", "prepare"]
     assert [s["id"] for s in finished.parameters["plan"]["steps"]] == ["prepare", "check", "after"]
     assert [s["id"] for s in deployment.parameters["plan"]["steps"]] == ["replaced"]
+
+
+AFTER_UPGRADE = """
+id: after-upgrade
+goal: Write a file with the upgraded pack
+steps:
+  - {id: notes, tool: shell, args: {command: "echo notes > NOTES.md"}}
+"""
+# The upgrade: in the new version of the pack a step writes the workspace unless it says otherwise.
+WRITES_DEFAULT = ('    writes_workspace: bool = Field(\n        default=False,',
+                  '    writes_workspace: bool = Field(\n        default=True,')
+
+
+def _snapshot_steps(stack: PrefectStack, plan_id: str, repo) -> set[str]:  # type: ignore[no-untyped-def]
+    """The steps of ``plan_id`` on ``repo`` that committed a workspace snapshot."""
+    workspace = stack.home / "agentic" / "workspaces" / run_key(plan_id, repo, resolve_base(repo, "HEAD"))
+    refs = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(workspace), "for-each-ref",
+                           "--format=%(refname)", f"refs/agentic/snapshots/{plan_id}/"],
+                          check=True, capture_output=True, text=True).stdout.split()
+    return {ref.rsplit("/", 1)[1] for ref in refs}
+
+
+def test_a_suspended_run_resumed_by_an_upgraded_worker_finishes_its_stored_plan(  # type: ignore[no-untyped-def]
+        stack, deployed, make_repo, tmp_path) -> None:
+    repo = make_repo({"README.md": "x\n"})
+    (tmp_path / "ship.yaml").write_text(SHIP)
+    submit = stack.run("agentic", "submit", str(tmp_path / "ship.yaml"), "--repo", str(repo),
+                       "--sandbox-block", "default")
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    flow_run_id = _submitted_id(submit.stdout)
+    suspended = wait_for_state(stack, flow_run_id, {"Suspended"}, timeout=240)
+    models = stack.checkout / "prefect_agentic" / "plan" / "models.py"
+    original = models.read_text()
+    assert WRITES_DEFAULT[0] in original
+    models.write_text(original.replace(*WRITES_DEFAULT))
+    try:
+        with temporary_settings({PREFECT_API_URL: stack.api_url}):
+            resume_flow_run(flow_run_id, run_input={"decision": "approve", "approver": "ada"})
+        finished = wait_for_state(stack, flow_run_id, {"Completed", "Failed", "Crashed", "Suspended"},
+                                  timeout=120)
+        assert finished.state.name == "Completed", "the resumed run did not finish its stored plan"
+        assert finished.state.id != suspended.state.id
+        with stack.client() as client:
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        assert sorted((t.name.split("-")[0], t.state.name) for t in tasks) == [
+            ("notes", "Cached"), ("notes", "Completed"), ("publish", "Completed")]
+        # The stored plan says publish does not write; the upgraded default would have made it write.
+        assert [s["writes_workspace"] for s in finished.parameters["plan"]["steps"]] == [True, False]
+        assert _snapshot_steps(stack, "ship-deployed", repo) == {"notes"}
+
+        (tmp_path / "after.yaml").write_text(AFTER_UPGRADE)
+        after = stack.run("agentic", "submit", str(tmp_path / "after.yaml"), "--repo", str(repo),
+                          "--sandbox-block", "default", "--wait", "--timeout", "120")
+        assert after.returncode == 0, after.stdout + after.stderr
+        assert _snapshot_steps(stack, "after-upgrade", repo) == {"notes"}
+    finally:
+        models.write_text(original)
 
 
 def test_named_limits_are_created_on_demand_and_bound_concurrent_holders(stack: PrefectStack) -> None:
