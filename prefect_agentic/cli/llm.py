@@ -45,7 +45,7 @@ def draft(
     cost = f"{usage.total_tokens} tokens in {usage.calls} call(s), cost {usage.cost:g}"
     if output:
         output.write_text(text)
-        err.print(f"wrote {output} ({len(made.steps)} steps; {cost})", highlight=False)
+        err.print(f"wrote {output} ({len(made.steps)} steps; {cost})", highlight=False, soft_wrap=True)  # a path is never broken
     else:
         typer.echo(text, nl=False)
         err.print(cost, highlight=False)
