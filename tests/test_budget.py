@@ -21,7 +21,7 @@ from prefect_agentic.report import RunReport
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
-def chain(*commands: str, **extra: Any) -> str:
+def chain(*commands: str | list[str], **extra: Any) -> str:
     steps = []
     for i, command in enumerate(commands, 1):
         step: dict[str, Any] = {"id": f"s{i}", "tool": "shell", "args": {"command": command},
@@ -92,7 +92,8 @@ def test_wall_clock_limit_cuts_a_running_command_short(make_repo, sandbox_image:
 
 def test_container_cpu_seconds_are_metered(make_repo, sandbox_image: str) -> None:  # type: ignore[no-untyped-def]
     repo = make_repo(files={"README.md": "c\n"})
-    burn = "timeout 3 sh -c 'while :; do :; done' || true"
+    # burns 2.5 CPU-seconds however busy the machine is (a timed loop gets less CPU under load)
+    burn = ["python3", "-c", "import time\nwhile time.process_time() < 2.5: pass"]
     report = run(chain(burn, "true"), repo, sandbox_image, Budget(max_cpu_seconds=1.5))
     assert statuses(report) == ["completed", "not_run"]  # stopped between the steps
     assert "cpu_seconds limit of 1.5 reached" in report.stopped
