@@ -67,7 +67,7 @@ class AuditStore:
                     handle.write(line + b"\n")
                     handle.flush()
                     if sync:
-                        os.fdatasync(handle.fileno())
+                        os.fsync(handle.fileno())  # fdatasync is missing on macOS; same cost here
                 return
             lines = self._lines.setdefault(path, [])
             lines.append(line)
