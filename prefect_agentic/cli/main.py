@@ -94,7 +94,8 @@ def validate(
         plan = load_plan(plan_file, policy=_load_block("--policy-block", ToolPolicy, policy_block))
     except PlanError as exc:
         if as_json:
-            out.print_json(json.dumps({"valid": False, "source": exc.source, "problems": exc.problems}))
+            out.print_json(json.dumps({"valid": False, "source": exc.source, "problems": exc.problems,
+                                       "lines": exc.lines}))
             raise typer.Exit(2) from None
         raise _fail(str(exc), 2) from None
     if as_json:

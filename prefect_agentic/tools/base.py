@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -28,6 +28,9 @@ from prefect_agentic.errors import (
 from prefect_agentic.record.recorder import LoggingRecorder, Recorder
 from prefect_agentic.sandbox.result import CommandResult
 from prefect_agentic.sandbox.runner import Sandbox
+
+if TYPE_CHECKING:
+    from prefect_agentic.plan.models import Plan, Step
 
 
 class ToolInput(BaseModel):
@@ -196,6 +199,16 @@ class Tool(ABC):
     def command_preview(cls, args: ToolInput) -> str | None:
         """The command line this call will run, when the arguments alone tell (for policy
         checks before the run and for approvers); ``None`` when they do not."""
+        return None
+
+    @classmethod
+    def known_failure(cls, plan: Plan, step: Step) -> str | None:
+        """Why ``step`` of ``plan`` cannot succeed, when its place in the plan alone tells.
+
+        Validation rejects such a plan, so that nobody is asked to approve a step
+        that can only fail. ``step.args`` are valid arguments of this tool and the
+        step graph is acyclic with known dependencies. ``None``: no known failure.
+        """
         return None
 
     @abstractmethod
