@@ -260,11 +260,19 @@ def _graph_problems(steps: Sequence[tuple[int, Step]]) -> tuple[list[Problem], b
 
 
 def _known_dependencies(steps: Sequence[tuple[int, Step]]) -> list[Step]:
-    """The steps with only dependencies on other steps that exist."""
-    known = {step.id for _, step in steps}
-    return [step.model_copy(update={"depends_on": [d for d in step.depends_on
-                                                   if d in known and d != step.id]})
-            for _, step in steps]
+    """The steps with only dependencies on other steps that exist.
+
+    A misspelt dependency counts as the step it is suggested to be, so the
+    checks after it judge the plan its author meant, not the typo's effects.
+    """
+    ids = [step.id for _, step in steps]
+
+    def meant(step: Step) -> list[str]:
+        deps = [d if d in ids else next(iter(difflib.get_close_matches(d, ids, n=1, cutoff=0.6)), None)
+                for d in step.depends_on]
+        return list(dict.fromkeys(d for d in deps if d is not None and d != step.id))
+
+    return [step.model_copy(update={"depends_on": meant(step)}) for _, step in steps]
 
 
 def _known_failures(steps: Sequence[tuple[int, Step]],
