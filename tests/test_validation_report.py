@@ -61,19 +61,19 @@ def test_seven_mistakes_are_one_report_in_file_order_with_lines_and_suggestions(
     assert result.returncode == 2, result.stderr
     report = json.loads(result.stdout)
     assert list(zip(report["lines"], report["problems"])) == [
-        (5, "steps[0] 'lint'.tool: unknown tool 'rufff'; did you mean 'ruff'? (known tools: bandit, "
-            "bisect, change_request, coverage, ghostwrite, git, pip, propose_patch, pytest, ruff, shell)"),
+        (5, ("steps[0] 'lint'.tool: unknown tool 'rufff'; did you mean 'ruff'? (known tools: bandit, "
+            "bisect, change_request, coverage, ghostwrite, git, pip, propose_patch, pytest, ruff, shell)")),
         (9, "steps[1] 'fix'.args.selct: unknown argument; did you mean 'select'? (tool 'ruff')"),
         (14, "steps[2] 'tests'.depends_on: unknown step 'fixx'; did you mean 'fix'?"),
-        (15, "steps[2] 'tests'.success.test_failed: unknown field (check its spelling); "
-             "did you mean 'tests_failed'?"),
+        (15, ("steps[2] 'tests'.success.test_failed: unknown field (check its spelling); "
+             "did you mean 'tests_failed'?")),
         (16, "steps[2] 'tests'.timeout_seconds: Input should be greater than 0"),
-        (19, "steps[3] 'save'.args.op: Input should be 'status', 'diff', 'branch', 'commit' or 'push'; "
-             "did you mean 'commit'? (tool 'git')"),
-        (24, "steps[4] 'commit'.args.onto: cannot succeed: a commit onto HEAD always finds nothing to "
+        (19, ("steps[3] 'save'.args.op: Input should be 'status', 'diff', 'branch', 'commit' or 'push'; "
+             "did you mean 'commit'? (tool 'git')")),
+        (24, ("steps[4] 'commit'.args.onto: cannot succeed: a commit onto HEAD always finds nothing to "
              "commit: the step starts from a clean checkout of its snapshot, so its worktree equals "
              "HEAD; use onto: '@base' to commit the changes of the steps it depends on (it is gated: "
-             "approvers would be asked to approve a step that cannot succeed)"),
+             "approvers would be asked to approve a step that cannot succeed)")),
     ]
     with pytest.raises(PlanError) as caught:
         load_plan(plan_file)
@@ -100,8 +100,8 @@ def test_fixing_what_the_report_says_leaves_no_second_round(tmp_path: Path) -> N
       "depends_on": ["write"]}, True, "steps[1] 'save'.args.onto: cannot succeed: a commit onto HEAD"),
     ({"id": "save", "tool": "git", "args": {"op": "commit", "message": "m", "onto": "@base"},
       "writes_workspace": True, "depends_on": ["write"]}, False,
-     "steps[1] 'save'.depends_on: cannot succeed: a commit onto '@base' would find nothing to commit: "
-     "no step it depends on"),
+     ("steps[1] 'save'.depends_on: cannot succeed: a commit onto '@base' would find nothing to commit: "
+     "no step it depends on")),
 ])
 def test_a_commit_that_cannot_find_changes_is_rejected(step: dict[str, object], writes: bool,
                                                        problem: str) -> None:

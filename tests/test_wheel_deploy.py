@@ -18,11 +18,15 @@ import subprocess
 import sys
 import sysconfig
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from deploy_helpers import ROOT, fresh_checkout, free_port
+from deploy_helpers import ROOT, free_port, fresh_checkout
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from test_deploy import TINY, _submitted_id
 
 from prefect_agentic.stack import wait_healthy
@@ -63,6 +67,12 @@ class WheelStack:
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes.append(process)
         return process
+
+    @contextmanager
+    def client(self) -> Iterator[SyncPrefectClient]:
+        with temporary_settings({PREFECT_API_URL: self.env["PREFECT_API_URL"]}), \
+                get_client(sync_client=True) as client:
+            yield client
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -148,15 +158,9 @@ def test_a_team_project_deploys_the_installed_pack_and_a_plan_runs_to_completion
     worker_log = (wheel_stack.home / "worker.log").read_text(errors="replace")
     assert submit.returncode == 0, submit.stdout + submit.stderr + worker_log[-3000:]
     assert submit.stdout.splitlines()[-1] == "flow run tiny v1: Say hello and run the tests: Completed"
-    flow_run_id = _submitted_id(submit.stdout)
-    with_client = subprocess.run(
-        [str(wheel_stack.python), "-c",
-         "from prefect.client.orchestration import get_client\n"
-         "with get_client(sync_client=True) as c:\n"
-         f"    d = c.read_deployment(c.read_flow_run('{flow_run_id}').deployment_id)\n"
-         "    print(d.entrypoint, d.pull_steps)"],
-        cwd=wheel_stack.home, env=wheel_stack.env, check=True, capture_output=True, text=True)
-    assert with_client.stdout.strip() == "prefect_agentic.flows.run_plan:run_plan []"
+    with wheel_stack.client() as client:
+        deployment = client.read_deployment(client.read_flow_run(_submitted_id(submit.stdout)).deployment_id)
+    assert (deployment.entrypoint, deployment.pull_steps) == ("prefect_agentic.flows.run_plan:run_plan", [])
 
 
 def test_the_packs_own_prefect_yaml_deploys_from_any_directory_and_nightly_needs_a_repository(
@@ -181,12 +185,8 @@ def test_the_packs_own_prefect_yaml_deploys_from_any_directory_and_nightly_needs
 
 def _deployment_repo(stack: WheelStack, name: str) -> str:
     """The deployment's ``repo`` parameter, "None" without one, "missing" when there is no deployment."""
-    script = ("from prefect.client.orchestration import get_client\n"
-              "from prefect.exceptions import ObjectNotFound\n"
-              "with get_client(sync_client=True) as c:\n"
-              "    try:\n"
-              f"        print(c.read_deployment_by_name('{name}').parameters.get('repo'))\n"
-              "    except ObjectNotFound:\n"
-              "        print('missing')\n")
-    return subprocess.run([str(stack.python), "-c", script], cwd=stack.home, env=stack.env, check=True,
-                          capture_output=True, text=True).stdout.strip()
+    with stack.client() as client:
+        try:
+            return str(client.read_deployment_by_name(name).parameters.get("repo"))
+        except ObjectNotFound:
+            return "missing"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.errors import PlanError
 from prefect_agentic.plan.models import Plan
-from prefect_agentic.plan.validation import structure_problem, data_problems
+from prefect_agentic.plan.validation import data_problems, structure_problem
 from prefect_agentic.tools.registry import ToolRegistry
 
 
