@@ -40,17 +40,16 @@ steps:
     depends_on: [fixx]
     success: {test_failed: 0}
     timeout_seconds: -3
-  - id: save
+  - id: status
     tool: git
-    args: {op: comit, message: done}
-    writes_workspace: true
+    args: {op: stauts}
     depends_on: [tests]
   - id: commit
     tool: git
     args: {op: commit, message: done}
     writes_workspace: true
     requires_approval: true
-    depends_on: [fix, tests, save]
+    depends_on: [fix, tests, status]
 """
 
 
@@ -68,9 +67,9 @@ def test_seven_mistakes_are_one_report_in_file_order_with_lines_and_suggestions(
         (15, ("steps[2] 'tests'.success.test_failed: unknown field (check its spelling); "
              "did you mean 'tests_failed'?")),
         (16, "steps[2] 'tests'.timeout_seconds: Input should be greater than 0"),
-        (19, ("steps[3] 'save'.args.op: Input should be 'status', 'diff', 'branch', 'commit' or 'push'; "
-             "did you mean 'commit'? (tool 'git')")),
-        (24, ("steps[4] 'commit'.args.onto: cannot succeed: a commit onto HEAD always finds nothing to "
+        (19, ("steps[3] 'status'.args.op: Input should be 'status', 'diff', 'branch', 'commit' or 'push'; "
+             "did you mean 'status'? (tool 'git')")),
+        (23, ("steps[4] 'commit'.args.onto: cannot succeed: a commit onto HEAD always finds nothing to "
              "commit: the step starts from a clean checkout of its snapshot, so its worktree equals "
              "HEAD; use onto: '@base' to commit the changes of the steps it depends on (it is gated: "
              "approvers would be asked to approve a step that cannot succeed)")),
@@ -83,7 +82,7 @@ def test_seven_mistakes_are_one_report_in_file_order_with_lines_and_suggestions(
 
 def _fixed(text: str) -> str:
     for wrong, right in [("rufff", "ruff"), ("selct", "select"), ("fixx", "fix"), ("test_failed", "tests_failed"),
-                         ("-3", "30"), ("comit", "commit"),
+                         ("-3", "30"), ("stauts", "status"),
                          ("{op: commit, message: done}", "{op: commit, message: done, onto: '@base'}")]:
         text = text.replace(wrong, right)
     return text

@@ -107,10 +107,10 @@ def semantic_problems(steps: Sequence[tuple[int, Step]], registry: ToolRegistry,
     problems: list[Problem] = []
     checked: list[tuple[int, Step, type[Tool], ToolInput]] = []
     for index, step in steps:
-        found, args, step_problems = _step_problems(index, step, registry)
+        found, args, step_problems, meant = _step_problems(index, step, registry)
         problems += step_problems
         if found is not None and args is not None:
-            checked.append((index, step, found, args))
+            checked.append((index, meant, found, args))
     graph, sound = _graph_problems(steps)
     problems += graph
     if sound:
@@ -180,15 +180,19 @@ def _usable_steps(data: Mapping[str, Any]) -> list[tuple[int, Step]]:
 
 
 def _step_problems(index: int, step: Step, registry: ToolRegistry
-                   ) -> tuple[type[Tool] | None, ToolInput | None, list[Problem]]:
+                   ) -> tuple[type[Tool] | None, ToolInput | None, list[Problem], Step]:
+    """The step's own problems; its tool and arguments (as meant, for misspellings) if usable."""
     at = ("steps", index)
+    problems = []
     if step.tool not in registry:
         known = registry.names()
-        hint = did_you_mean(step.tool, known)
-        return None, None, [Problem((*at, "tool"), f"unknown tool '{step.tool}'{hint} "
-                                                   f"(known tools: {', '.join(known)})")]
+        close = difflib.get_close_matches(step.tool, known, n=1, cutoff=0.6)
+        problems.append(Problem((*at, "tool"), f"unknown tool '{step.tool}'{did_you_mean(step.tool, known)} "
+                                               f"(known tools: {', '.join(known)})"))
+        if not close:
+            return None, None, problems, step
+        step = step.model_copy(update={"tool": close[0]})  # check the rest against the tool meant
     tool = registry.get(step.tool)
-    problems = []
     args: ToolInput | None = None
     try:
         args = tool.parse_args(step.args)
@@ -199,7 +203,10 @@ def _step_problems(index: int, step: Step, registry: ToolRegistry
                 message = "unknown argument" + did_you_mean(err["loc"][-1], tool.Input.model_fields)
             problems.append(Problem((*at, "args", *err["loc"]),
                                     f"{message}{_choice_hint(err)} (tool '{tool.name}')"))
-    else:
+        args = _meant_args(tool, step, exc)
+        if args is not None:  # later checks judge the arguments the suggestions lead to
+            step = step.model_copy(update={"args": args.model_dump(exclude_unset=True)})
+    if args is not None:
         if tool.changes_files(args) and not step.writes_workspace:
             problems.append(Problem((*at, "writes_workspace"),
                                     f"this '{tool.name}' call changes files; set writes_workspace: "
@@ -217,7 +224,33 @@ def _step_problems(index: int, step: Step, registry: ToolRegistry
         problems.append(Problem((*at, "success"),
                                 "max_changed_lines and unchanged_paths judge a step's changes, "
                                 "but the step does not set writes_workspace: true"))
-    return tool, args, problems
+    return tool, args, problems, step
+
+
+def _meant_args(tool: type[Tool], step: Step, exc: ValidationError) -> ToolInput | None:
+    """The arguments with each misspelt name or choice replaced by its suggestion, if they parse."""
+    meant = dict(step.args)
+    for err in exc.errors():
+        if len(err["loc"]) != 1:
+            return None
+        name = err["loc"][0]
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(name), list(tool.Input.model_fields), n=1, cutoff=0.6)
+            if not close or close[0] in meant:
+                return None
+            meant[close[0]] = meant.pop(name)
+        elif err["type"] == "literal_error":
+            allowed = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+            close = difflib.get_close_matches(str(err.get("input")), allowed, n=1, cutoff=0.6)
+            if not close:
+                return None
+            meant[name] = close[0]
+        else:
+            return None
+    try:
+        return tool.parse_args(meant)
+    except (ValidationError, ValueError, TypeError):
+        return None
 
 
 def _graph_problems(steps: Sequence[tuple[int, Step]]) -> tuple[list[Problem], bool]:
@@ -278,8 +311,9 @@ def _known_dependencies(steps: Sequence[tuple[int, Step]]) -> list[Step]:
 def _known_failures(steps: Sequence[tuple[int, Step]],
                     checked: Sequence[tuple[int, Step, type[Tool], ToolInput]]) -> list[Problem]:
     """Steps their tool knows cannot succeed where they stand in the plan."""
+    meant = {index: step for index, step, _, _ in checked}
     view = Plan.model_construct(id="plan", version=1, goal="validation", planner=None,
-                                steps=_known_dependencies(steps))
+                                steps=_known_dependencies([(i, meant.get(i, s)) for i, s in steps]))
     problems = []
     for index, step, tool, _ in checked:
         reason = tool.known_failure(view, view.step(step.id))
