@@ -146,10 +146,12 @@ def _model_at(path: Path) -> type[BaseModel] | None:
 
 def _choice_hint(err: Mapping[str, Any]) -> str:
     """For a value outside a fixed set (``op: comit``), the closest allowed value."""
-    if err["type"] != "literal_error":
-        return ""
-    allowed = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
-    return did_you_mean(err.get("input"), allowed)
+    return did_you_mean(err.get("input"), _choices(err)) if err["type"] == "literal_error" else ""
+
+
+def _choices(err: Mapping[str, Any]) -> list[str]:
+    """The allowed values a ``literal_error`` lists (``'check', 'fix' or 'format'``)."""
+    return re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
 
 
 def _usable_steps(data: Mapping[str, Any]) -> list[tuple[int, Step]]:
@@ -240,8 +242,7 @@ def _meant_args(tool: type[Tool], step: Step, exc: ValidationError) -> ToolInput
                 return None
             meant[close[0]] = meant.pop(name)
         elif err["type"] == "literal_error":
-            allowed = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
-            close = difflib.get_close_matches(str(err.get("input")), allowed, n=1, cutoff=0.6)
+            close = difflib.get_close_matches(str(err.get("input")), _choices(err), n=1, cutoff=0.6)
             if not close:
                 return None
             meant[name] = close[0]
