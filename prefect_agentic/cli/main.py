@@ -214,4 +214,6 @@ _audit.register(app)
 _deploy.register(app)
 
 if __name__ == "__main__":
-    app()
+    from prefect_agentic.cli.errors import run as _run_guarded
+
+    _run_guarded(app)
