@@ -121,7 +121,12 @@ def classify(exc: BaseException) -> CliFailure | None:
         if isinstance(cause, AgenticError):
             return CliFailure(str(cause), agentic_exit_code(cause))
         if isinstance(cause, RuntimeError) and "Failed to reach API at" in str(cause):
-            return CliFailure(f"{cause}; {SERVER_HELP}", EXIT_ENVIRONMENT)
+            return CliFailure(f"{_one_line(str(cause))}; {SERVER_HELP}", EXIT_ENVIRONMENT)
+        if isinstance(cause, RuntimeError) and "ephemeral Prefect API server" in str(cause):
+            return CliFailure(
+                "Prefect's embedded API did not start in time (a busy machine?): raise "
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (default 20), or run a server "
+                "(`agentic up`) and set PREFECT_API_URL", EXIT_ENVIRONMENT)
     return None
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import sys
 
+from prefect_agentic.cli.startup import RunClock, start_embedded_api  # the clock starts before Prefect's import
+
 # The run's own progress display replaces Prefect's console log lines (the logs
 # still reach the Prefect API); `agentic -v` brings them back. Prefect reads
 # these when it is imported, so they are set first.
@@ -155,6 +157,8 @@ def run(
     from prefect_agentic.settings import embedded_run_settings
     from prefect_agentic.workspace import resolve_base
 
+    clock = RunClock()
+    clock.mark("plan_started")
     policy = _load_block("--policy-block", ToolPolicy, policy_block)
     budget = _load_block("--budget-block", Budget, budget_block)
     loop = None
@@ -178,6 +182,8 @@ def run(
         raise _fail(f"--sandbox-block {sandbox_block}: {exc}", 2) from None
 
     gates = _load_block("--gate-block", GateDefaults, gate_block)
+    clock.mark("plan")
+    start_embedded_api(err, clock, show=not as_json)
     display = ProgressDisplay(plan, err, enabled=not as_json)
     unsubscribe = subscribe(display.on_event)
     stop_asking = answer_in_terminal(err, display.quiet) if sys.stdin.isatty() else lambda: None
@@ -189,6 +195,7 @@ def run(
     finally:
         unsubscribe()
         stop_asking()
+    clock.mark("run")
     outcome = state.result(raise_on_failure=False)
     report = outcome.report if isinstance(outcome, PlanRunFailed) else outcome
     if isinstance(outcome, BaseException) and not isinstance(outcome, PlanRunFailed):
@@ -197,7 +204,7 @@ def run(
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
     else:
-        out.print(report_table(report))
+        out.print(report_table(report, wall=clock.summary(report.duration_s)))
     raise typer.Exit(0 if report.ok else 1)
 
 

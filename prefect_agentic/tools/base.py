@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,6 +95,14 @@ class ToolContext:
     machine-readable reports; ``report_dir_in_sandbox`` is the same place seen
     from inside the container. ``recorder`` is the run's: a tool that decides
     or spends something (a model call's tokens) records it there.
+
+    ``timeout_seconds`` is the step's time: ``deadline`` (a ``time.monotonic``
+    instant, by default ``timeout_seconds`` after the context was made) is when
+    it ends. Every command gets what is left, so a step of several commands
+    cannot outlast its timeout. The deadline is enforced here and by the
+    sandbox (which kills the container), not by a Prefect task timeout: a sync
+    task runs in a worker thread, where Prefect cannot cancel it and only logs
+    a warning.
     """
 
     sandbox: Sandbox
@@ -108,9 +117,19 @@ class ToolContext:
     recorder: Recorder = field(default_factory=LoggingRecorder)
     network: str | None = None
     guard: CallGuard = field(default_factory=CallGuard)
+    deadline: float | None = None
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = logging.getLogger(
         "prefect_agentic.tools"
     )
+
+    def __post_init__(self) -> None:
+        if self.deadline is None:
+            object.__setattr__(self, "deadline", time.monotonic() + self.timeout_seconds)
+
+    def remaining(self) -> float:
+        """Seconds left until the step's deadline (never negative)."""
+        assert self.deadline is not None
+        return max(0.0, self.deadline - time.monotonic())
 
     def secret(self, name: str) -> str:
         """The value of the step's secret ``name``, for host-side use by the tool (a token for an API).
@@ -129,12 +148,16 @@ class ToolContext:
         return value
 
     def run(self, command: Sequence[str]) -> CommandResult:
-        """Run ``command`` in the sandbox with the step's timeout and environment.
+        """Run ``command`` in the sandbox with what is left of the step's time, and its environment.
 
         A timeout becomes a retryable ``StepTimeoutError``: the container is
         already gone, and a later attempt may be luckier.
         """
-        timeout = self.guard.before_command(command, self.timeout_seconds)
+        left = self.remaining()
+        if left <= 0:
+            raise StepTimeoutError(f"command {list(command)!r} did not start: the step used up its "
+                                   f"timeout of {self.timeout_seconds:g}s")
+        timeout = self.guard.before_command(command, left)
         env = {"AGENTIC_STEP_ID": self.step_id, "AGENTIC_STEP_ATTEMPT": str(self.attempt)}
         env.update(self.env)
         result = self.guard.after_command(
@@ -146,7 +169,7 @@ class ToolContext:
             also = f"; the process limit{processes} was reached" if result.pids_limit_hit else ""
             raise StepTimeoutError(
                 f"command {list(command)!r} exceeded the step timeout of "
-                f"{timeout:g}s and was killed{also}"
+                f"{self.timeout_seconds:g}s and was killed{also}"
             )
         if result.oom_killed:
             memory = f" ({limits.memory})" if limits else ""

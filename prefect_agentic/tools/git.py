@@ -172,7 +172,7 @@ def _push(args: GitInput, ctx: ToolContext) -> dict[str, Any]:
     ref = f"refs/heads/{args.branch}"
     try:
         out = run_git(ctx.workspace, "push", "--porcelain", PUSH_REMOTE, f"{head}:{ref}", env=env,
-                      timeout=ctx.timeout_seconds)
+                      timeout=max(1.0, ctx.remaining()))
     except GitCommandError as exc:
         said = Redactor([*ctx.env.values(), *config.values()]).text(
             f"{_captured(exc.stdout)}\n{_captured(exc.stderr)}")
