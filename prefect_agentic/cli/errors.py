@@ -131,7 +131,7 @@ def classify(exc: BaseException) -> CliFailure | None:
 
 
 def agentic_exit_code(exc: BaseException) -> int:
-    """2 for bad input (plan, workspace, audit log), 3 for the environment, 1 for the rest."""
+    """2 for bad input (plan, workspace, audit log, run id, export target), 3 for the environment, 1 else."""
     from prefect_agentic.errors import (
         AuditError,
         ConcurrencyLimitError,
@@ -144,7 +144,10 @@ def agentic_exit_code(exc: BaseException) -> int:
 
     if isinstance(exc, (SandboxError, StackError, DeploymentError, ConcurrencyLimitError)):
         return EXIT_ENVIRONMENT
-    if isinstance(exc, (PlanError, WorkspaceError, AuditError)):
+    from prefect_agentic.cli.runs import RunIdError
+    from prefect_agentic.export import ExportError
+
+    if isinstance(exc, (PlanError, WorkspaceError, AuditError, RunIdError, ExportError)):
         return EXIT_USAGE
     return EXIT_FAILED
 

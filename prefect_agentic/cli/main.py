@@ -213,12 +213,14 @@ from prefect_agentic.cli import audit as _audit  # noqa: E402
 from prefect_agentic.cli import deploy as _deploy  # noqa: E402
 from prefect_agentic.cli import llm as _llm  # noqa: E402
 from prefect_agentic.cli import recipes as _recipes  # noqa: E402
+from prefect_agentic.cli import export as _export  # noqa: E402
 
 _recipes.register(app)
 _llm.register(app)
 _approvals.register(app)
 _audit.register(app)
 _deploy.register(app)
+_export.register(app)
 
 if __name__ == "__main__":
     from prefect_agentic.cli.errors import run as _run_guarded
