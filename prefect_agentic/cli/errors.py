@@ -40,7 +40,7 @@ class CliFailure:
 
 OFFLINE_COMMANDS = frozenset({"schema", "tools", "recipes", "plan", "up", "down"})
 """Commands that never talk to the Prefect API."""
-BLOCK_FREE_COMMANDS = frozenset({"validate", "replay"})
+BLOCK_FREE_COMMANDS = frozenset({"validate", "replay", "export"})
 """Commands that talk to the Prefect API only to load a saved block (a ``--…-block`` option)."""
 
 

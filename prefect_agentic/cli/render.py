@@ -126,6 +126,9 @@ def report_table(report: RunReport, wall: str | None = None) -> Group:
         f"(workspace {report.workspace})",
         style="bold green" if report.ok else "bold red",
     ))
+    if report.exported:
+        pushed = f", pushed to {report.exported.pushed_to}" if report.exported.pushed_to else ""
+        parts.append(Text(f"exported to branch {report.exported.branch} of {report.exported.repo}{pushed}"))
     if report.flow_run_id:
         parts.append(Text(f"flow run {report.flow_run_id} (agentic audit verify / agentic replay it)",
                           style="dim"))
