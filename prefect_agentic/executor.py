@@ -175,13 +175,14 @@ def _attempt(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> 
             )
         changes = resources.workspace.changes(input_snapshot, snapshot)
     _check_protected_paths(step, run, changes, recorder)
+    # Everything stored passes the step's redactor: file names and the diff are workspace content.
+    changes = ChangeSummary.model_validate(guard.redact(changes.model_dump(mode="json")))
     criteria = step.success.merged_over(dict(tool_cls.default_success))
     verdict = evaluate(criteria, output, changes)
-    recorder.record("verdict", {"attempt": attempt, "verdict": verdict.model_dump(mode="json"),
-                                "snapshot": snapshot, "output": output.model_dump(mode="json"),
-                                "changes": changes.model_dump(mode="json"),
-                                "diff": _attempt_diff(resources.workspace, input_snapshot, snapshot)},
-                    step_id=step.id)
+    recorder.record("verdict", guard.redact(
+        {"attempt": attempt, "verdict": verdict.model_dump(mode="json"), "snapshot": snapshot,
+         "output": output.model_dump(mode="json"), "changes": changes.model_dump(mode="json"),
+         "diff": _attempt_diff(resources.workspace, input_snapshot, snapshot)}), step_id=step.id)
     if verdict.kind is not VerdictKind.OK:
         raise StepFailed(step.id, _failure_reason(verdict, output.log),
                          retryable=verdict.kind is VerdictKind.RETRY,

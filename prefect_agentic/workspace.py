@@ -21,11 +21,11 @@ any bytes are handled (``-z`` output, undecodable bytes shown escaped).
 from __future__ import annotations
 
 import fcntl
-import stat
 import fnmatch
 import hashlib
 import os
 import shutil
+import stat
 import threading
 import uuid
 from collections.abc import Iterator
@@ -53,7 +53,7 @@ _HARDENED = [
     "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "core.autocrlf=false",
     "-c", "core.attributesFile=/dev/null", "-c", "core.untrackedCache=false",
     "-c", "submodule.recurse=false", "-c", "diff.ignoreSubmodules=all", "-c", "status.submoduleSummary=false",
-    "-c", "diff.external=", "-c", "core.quotePath=true", "-c", "protocol.ext.allow=never",
+    "-c", "core.quotePath=true", "-c", "protocol.ext.allow=never",
 ]
 _ISOLATED_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0",
                  "GIT_ATTR_NOSYSTEM": "1", "GIT_NO_REPLACE_OBJECTS": "1", "GIT_NO_LAZY_FETCH": "1"}

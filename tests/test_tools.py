@@ -95,7 +95,7 @@ def test_junit_parsing_of_a_host_pytest_report(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                     "-o", "junit_family=xunit1", f"--junitxml={tmp_path / 'r.xml'}", "test_a.py"],
                    cwd=tmp_path, capture_output=True)
-    parsed = parse_junit_xml(tmp_path / "r.xml")
+    parsed = parse_junit_xml((tmp_path / "r.xml").read_bytes())
     assert parsed["tests_failed"] == 3 and "test_a.py::TestGroup::test_inner_bad" in parsed["failing_tests"]
 
 
