@@ -151,7 +151,7 @@ class PipTool(Tool):
                 "headline": "installed " + ", ".join(f"{n} {v}" for n, v in sorted(installed.items()))}
 
 
-def install_script(workspace: WorkspaceFiles, files: Sequence[str], wheelhouse: str) -> str:
+def install_script(workspace: WorkspaceFiles, names: Sequence[str], wheelhouse: str) -> str:
     """Shell commands that make ``VENV`` and install ``files`` into it from ``wheelhouse`` only.
 
     The environment sees the image's own packages (``--system-site-packages``)
@@ -159,7 +159,7 @@ def install_script(workspace: WorkspaceFiles, files: Sequence[str], wheelhouse: 
     it installs wins over the image's copies. A failure exits with
     ``INSTALL_FAILED_EXIT``.
     """
-    requirements = shlex.join(requirement_args(workspace, files))
+    requirements = shlex.join(requirement_args(workspace, names))
     return (f"{{ python3 -m venv --without-pip --system-site-packages {VENV} && "
             f"{VENV}/bin/python -m pip install --quiet --no-index --no-cache-dir "
             f"--disable-pip-version-check --find-links {shlex.quote(wheelhouse)} {requirements}; }} "
@@ -176,18 +176,18 @@ def install_failure(files: Sequence[str], wheelhouse: str, exit_code: int, log: 
     return f"installing {list(files)} from {wheelhouse} failed (exit code {exit_code}){hint}:\n{log}"
 
 
-def requirement_args(workspace: WorkspaceFiles, files: Sequence[str]) -> list[str]:
-    """pip arguments installing ``files``: ``-r`` for requirement files, the
+def requirement_args(files: WorkspaceFiles, names: Sequence[str]) -> list[str]:
+    """pip arguments installing ``names``: ``-r`` for requirement files, the
     ``[project] dependencies`` of a pyproject.toml (pip cannot read those itself)."""
     args: list[str] = []
-    for name in files:
-        if not workspace.is_file(name):
+    for name in names:
+        if not files.is_file(name):
             raise ToolError(f"requirement file '{name}' is not in the workspace (or not a regular file)")
         if not name.endswith(".toml"):
             args += ["-r", name]
             continue
         try:
-            text = workspace.read_text(name, limit=4 * 1024 * 1024)
+            text = files.read_text(name, limit=4 * 1024 * 1024)
             args += [str(d) for d in tomllib.loads(text).get("project", {}).get("dependencies", [])]
         except (tomllib.TOMLDecodeError, AttributeError, RecursionError, WorkspaceBoundaryError) as exc:
             raise ToolError(f"cannot read the dependencies of '{name}': {exc}") from None
