@@ -204,3 +204,22 @@ def test_the_git_tool_refuses_a_worktree_with_an_embedded_repository(make_repo, 
     with pytest.raises(WorkspaceBoundaryError, match="embedded git repository at 'sub/.git'"):
         GitTool().invoke({"op": "status"}, ctx)
     assert not marker.exists()
+
+
+# -- hostile plan files ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b'id: x\ngoal: "\xff\xfe"\nsteps: []\n', "line 2: the file is not UTF-8 text (byte 0xff at offset 13)"),
+    (b"id: x\ngoal: " + b"[" * 50_000 + b"]" * 50_000 + b"\n", "nested too deeply to be a plan"),
+])
+def test_a_hostile_plan_file_is_one_clear_plan_error(tmp_path: Path, content: bytes, message: str) -> None:
+    # `agentic validate` prints a PlanError as one error and exits 2 (tests/test_cli.py).
+    from prefect_agentic.errors import PlanError
+    from prefect_agentic.plan.loader import load_plan
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_bytes(content)
+    with pytest.raises(PlanError) as caught:
+        load_plan(plan)
+    assert message in str(caught.value)
