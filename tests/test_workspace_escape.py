@@ -169,3 +169,21 @@ def test_report_json_from_the_workspace_is_capped(make_repo, sandbox_image: str)
     tests = step(report, "tests")
     assert tests.status.value == "failed" and "limit for files the host reads" in (tests.reason or "")
     assert json.loads(report.model_dump_json())  # the report itself stays small and valid
+
+
+def test_a_warm_container_keeps_no_process_a_step_left_behind(make_repo, sandbox_image: str) -> None:
+    import time
+
+    from prefect_agentic.sandbox.runner import open_sandbox
+
+    repo = make_repo({"README": "x\n"})
+    box = open_sandbox(SandboxSettings(image=sandbox_image, mode="warm"), repo, f"settle-{os.getpid()}")
+    try:
+        started = box.run(["sh", "-c", "(sleep 2; echo late > late.txt) >/dev/null 2>&1 & echo started"],
+                          timeout=30)
+        assert started.exit_code == 0 and started.stdout == "started\n"
+        time.sleep(4)  # well past the leftover's write; nothing may have written it
+        assert not (repo / "late.txt").exists()
+        assert box.run(["sh", "-c", "echo next"], timeout=30).stdout == "next\n"  # the container still serves
+    finally:
+        box.close()
