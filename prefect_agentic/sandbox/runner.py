@@ -175,6 +175,7 @@ class _ContainerSandbox:
                 nano_cpus=int(s.cpus * 1e9),
                 pids_limit=s.pids,
                 labels={LABEL_MANAGED: "true", LABEL_RUN: self.run_key},
+                runtime=s.runtime,
                 log_config=LogConfig(type=LogConfig.types.NONE),
                 detach=True,
                 **networking,
