@@ -68,8 +68,6 @@ def export_snapshot(workspace: Path, snapshot: str, into: Path, branch: str, *,
     into = into.resolve()
     _check_repository(into)
     _check_branch_name(into, branch)
-    if not (workspace / ".git").is_dir():
-        raise ExportError(f"the run's workspace {workspace} no longer exists; re-run the plan to make it again")
     ref = f"refs/heads/{branch}"
     old = _current(into, ref)
     if old is not None and old != snapshot:
@@ -79,8 +77,12 @@ def export_snapshot(workspace: Path, snapshot: str, into: Path, branch: str, *,
         if ref in _checked_out(into):
             raise ExportError(f"branch '{branch}' is checked out in {into}; exporting never moves a "
                               "checked-out branch: choose another name with --branch")
-    _git(into, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", f"--upload-pack={_SAFE_UPLOAD_PACK}",
-         str(workspace.resolve()), snapshot)
+    try:
+        _git(into, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+             f"--upload-pack={_SAFE_UPLOAD_PACK}", str(workspace), snapshot)
+    except ExportError as exc:
+        raise ExportError(f"could not read snapshot {snapshot[:12]} from the run's workspace {workspace} "
+                          f"(removed? re-run the plan to make it again): {exc}") from None
     _git(into, "update-ref", "-m", f"agentic export of snapshot {snapshot[:12]}", ref, snapshot,
          old or _NO_COMMIT)
     return ExportResult(repo=str(into), branch=branch, commit=snapshot,

@@ -192,7 +192,7 @@ def test_a_step_deadline_is_shared_by_its_commands(make_repo, sandbox_image: str
     sandbox = open_sandbox(SandboxSettings(image=sandbox_image), repo, f"deadline-{os.getpid()}")
     try:
         def context(deadline: float) -> ToolContext:
-            return ToolContext(sandbox=sandbox, workspace=repo, report_dir=repo, report_dir_in_sandbox="/workspace",
+            return ToolContext(sandbox=sandbox, workspace=repo, reports_path=".agentic/reports/s",
                                step_id="s", base_snapshot="HEAD", attempt=1, timeout_seconds=600,
                                deadline=deadline)
 
