@@ -1,7 +1,8 @@
 """`agentic`: run, validate and describe plans from the command line.
 
 Exit codes: 0 success; 1 the plan ran and failed; 2 bad input (plan file,
-flags, repository); 3 the environment is not ready (Docker engine, image).
+flags, repository, run id); 3 the environment is not ready (Docker engine, image, Prefect
+API). ``cli/errors.py`` maps what escapes a command to these codes, in one line.
 """
 
 from __future__ import annotations
@@ -158,7 +159,6 @@ def run(
     from prefect_agentic.workspace import resolve_base
 
     clock = RunClock()
-    clock.mark("plan_started")
     policy = _load_block("--policy-block", ToolPolicy, policy_block)
     budget = _load_block("--budget-block", Budget, budget_block)
     loop = None

@@ -25,6 +25,9 @@ class RunClock:
     """Seconds spent starting Prefect's embedded API (None: a server was configured)."""
     marks: dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.mark("plan_started")  # made when the command starts its own work
+
     def mark(self, part: str) -> None:
         self.marks[part] = time.monotonic()
 
