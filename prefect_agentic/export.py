@@ -188,7 +188,7 @@ def _checked_out(into: Path) -> set[str]:
 
 
 def _git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+    done = subprocess.run(["git", "-C", str(repo), *args], check=False, capture_output=True, text=True,
                           env={**os.environ, "GIT_TERMINAL_PROMPT": "0"}, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         raise ExportError(" ".join((done.stderr or done.stdout).split()) or f"git {args[0]} failed")

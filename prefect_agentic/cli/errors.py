@@ -58,7 +58,7 @@ def run(app: Callable[[], object], argv: list[str] | None = None) -> None:
         app()
     except (SystemExit, KeyboardInterrupt):
         raise
-    except Exception as exc:  # noqa: BLE001 - classified below; unknown ones are re-raised
+    except Exception as exc:  # classified below; unknown ones are re-raised
         failure = classify(exc)
         if failure is None:
             raise
@@ -230,8 +230,8 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         yield current
-        if isinstance(current, BaseExceptionGroup):
-            for inner in current.exceptions:
+        for inner in getattr(current, "exceptions", ()):  # an exception group (anyio, Python 3.11+)
+            if isinstance(inner, BaseException):
                 yield from _chain(inner)
         current = current.__cause__ or current.__context__
 

@@ -14,7 +14,13 @@ import typer
 from prefect_agentic.blocks.audit_storage import AuditStorage
 from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.cli.runs import audited_run_id
-from prefect_agentic.export import default_branch, export_snapshot, push_branch, push_decision, run_snapshot
+from prefect_agentic.export import (
+    default_branch,
+    export_snapshot,
+    push_branch,
+    push_decision,
+    run_snapshot,
+)
 from prefect_agentic.record.store import AuditStore
 from prefect_agentic.replay import load_records
 

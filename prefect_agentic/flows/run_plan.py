@@ -24,8 +24,8 @@ from prefect_agentic.compiler import compile_plan
 from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.executor import RunContext, close_run_resources
 from prefect_agentic.export import (
-    ExportResult,
     ExportError,
+    ExportResult,
     ExportTarget,
     check_target,
     default_branch,
