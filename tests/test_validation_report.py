@@ -211,7 +211,7 @@ def test_no_broken_plan_makes_a_traceback() -> None:
 def test_a_file_that_is_not_a_plan_is_a_plan_error(tmp_path: Path) -> None:
     binary = tmp_path / "plan.yaml"
     binary.write_bytes(b"id: x\n\xff\xfe\x00goal")
-    with pytest.raises(PlanError, match=r"not a text file \(UTF-8\): byte 6 cannot be decoded"):
+    with pytest.raises(PlanError, match=r"line 2: the file is not UTF-8 text \(byte 0xff at offset 6\)"):
         load_plan(binary)
     with pytest.raises(PlanError, match="cannot read the file"):
         load_plan(tmp_path)

@@ -26,7 +26,9 @@ def load_plan(path: str | Path, registry: ToolRegistry | None = None,
     except OSError as exc:
         raise PlanError(str(path), [f"cannot read the file: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError as exc:
-        raise PlanError(str(path), [f"not a text file (UTF-8): byte {exc.start} cannot be decoded"]) from None
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise PlanError(str(path), [f"line {line}: the file is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
+                                    f"at offset {exc.start})"]) from None
     return parse_plan(text, source=str(path), registry=registry, policy=policy)
 
 
@@ -65,6 +67,8 @@ def _parse_document(text: str, source: str) -> Any:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PlanError(source, [_yaml_problem(exc)]) from None
+    except RecursionError:
+        raise PlanError(source, ["(root): the document is nested too deeply to be a plan"]) from None
     if data is None:
         raise PlanError(source, ["(root): the file is empty"])
     return data

@@ -27,7 +27,7 @@ from pydantic import Field, field_validator, model_validator
 from prefect_agentic.errors import ToolError
 from prefect_agentic.secrets import Redactor
 from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput
-from prefect_agentic.workspace import commit_identity, run_git
+from prefect_agentic.workspace import commit_identity, refuse_embedded_repositories, run_git
 
 if TYPE_CHECKING:
     from prefect_agentic.plan.models import Plan, Step
@@ -151,6 +151,7 @@ class GitTool(Tool):
             except GitCommandError as exc:
                 raise ToolError(f"git {cmd[0]} failed: {exc.stderr.strip() or exc}") from None
 
+        refuse_embedded_repositories(ctx.workspace)  # git would enter one and obey its config
         status = git("status", "--porcelain=v1", "-z", "--untracked-files=all")
         changed = sorted({entry[3:] for entry in status.split("\0") if len(entry) > 3})
         result: dict[str, Any] = {"exit_code": 0, "changed_files": changed}
@@ -199,7 +200,7 @@ def _push(args: GitInput, ctx: ToolContext) -> dict[str, Any]:
     ref = f"refs/heads/{args.branch}"
     try:
         out = run_git(ctx.workspace, "push", "--porcelain", PUSH_REMOTE, f"{head}:{ref}", env=env,
-                      timeout=ctx.timeout_seconds)
+                      timeout=max(1.0, ctx.remaining()))
     except GitCommandError as exc:
         said = Redactor([*ctx.env.values(), *config.values()]).text(
             f"{_captured(exc.stdout)}\n{_captured(exc.stderr)}")
