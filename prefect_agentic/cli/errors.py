@@ -125,7 +125,7 @@ def classify(exc: BaseException) -> CliFailure | None:
         if isinstance(cause, RuntimeError) and "ephemeral Prefect API server" in str(cause):
             return CliFailure(
                 "Prefect's embedded API did not start in time (a busy machine?): raise "
-                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (default 20), or run a server "
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (agentic sets 180 unless you set it), or run a server "
                 "(`agentic up`) and set PREFECT_API_URL", EXIT_ENVIRONMENT)
     return None
 

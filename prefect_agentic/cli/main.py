@@ -18,6 +18,9 @@ from prefect_agentic.cli.startup import RunClock, start_embedded_api  # the cloc
 if "-v" not in sys.argv[1:2] and "--verbose" not in sys.argv[1:2]:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect gives its embedded API 20 s to start; a busy 2-core machine needs more
+# (seen at load 12-20). A user's own setting wins.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 import json  # noqa: E402
 from enum import Enum  # noqa: E402
