@@ -136,7 +136,7 @@ def _run_like_the_executor(plan: Plan, repo: Path, tmp_path: Path) -> object:
             if step.tool == "shell":
                 (path / "new.txt").write_text("new\n")
             else:
-                ctx = ToolContext(sandbox=None, workspace=path, report_dir=tmp_path, report_dir_in_sandbox="/x",  # type: ignore[arg-type]
+                ctx = ToolContext(sandbox=None, workspace=path, reports_path=".agentic/reports/save",  # type: ignore[arg-type]
                                   step_id=step.id, base_snapshot=base, attempt=1, timeout_seconds=30)
                 output = GitTool().invoke(step.args, ctx)
             snapshots[step_id] = workspace.snapshot(f"snapshot {step_id}", f"t/{step_id}")
