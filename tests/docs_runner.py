@@ -269,7 +269,7 @@ def _expect(block: CodeBlock, session: Session, command: str, expected: list[str
 
 
 def _write_file(block: CodeBlock, session: Session) -> None:
-    name = block.rest.strip()
+    name, _, flag = block.rest.strip().partition(" ")
     target = (session.scratch / name).resolve()
     if not name or not target.is_relative_to(session.scratch.resolve()):
         raise DocsTestError(f"{block.where}: `file` needs a relative path inside the page's directory")
@@ -285,7 +285,11 @@ def _write_file(block: CodeBlock, session: Session) -> None:
             try:
                 load_plan(target)
             except PlanError as exc:
-                raise DocsTestError(f"{block.where}: the plan does not load: {exc}") from None
+                if flag != "invalid":
+                    raise DocsTestError(f"{block.where}: the plan does not load: {exc}") from None
+            else:
+                if flag == "invalid":
+                    raise DocsTestError(f"{block.where}: the plan is marked invalid but loads")
 
 
 def _parse(block: CodeBlock) -> None:

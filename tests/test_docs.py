@@ -36,17 +36,20 @@ def test_an_unmarked_block_is_reported_with_its_place(tmp_path: Path) -> None:
                     "\n<!-- docs-test: skip -->\n```yaml\na: 1\n```\n")
     problems = unmarked(page)
     assert len(problems) == 2
-    assert problems[0].endswith(":9: ```bash block has no <!-- docs-test: ... --> marker")
+    assert problems[0].endswith(":8: ```bash block has no <!-- docs-test: ... --> marker")
     assert "skip needs a reason" in problems[1]
     assert [b.kind for b in blocks_of(page)] == ["fragment", None, "skip"]
 
 
 def test_output_comparison_normalizes_what_varies_and_honours_ellipses() -> None:
     actual = normalize("flow run 4883de33-b6e6-476c-9e03-c04e9ee393b6 done in 1.8s\nA\nB\nend\n", {})
-    assert matches(["flow run <id> done in 9.9s", "…", "end"], actual)
-    assert matches(["flow run … done…", "A", "B", "end"], actual)
-    assert not matches(["flow run <id> done in 1.8s", "end"], actual)
-    assert not matches(["flow run <id> done in 1.8s", "A", "C", "end"], actual)
+    def docs(text: str) -> list[str]:
+        return normalize(text, {})
+
+    assert matches(docs("flow run 0a0a0a0a-0000-4000-8000-000000000000 done in 9.9s\n…\nend"), actual)
+    assert matches(docs("flow run … done…\nA\nB\nend"), actual)
+    assert not matches(docs("flow run <id> done in 1.8s\nend"), actual)
+    assert not matches(docs("flow run <id> done in 1.8s\nA\nC\nend"), actual)
 
 
 RUNNABLE = [p for p in pages() if any(b.kind not in (None, "skip") for b in blocks_of(p))]
