@@ -10,10 +10,10 @@ block types' ``logo_url`` points (see ``prefect_agentic.blocks.branding``).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
-import click
 from mkdocs.structure.files import File, Files
 
 GENERATED = {
@@ -50,39 +50,53 @@ def cli_reference() -> str:
     parts = ["# CLI reference", "",
              "Generated from the `agentic` command itself at every docs build. "
              "Exit codes are listed in [Exit codes](exit-codes.md).", ""]
-    parts += _command_section(root, ["agentic"], click.Context(root, info_name="agentic"))
+    parts += _command_section(root, ["agentic"], root.context_class(root, info_name="agentic"))
     return "\n".join(parts) + "\n"
 
 
-def _command_section(cmd: click.Command, path: list[str], ctx: click.Context) -> list[str]:
+def _command_section(cmd: Any, path: list[str], ctx: Any) -> list[str]:
+    # typer ships its own fork of click, so the tree is read by duck typing, not isinstance
     name = " ".join(path)
     level = "#" * min(len(path) + 1, 4)
     lines = [f"{level} `{name}`", ""]
     if cmd.help:
         lines += [_clean_help(cmd.help), ""]
-    usage = " ".join(cmd.collect_usage_pieces(ctx))
+    usage = re.sub(r"\{(\w+)\}", lambda m: m[1].upper(), " ".join(cmd.collect_usage_pieces(ctx)))
     lines += ["```text", f"{name} {usage}".rstrip(), "```", ""]
     rows = []
     for param in cmd.params:
-        if isinstance(param, click.Argument):
-            rows.append((f"`{param.human_readable_name}`", "argument", param.required, "", ""))
-        elif isinstance(param, click.Option) and not param.hidden:
+        if param.param_type_name == "argument":
+            rows.append((f"`{(param.metavar or param.name).upper()}`", "argument", param.required, "",
+                         getattr(param, "help", None) or ""))
+        elif param.param_type_name == "option" and not param.hidden and param.name not in COMPLETION:
             default = "" if param.default in (None, False, (), []) or callable(param.default) \
                 else f"`{_default(param.default)}`"
             rows.append((", ".join(f"`{o}`" for o in param.opts + param.secondary_opts),
-                         getattr(param.type, "name", "value") if not param.is_flag else "flag",
+                         "flag" if getattr(param, "is_flag", False) else _kind(param),
                          param.required, default, param.help or ""))
     if rows:
         lines += ["| parameter | kind | required | default | meaning |", "|---|---|---|---|---|"]
         lines += [f"| {p} | {k} | {'yes' if r else ''} | {d} | {_cell(h)} |" for p, k, r, d, h in rows]
         lines.append("")
-    if isinstance(cmd, click.Group):
+    if hasattr(cmd, "list_commands"):
         for sub_name in cmd.list_commands(ctx):
             sub = cmd.get_command(ctx, sub_name)
             if sub is None or sub.hidden:
                 continue
-            lines += _command_section(sub, [*path, sub_name], click.Context(sub, parent=ctx, info_name=sub_name))
+            lines += _command_section(sub, [*path, sub_name], sub.context_class(sub, parent=ctx, info_name=sub_name))
     return lines
+
+
+COMPLETION = {"install_completion", "show_completion"}
+
+
+def _kind(param: Any) -> str:
+    """The option's value type, from its annotation (``Optional[int]`` → ``int``)."""
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    if annotation is None:
+        return "value"
+    name = getattr(annotation, "__name__", None) or str(annotation)
+    return re.sub(r"typing\.|Optional\[(.*)\]", r"\1", name)
 
 
 def _default(value: object) -> str:
