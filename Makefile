@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench clean-docker
+.PHONY: setup demo test docs bench clean-docker
 
 setup:
 	bash scripts/setup.sh
@@ -11,7 +11,14 @@ demo: setup
 	$(PY) scripts/demo.py
 
 test: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet -d build/site
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+# Build the documentation site strictly, then serve it on 127.0.0.1:8000 (where the block
+# types' logos and documentation links point by default; see docs/reference/blocks.md).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d build/site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --strict --dev-addr 127.0.0.1:8000
 
 bench: setup
 	$(PY) bench/step_overhead.py

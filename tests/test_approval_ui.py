@@ -1,10 +1,12 @@
 """The approval form in the real Prefect UI: `prefect server start`, a gated run, and headless
-Chromium (Debian's, driven by Playwright) filling in and submitting the resume form."""
+Chromium (Debian's, driven by Playwright) at a 1440×900 window reading, filling in and
+submitting the resume form. Its screenshot is the one in docs/guides/approver.md."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +27,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = ROOT / "build" / "test-artifacts"
+SCREENSHOT = ROOT / "docs" / "guides" / "approval-form.png"
+WINDOW = {"width": 1440, "height": 900}
 PLAN = """
 id: ship
 goal: Ship the release notes
@@ -32,7 +36,8 @@ steps:
   - {id: notes, tool: shell, writes_workspace: true,
      args: {command: "printf 'line %s\\n' $(seq 80) > NOTES.md"}}
   - {id: publish, tool: shell, depends_on: [notes], requires_approval: true,
-     description: Publish the notes, args: {command: "wc -l NOTES.md"}}
+     description: Publish the notes,
+     args: {command: "wc -l NOTES.md && echo publishing the release notes to the documentation site, the changelog and the announcement list of the project"}}
 """
 
 
@@ -95,6 +100,36 @@ def _paused_run(api: str, within: float = 120) -> str:
     raise TimeoutError("the run never paused at its gate")
 
 
+def _inside_window(element, what: str, height: float | None = None) -> None:  # type: ignore[no-untyped-def]
+    box = element.bounding_box()
+    assert box is not None, what
+    bottom = box["y"] + (box["height"] if height is None else height)
+    assert 0 <= box["y"] and bottom <= WINDOW["height"], (what, box)
+
+
+def _check_readable(page, form) -> None:  # type: ignore[no-untyped-def]
+    """What an approver needs is on screen at 1440×900 with no scrolling, in no cramped inner
+    scroll box; the diff is coloured and the long command wrapped, not cut off."""
+    _inside_window(form.get_by_text("files touched so far").last, "the risk summary")
+    diff = form.locator("pre.agentic-diff")
+    assert diff.inner_text().startswith("diff --git a/NOTES.md b/NOTES.md\nnew file mode")
+    line = float(diff.evaluate("e => parseFloat(getComputedStyle(e).lineHeight) || 20"))
+    padding = float(diff.evaluate("e => parseFloat(getComputedStyle(e).paddingTop)"))
+    _inside_window(diff, "the first diff lines", height=padding + 8 * line)  # up to "+line 2"
+    added = diff.locator("span.text-green-500").first
+    assert added.inner_text() == "+line 1"
+    assert added.evaluate("e => getComputedStyle(e).color") == "rgb(34, 197, 94)"
+    assert diff.evaluate("e => getComputedStyle(e.closest('pre')).color") != "rgb(34, 197, 94)"
+    command = form.locator("pre.agentic-command")
+    width, scroll_width, height = command.evaluate("e => [e.clientWidth, e.scrollWidth, e.clientHeight]")
+    assert scroll_width <= width and height > 60, (width, scroll_width, height)  # wrapped onto lines
+    boxes = diff.evaluate("""e => { const cut = [];
+        for (let a = e; a && !a.classList.contains('p-modal__body'); a = a.parentElement)
+            if (a.scrollHeight > a.clientHeight + 1) cut.push(a.className);
+        return cut; }""")
+    assert boxes == [], f"the review scrolls inside {boxes}"
+
+
 def test_an_approver_answers_the_form_in_the_prefect_ui(  # type: ignore[no-untyped-def]
         prefect_server, chromium, make_repo, sandbox_image, tmp_path) -> None:
     plan = tmp_path / "ship.yaml"
@@ -107,13 +142,17 @@ def test_an_approver_answers_the_form_in_the_prefect_ui(  # type: ignore[no-unty
                            stderr=subprocess.STDOUT, text=True)
     try:
         run_id = _paused_run(prefect_server)
-        page = chromium.new_page(viewport={"width": 1280, "height": 1500})
+        page = chromium.new_page(viewport=WINDOW)
         page.goto(prefect_server.removesuffix("/api") + f"/runs/flow-run/{run_id}")
         page.get_by_role("button", name="Resume").first.click()
         form = page.locator(".p-modal")
-        form.get_by_text("Approve step").wait_for()
+        form.get_by_text("Approve step").first.wait_for()
         assert "Goal: Ship the release notes" in form.inner_text()
         assert "wc -l NOTES.md" in form.inner_text()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "approval-form.png"))  # kept when the checks fail
+        _check_readable(page, form)
+        shutil.copy(ARTIFACTS / "approval-form.png", SCREENSHOT)
         link = form.get_by_role("link", name="full diff").get_attribute("href")
         assert link.startswith(prefect_server.removesuffix("/api") + "/artifacts/artifact/"), link
         form.locator(".p-select-button__control").press("ArrowDown")  # opens the decision's options
@@ -121,15 +160,13 @@ def test_an_approver_answers_the_form_in_the_prefect_ui(  # type: ignore[no-unty
         boxes = form.locator("textarea")
         boxes.nth(0).fill("Ada Lovelace")
         boxes.nth(1).fill("the notes read well")
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        form.screenshot(path=str(ARTIFACTS / "approval-form.png"))
         form.get_by_role("button", name="Submit").click()
         output, _ = run.communicate(timeout=120)
     finally:
         run.kill()
     assert run.returncode == 0, output
     assert "Run succeeded" in output and "publish" in output
-    assert (ARTIFACTS / "approval-form.png").stat().st_size > 10_000
+    assert SCREENSHOT.stat().st_size > 10_000
     [approval] = ApprovalStore(run_key("ship", repo, resolve_base(repo, "HEAD"))).path.glob("approve-*.json")
     recorded = json.loads(approval.read_text())
     assert recorded["approver"] == "Ada Lovelace" and recorded["reason"] == "the notes read well"

@@ -8,6 +8,7 @@ from prefect.blocks.core import Block
 from prefect.filesystems import SMB, LocalFileSystem, RemoteFileSystem, WritableFileSystem
 from pydantic import Field
 
+from prefect_agentic.blocks.branding import documentation_url, logo_url
 from prefect_agentic.settings import agentic_home
 
 AUDIT_BLOCK_ENV = "AGENTIC_AUDIT_BLOCK"
@@ -29,6 +30,8 @@ class AuditStorage(Block):
 
     _block_type_name = "Agentic Audit Storage"
     _block_type_slug = "agentic-audit-storage"
+    _logo_url = logo_url("agentic-audit-storage")  # type: ignore[assignment]
+    _documentation_url = documentation_url("agentic-audit-storage")  # type: ignore[assignment]
     _description = (
         "Filesystem for prefect-agentic audit logs (hash-chained JSON lines) and content-addressed "
         "run outputs (diffs, test reports, captured output)."

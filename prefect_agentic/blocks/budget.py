@@ -7,6 +7,8 @@ from typing import Annotated
 from prefect.blocks.core import Block
 from pydantic import Field
 
+from prefect_agentic.blocks.branding import documentation_url, logo_url
+
 Limit = Annotated[float, Field(gt=0)] | None
 
 
@@ -21,6 +23,8 @@ class Budget(Block):
 
     _block_type_name = "Agentic Budget"
     _block_type_slug = "agentic-budget"
+    _logo_url = logo_url("agentic-budget")  # type: ignore[assignment]
+    _documentation_url = documentation_url("agentic-budget")  # type: ignore[assignment]
     _description = (
         "Limits of a prefect-agentic run: steps, tool calls, retries, wall-clock seconds, "
         "container CPU-seconds and cost, with a warning at a fraction of each."

@@ -8,6 +8,8 @@ from typing import Literal
 from prefect.blocks.core import Block
 from pydantic import Field
 
+from prefect_agentic.blocks.branding import documentation_url, logo_url
+
 GateMode = Literal["auto", "pause", "suspend"]
 
 
@@ -25,6 +27,8 @@ class GateDefaults(Block):
 
     _block_type_name = "Agentic Gate Defaults"
     _block_type_slug = "agentic-gate-defaults"
+    _logo_url = logo_url("agentic-gate-defaults")  # type: ignore[assignment]
+    _documentation_url = documentation_url("agentic-gate-defaults")  # type: ignore[assignment]
     _description = "Timeouts, poll interval and pause/suspend mode of prefect-agentic approval gates."
 
     timeout_seconds: int = Field(default=3600, gt=0, description="Wait this long for an answer; then reject.")

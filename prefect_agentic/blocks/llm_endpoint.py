@@ -11,6 +11,7 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from prefect_agentic.blocks.branding import documentation_url, logo_url
 from prefect_agentic.concurrency import rate_limit_name
 
 
@@ -19,6 +20,8 @@ class LLMEndpoint(Block):
 
     _block_type_name = "Agentic LLM Endpoint"
     _block_type_slug = "agentic-llm-endpoint"
+    _logo_url = logo_url("agentic-llm-endpoint")  # type: ignore[assignment]
+    _documentation_url = documentation_url("agentic-llm-endpoint")  # type: ignore[assignment]
     _description = (
         "OpenAI-compatible chat-completions endpoint for prefect-agentic's LLM planner and "
         "propose_patch tool: base URL, model, API key, timeout, retries and token prices."

@@ -9,6 +9,8 @@ from prefect.blocks.core import Block
 from prefect_docker.host import DockerHost
 from pydantic import Field, field_validator
 
+from prefect_agentic.blocks.branding import documentation_url, logo_url
+
 DEFAULT_IMAGE = "prefect-agentic/sandbox:2"
 GLOBAL_SANDBOX_LIMIT = "agentic-sandboxes"
 SANDBOX_UID = 10001
@@ -29,7 +31,8 @@ class SandboxSettings(Block):
 
     _block_type_name = "Agentic Sandbox Settings"
     _block_type_slug = "agentic-sandbox-settings"
-    _logo_url = "https://images.ctfassets.net/gm98wzqotmnx/2IfXXfMq66mrzJBDFFCHTp/6d8f320d9e4fc4393f045673d61ab612/Moby-logo.png?h=250"  # noqa: E501
+    _logo_url = logo_url("agentic-sandbox-settings")  # type: ignore[assignment]
+    _documentation_url = documentation_url("agentic-sandbox-settings")  # type: ignore[assignment]
     _description = (
         "Docker sandbox for prefect-agentic steps: image, resource limits, network, "
         "timeout, user, and whether each step gets a fresh container or a warm one is reused."

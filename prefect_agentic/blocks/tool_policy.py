@@ -18,6 +18,8 @@ from typing import Literal
 from prefect.blocks.core import Block
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from prefect_agentic.blocks.branding import documentation_url, logo_url
+
 
 class CommandRule(BaseModel):
     """A regular expression searched in every command a step runs."""
@@ -79,6 +81,8 @@ class ToolPolicy(Block):
 
     _block_type_name = "Agentic Tool Policy"
     _block_type_slug = "agentic-tool-policy"
+    _logo_url = logo_url("agentic-tool-policy")  # type: ignore[assignment]
+    _documentation_url = documentation_url("agentic-tool-policy")  # type: ignore[assignment]
     _description = (
         "Rules checked before every tool call and command of a prefect-agentic step: allowed "
         "tools and operations, denied and approval-required command patterns, protected paths, "

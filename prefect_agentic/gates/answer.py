@@ -8,7 +8,6 @@ not an authenticated identity.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -20,18 +19,19 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.input import RunInput
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 Decision = Literal["approve", "reject", "request_changes"]
+
+
+DECISION_HELP = ("approve: run the step; reject: stop the run before it (work is kept); "
+                 "request_changes: re-plan with your reason (or stop when the run has no planner).")
 
 
 class ApprovalAnswer(RunInput):
     """An approver's decision on one step, as the resume form in the Prefect UI asks for it."""
 
-    decision: Decision = Field(
-        description="approve: run the step; reject: stop the run before it (work is kept); "
-                    "request_changes: re-plan with your reason (or stop when the run has no planner)."
-    )
+    decision: Decision = Field(description=DECISION_HELP)
     approver: str = Field(min_length=1, max_length=200, description="Your name (recorded with the decision).")
     reason: str = Field(default="", max_length=4000, description="Why (needed to reject or request changes).")
     instructions: str = Field(
@@ -48,6 +48,16 @@ class ApprovalAnswer(RunInput):
         return None
 
 
+def answer_form(review_html: str) -> type[ApprovalAnswer]:
+    """The form of one gate: the review (``GateReview.form_html``) is the help text of its
+    decision field, so it is laid out above the decision instead of in the form's small
+    scrolling description box."""
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        "ApprovalAnswer", __base__=ApprovalAnswer,
+        decision=(Decision, Field(description=f'{review_html}<p class="mt-2">{DECISION_HELP}</p>')),
+    )
+
+
 class GateSummary(BaseModel):
     """A paused gate in one line, stored with the flow run (key ``gate-<pause key>``) for listings."""
 
@@ -59,6 +69,8 @@ class GateSummary(BaseModel):
     risk: str
     asked_at: datetime
     timeout_seconds: int
+    review: str = ""
+    """The review as Markdown, for terminals (``agentic approvals show``)."""
 
     @staticmethod
     def input_key(pause_key: str) -> str:
@@ -66,14 +78,14 @@ class GateSummary(BaseModel):
 
 
 def read_review(flow_run: FlowRun, within: float = 5) -> str:
-    """The review on a paused flow run's form. Prefect saves it just after the run paused,
-    so a reader that came at once waits a moment (``within`` seconds) for it."""
-    key = (flow_run.state.state_details.run_input_keyset or {}).get("description", "")  # type: ignore[union-attr]
+    """The review of a paused flow run's gate, as Markdown. Prefect saves it just after the
+    run paused, so a reader that came at once waits a moment (``within`` seconds) for it."""
+    key = GateSummary.input_key(flow_run.state.state_details.pause_key or "")  # type: ignore[union-attr]
     deadline = time.monotonic() + within
     with get_client(sync_client=True) as client:
         while True:
             try:
-                return json.loads(client.read_flow_run_input(flow_run.id, key))
+                return GateSummary.model_validate_json(client.read_flow_run_input(flow_run.id, key)).review
             except PrefectHTTPStatusError as exc:
                 if exc.response.status_code != 404 or time.monotonic() > deadline:
                     raise

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import html
 import json
 import re
 import threading
@@ -40,7 +41,13 @@ from prefect.states import Running
 
 from prefect_agentic.blocks.gate_defaults import GateDefaults
 from prefect_agentic.executor import RunContext, run_resources
-from prefect_agentic.gates.answer import ApprovalAnswer, GateQuestion, GateSummary, answerers
+from prefect_agentic.gates.answer import (
+    ApprovalAnswer,
+    GateQuestion,
+    GateSummary,
+    answer_form,
+    answerers,
+)
 from prefect_agentic.gates.review import GateReview, review_of
 from prefect_agentic.gates.store import ApprovalStore
 from prefect_agentic.plan.models import Plan, Step
@@ -113,8 +120,8 @@ class ApprovalGate(RunHook):
         for attempt in range(1, MAX_ASKS + 1):
             ask_key = key if attempt == 1 else f"{key}-{attempt}"
             base = self._record_base(key, step) | {"pause_key": ask_key, "timeout_seconds": timeout}
-            markdown = self._markdown(review, ask_key, problem)
-            answer, asked_at, answered_at, mode = self._wait(review, ask_key, markdown, timeout)
+            markdown, form_html = self._markdown(review, ask_key, problem)
+            answer, asked_at, answered_at, mode = self._wait(review, ask_key, markdown, form_html, timeout)
             timing = {"asked_at": asked_at.isoformat(), "mode": mode,
                       "answered_at": answered_at.isoformat() if answered_at else None,
                       "wait_seconds": round(((answered_at or datetime.now(timezone.utc)) - asked_at)
@@ -155,16 +162,17 @@ class ApprovalGate(RunHook):
         run_resources(self.run).approved_steps.add(step.id)
         return Go()
 
-    def _wait(self, review: GateReview, key: str, markdown: str, timeout: int
+    def _wait(self, review: GateReview, key: str, markdown: str, form_html: str, timeout: int
               ) -> tuple[ApprovalAnswer | None, datetime, datetime | None, str]:
         """Pause or suspend until answered; (answer or None on timeout, asked, answered, mode)."""
         step, mode = review.step, self._mode()
-        form = ApprovalAnswer.with_initial_data(description=markdown)
+        form = answer_form(form_html).with_initial_data(
+            description=f"Approve step `{step.id}` of plan `{self.plan.id}`? The review is under **Decision**.")
         asked_at = self.store.asked_at(key)
         flow_run_id = str(FlowRunContext.get().flow_run.id)  # type: ignore[union-attr]
         summary = GateSummary(plan=self.plan.id, goal=self.plan.goal, step=step.id, tool=step.tool,
                               command=review.command, risk=review.risk_line(), asked_at=asked_at,
-                              timeout_seconds=timeout)
+                              timeout_seconds=timeout, review=markdown)
         try:
             create_flow_run_input_from_model(GateSummary.input_key(key), summary, UUID(flow_run_id))
         except PrefectHTTPStatusError as exc:
@@ -206,7 +214,8 @@ class ApprovalGate(RunHook):
         return review_of(self.plan, step, self.run.policy, done, workspace.changes(base, start),
                          workspace.diff(base, start) if start != base else "")
 
-    def _markdown(self, review: GateReview, key: str, problem: str) -> str:
+    def _markdown(self, review: GateReview, key: str, problem: str) -> tuple[str, str]:
+        """The review as Markdown (terminals) and as the form's HTML (the Prefect UI)."""
         link = None
         if review.diff.count("\n") > self.defaults.diff_lines:
             artifact = create_markdown_artifact(
@@ -215,7 +224,11 @@ class ApprovalGate(RunHook):
             ui = PREFECT_UI_URL.value()
             link = f"{ui.rstrip('/')}/artifacts/artifact/{artifact}" if ui else f"artifact `{key}-diff`"
         text = review.markdown(diff_lines=self.defaults.diff_lines, diff_link=link)
-        return f"**The last answer could not be used: {problem}. Answer again.**\n\n{text}" if problem else text
+        form = review.form_html(diff_lines=self.defaults.diff_lines, diff_link=link)
+        if not problem:
+            return text, form
+        warning = f"The last answer could not be used: {problem}. Answer again."
+        return f"**{warning}**\n\n{text}", f"<p><strong>{html.escape(warning)}</strong></p>{form}"
 
     def _input_snapshot(self, step: Step, done: dict[str, StepReport]) -> str:
         """The snapshot the step starts from: the newest of its dependencies' snapshots."""

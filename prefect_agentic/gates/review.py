@@ -8,7 +8,9 @@ Prefect artifact), the test and lint results so far, and a risk summary.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -79,6 +81,69 @@ class GateReview:
         note = f" (first {len(shown)} of {len(lines)} lines{where})" if cut else where
         return (f"**Diff since the run started** ({self.changes.stat_line()}){note}\n"
                 f"```diff\n" + "\n".join(shown) + "\n```")
+
+
+    def form_html(self, *, diff_lines: int, diff_link: str | None) -> str:
+        """The same review as one HTML block, for the help text of the form's decision field.
+
+        The Prefect UI shows a form's own description in a box that shrinks to what the
+        fields leave of the window (about 190 px at 1440×900); a field's help text is laid out
+        with the fields, in the one scrolling form, so the review goes there. That help text
+        loses its blank lines, which Markdown blocks need, so it is HTML: one block without
+        blank lines, sanitized by the UI, which keeps ``class`` (not ``style``). The UI's own
+        utility classes wrap the command instead of cutting it off, and colour the diff.
+        """
+        step = self.step
+        parts = [
+            _inline(f"### Approve step `{step.id}` of plan `{self.plan.id}`?").replace(
+                'class="mt-2"', 'class="mt-2 text-lg font-semibold"', 1),
+            _inline(f"**Goal:** {self.plan.goal}"),
+            _inline(f"**Step** `{step.id}` — tool `{step.tool}`, operation `{self.operation}`"
+                    + (f": {step.description}" if step.description else "")),
+            _pre("".join(_line(html.escape(line)) for line in self.command.splitlines())),
+            _inline("**Risk**") + '<ul class="list-disc pl-4">'
+            + "".join(_inline(line.removeprefix("- "), tag="li") for line in self.risk().splitlines()) + "</ul>",
+            _inline("**Tests and lint so far:** " + ("; ".join(self.checks) if self.checks else "none ran yet")),
+        ]
+        if self.diff.strip():
+            lines = self.diff.splitlines()
+            shown = lines[:diff_lines]
+            where = f" — [full diff]({diff_link})" if diff_link else ""
+            note = f" (first {len(shown)} of {len(lines)} lines{where})" if len(shown) < len(lines) else where
+            parts += [_inline(f"**Diff since the run started** ({self.changes.stat_line()}){note}"),
+                      _pre("".join(_diff_line(line) for line in shown), kind="diff")]
+        else:
+            parts.append(_inline("**Diff since the run started:** no changes yet"))
+        return '<div class="agentic-review">' + "".join(parts) + "</div>"
+
+
+_PRE_CLASSES = "p-code-container p-code-container--block whitespace-pre-wrap break-words my-2"
+_DIFF_CLASSES = (("+++", ""), ("---", ""), ("+", "text-green-500"), ("-", "text-red-500"),
+                 ("@@", "text-cyan-500"))
+
+
+def _pre(body: str, kind: str = "command") -> str:
+    return f'<pre class="agentic-{kind} {_PRE_CLASSES}"><code>{body}</code></pre>'
+
+
+def _line(text: str, css: str = "") -> str:
+    """One line of a block, as its own element: the UI turns the help text's newlines into
+    spaces, so lines are kept apart by markup, not by newline characters."""
+    return f'<span class="block {css}">{text}</span>'.replace(' ">', '">')
+
+
+def _diff_line(line: str) -> str:
+    css = next((css for prefix, css in _DIFF_CLASSES if line.startswith(prefix)), "")
+    return _line(html.escape(line), css)
+
+
+def _inline(markdown: str, tag: str = "p") -> str:
+    """One line of the review's Markdown (bold, code, links) as an HTML element."""
+    text = html.escape(markdown.removeprefix("### "), quote=False)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    text = re.sub(r"`([^`]+)`", r'<code class="p-code-container">\1</code>', text)
+    text = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', text)
+    return f'<{tag} class="mt-2">{text}</{tag}>'
 
 
 def review_of(plan: Plan, step: Step, policy: ToolPolicy, done: Mapping[str, StepReport],
