@@ -248,8 +248,8 @@ class Stack:
             if replica is not None:
                 replica.remove(force=True)
             self._run_service(image, f"stable-{i}", "stable")
+            self.admin(f"set server {BACKEND}/stable-{i} state ready")
             self.wait_healthy([f"stable-{i}"])
-            self.admin(f"set server {BACKEND}/stable-{i} state ready; set weight {BACKEND}/stable-{i} 100")
         self.rollback()  # the canary's traffic goes to the new stable replicas
 
     # ---- probing -----------------------------------------------------------------------
