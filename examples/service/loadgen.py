@@ -32,7 +32,7 @@ def hit(url: str) -> None:
 
 
 class Metrics(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         with LOCK:
             body = "".join(f'loadgen_requests_total{{outcome="{k}"}} {v}\n' for k, v in sorted(COUNTS.items()))
         data = body.encode()

@@ -71,7 +71,7 @@ DEFAULT_COMMAND_RULES: tuple[CommandRule, ...] = (
                 reason="destroys data"),
 )
 
-DEFAULT_APPROVAL_OPERATIONS = ("*:push", "*:merge", "*:deploy", "*:publish")
+DEFAULT_APPROVAL_OPERATIONS = ("*:push", "*:merge", "*:deploy", "*:shift-traffic", "*:publish")
 
 
 class ToolPolicy(Block):

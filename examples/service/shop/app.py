@@ -24,7 +24,7 @@ def make_handler(cache: Cache, metrics: Metrics, rng: random.Random | None = Non
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             if self.path == "/metrics":
                 return self._send(200, metrics.render(config.VERSION), "text/plain; version=0.0.4")
             if self.path == "/health":
