@@ -38,7 +38,8 @@ from prefect_agentic.planners.recipes import RecipePlanner
 
 FAST_GATES = GateDefaults(poll_interval_seconds=0.5, timeout_seconds=120)
 GOOD = "sed -i 's/VERSION = \"1.0.0\"/VERSION = \"1.1.0\"/' shop/config.py"
-BAD = GOOD + " && sed -i 's/\"ERROR_RATE\", \"0\"/\"ERROR_RATE\", \"0.5\"/' shop/config.py"
+# A latency regression: functional tests and integration checks pass, production traffic does not.
+BAD = GOOD + " && sed -i 's/\"ADDED_LATENCY_MS\", \"0\"/\"ADDED_LATENCY_MS\", \"400\"/' shop/config.py"
 TRAFFIC = 25  # requests per second through the proxy, from the stack's traffic generator
 
 
@@ -196,24 +197,27 @@ def test_a_bad_change_is_rolled_back_within_the_window_and_stable_keeps_serving(
     window = 20.0
     sent_before = traffic(stack)
     started = time.monotonic()
-    report = run_with_loop(plan(stack, BAD, [20, 100], window=window), service_repo, sandbox_image, None,
+    report = run_with_loop(plan(stack, BAD, [20, 100], window=window, max_latency_ms=200), service_repo,
+                           sandbox_image, None,
                            gates=FAST_GATES, policy=ToolPolicy(auto_approve=["*:deploy"]))
     assert not report.ok
     canary = {s.step_id: s for s in report.steps}["canary"].output
     assert canary["decision"] == "rolled_back" and canary["reason"].startswith("step 20 %: 2 failed checks")
+    assert "p95 latency" in canary["reason"] and "> 200 ms" in canary["reason"]
     assert [c["result"] for c in canary["checks"]].count("fail") == 2
     assert canary["checks"][-1]["at_seconds"] < window  # rolled back before the first window ended
     assert stack.state() == before  # stable untouched, no canary, all traffic on stable
     sent_after = traffic(stack)
     during = sum(sent_after.values()) - sum(sent_before.values())
     lost = failed(sent_after) - failed(sent_before)
-    # Only the canary's share can fail: 20 % of requests at its 50 % error rate is 10 %; bound 20 %.
-    assert during > 0 and lost <= 0.2 * during, (lost, during, time.monotonic() - started)
+    # Stated bound: at most 1 % of the requests sent during the rollout fail (the canary is slow, not broken,
+    # and taking it out drains it first).
+    assert during > 0 and lost <= 0.01 * during, (lost, during, time.monotonic() - started)
     for _ in range(20):
         with urllib.request.urlopen(before.proxy_url, timeout=5) as answer:
             assert answer.status == 200
     [decision] = records(caplog, "canary_decision")
-    assert decision["decision"] == "rolled_back" and "error rate" in decision["reason"]
+    assert decision["decision"] == "rolled_back" and "latency" in decision["reason"]
 
 
 @pytestmark_server
@@ -254,7 +258,7 @@ def test_a_run_killed_mid_canary_is_rerun_to_a_consistent_state(  # type: ignore
     out, err = rerun.communicate(timeout=300)
     watching.set()
     watcher.join()
-    assert rerun.returncode == 0, err[-3000:]
+    assert rerun.returncode == 0, out[-4000:] + err[-2000:]
     after = stack.state()
     assert after.stable_version == left.canary_version and after.canary_version is None
     assert max(c for c, _ in seen) == 1 and min(s for _, s in seen) >= 1

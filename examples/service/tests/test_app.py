@@ -73,5 +73,6 @@ def test_metrics_are_prometheus_text(serve):
     assert "http_request_duration_seconds_count 1" in text
 
 
-def test_this_version_injects_no_errors():
-    assert config.ERROR_RATE == 0 and config.ADDED_LATENCY_MS == 0
+def test_the_injected_error_rate_answers_500(serve, monkeypatch):
+    monkeypatch.setattr(config, "ERROR_RATE", 1.0)
+    assert fetch(serve(MemoryCache()) + "/")[0] == 500
