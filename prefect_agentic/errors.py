@@ -63,6 +63,12 @@ class WorkspaceError(AgenticError):
     """The run workspace (the run's private clone) is missing or inconsistent."""
 
 
+class WorkspaceBoundaryError(ToolError):
+    """Host code refused a workspace path: a link, a name leaving the workspace, a
+    non-regular file where a file was expected, an embedded git repository, or content
+    over a size cap. The workspace is attacker-controlled; nothing was followed."""
+
+
 class SnapshotMissingError(WorkspaceError):
     """A cached step refers to a snapshot that the workspace no longer holds."""
 

@@ -24,6 +24,10 @@ def load_plan(path: str | Path, registry: ToolRegistry | None = None,
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PlanError(str(path), [f"cannot read the file: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise PlanError(str(path), [f"line {line}: the file is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
+                                    f"at offset {exc.start})"]) from None
     return parse_plan(text, source=str(path), registry=registry, policy=policy)
 
 
@@ -51,6 +55,8 @@ def _parse_document(text: str, source: str) -> Any:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PlanError(source, [_yaml_problem(exc)]) from None
+    except RecursionError:
+        raise PlanError(source, ["(root): the document is nested too deeply to be a plan"]) from None
     if data is None:
         raise PlanError(source, ["(root): the file is empty"])
     return data

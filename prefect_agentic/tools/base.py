@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from prefect_agentic.boundary import WorkspaceFiles
 from prefect_agentic.errors import (
     SandboxLimitError,
     SecretUnavailableError,
@@ -27,7 +28,7 @@ from prefect_agentic.errors import (
 )
 from prefect_agentic.record.recorder import LoggingRecorder, Recorder
 from prefect_agentic.sandbox.result import CommandResult
-from prefect_agentic.sandbox.runner import Sandbox
+from prefect_agentic.sandbox.runner import WORKSPACE_MOUNT, Sandbox
 
 
 class ToolInput(BaseModel):
@@ -89,17 +90,20 @@ class ToolContext:
     """What a running tool may use: the sandbox and the step's workspace.
 
     ``workspace`` is the host path of the run workspace (mounted at
-    ``/workspace`` in the sandbox). ``report_dir`` is a directory inside it,
+    ``/workspace`` in the sandbox); it is attacker-controlled, so a tool never
+    opens paths under it itself: it reads and writes through ``files`` (a
+    ``WorkspaceFiles`` that never follows links) and runs git through
+    ``prefect_agentic.workspace.run_git``. ``reports_path`` is a directory inside it,
     excluded from snapshots, where a tool may ask its command to write
-    machine-readable reports; ``report_dir_in_sandbox`` is the same place seen
-    from inside the container. ``recorder`` is the run's: a tool that decides
-    or spends something (a model call's tokens) records it there.
+    machine-readable reports: ``reports`` is the host-side view of it and
+    ``report_dir_in_sandbox`` the same place seen from inside the container.
+    ``recorder`` is the run's: a tool that decides or spends something (a
+    model call's tokens) records it there.
     """
 
     sandbox: Sandbox
     workspace: Path
-    report_dir: Path
-    report_dir_in_sandbox: str
+    reports_path: str
     step_id: str
     base_snapshot: str
     attempt: int
@@ -111,6 +115,21 @@ class ToolContext:
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = logging.getLogger(
         "prefect_agentic.tools"
     )
+
+    @property
+    def files(self) -> WorkspaceFiles:
+        """The step's worktree, as host code may touch it (no links followed, sizes capped)."""
+        return WorkspaceFiles(self.workspace)
+
+    @property
+    def reports(self) -> WorkspaceFiles:
+        """The step's report directory (``report_dir_in_sandbox`` on the host), same rules as ``files``."""
+        return self.files.sub(self.reports_path)
+
+    @property
+    def report_dir_in_sandbox(self) -> str:
+        """Where the sandboxed command sees ``reports``."""
+        return f"{WORKSPACE_MOUNT}/{self.reports_path}"
 
     def secret(self, name: str) -> str:
         """The value of the step's secret ``name``, for host-side use by the tool (a token for an API).

@@ -27,7 +27,7 @@ from pydantic import Field, field_validator, model_validator
 from prefect_agentic.errors import ToolError
 from prefect_agentic.secrets import Redactor
 from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput
-from prefect_agentic.workspace import commit_identity, run_git
+from prefect_agentic.workspace import commit_identity, refuse_embedded_repositories, run_git
 
 PUSH_REMOTE = "agentic-push"
 """Name of the remote a push goes to; its URL comes from a secret, through the environment."""
@@ -124,6 +124,7 @@ class GitTool(Tool):
             except GitCommandError as exc:
                 raise ToolError(f"git {cmd[0]} failed: {exc.stderr.strip() or exc}") from None
 
+        refuse_embedded_repositories(ctx.workspace)  # git would enter one and obey its config
         status = git("status", "--porcelain=v1", "-z", "--untracked-files=all")
         changed = sorted({entry[3:] for entry in status.split("\0") if len(entry) > 3})
         result: dict[str, Any] = {"exit_code": 0, "changed_files": changed}
