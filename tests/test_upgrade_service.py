@@ -30,6 +30,7 @@ from prefect.client.orchestration import get_client
 from test_agent_loop import run as run_with_loop
 
 from prefect_agentic.blocks import GateDefaults, ToolPolicy
+from prefect_agentic.boundary import WorkspaceFiles
 from prefect_agentic.environments.analysis import Thresholds, parse_metrics
 from prefect_agentic.environments.images import RUNTIME_IMAGE, ServiceImageError, build_service_image, service_files
 from prefect_agentic.environments.labels import EPHEMERAL, LABEL_ENVIRONMENT, LABEL_ROLE, environments
@@ -63,7 +64,7 @@ def service_repo(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def stack(docker_client: docker.DockerClient, service_runtime: str, service_repo: Path) -> Iterator[Stack]:
-    stable, _ = build_service_image(docker_client, service_files(service_repo, "."))
+    stable, _ = build_service_image(docker_client, service_files(WorkspaceFiles(service_repo), "."))
     target = Stack(docker_client, f"canary-test-{uuid.uuid4().hex[:6]}")
     try:
         target.up(stable, loadgen_rate=TRAFFIC)
@@ -144,14 +145,15 @@ def test_service_code_is_read_without_following_links_out_of_the_workspace(tmp_p
     (tmp_path / "secret").write_text("host secret")
     (service / "shop" / "leak.py").symlink_to(tmp_path / "secret")
     (service / "linked").symlink_to(tmp_path)
-    files = service_files(service, ".")
+    workspace = WorkspaceFiles(service)
+    files = service_files(workspace, ".")
     assert "shop/app.py" in files and "shop/leak.py" not in files
     assert not any(name.startswith("linked/") for name in files)
     assert all(b"host secret" not in data for data in files.values())
     with pytest.raises(ServiceImageError, match="leaves the workspace"):
-        service_files(service, "../")
-    with pytest.raises(ServiceImageError, match="leaves the workspace"):
-        service_files(service, "linked")
+        service_files(workspace, "../")
+    with pytest.raises(ServiceImageError, match="symbolic link|not a directory"):
+        service_files(workspace, "linked")
 
 
 # ---- real Docker, real Prefect server -------------------------------------------------------
@@ -224,8 +226,14 @@ def test_a_bad_change_is_rolled_back_within_the_window_and_stable_keeps_serving(
 def test_a_run_killed_mid_canary_is_rerun_to_a_consistent_state(  # type: ignore[no-untyped-def]
         stack: Stack, service_repo: Path, sandbox_image: str, docker_client, tmp_path: Path) -> None:
     ToolPolicy(auto_approve=["*:deploy"]).save("canary-auto", overwrite=True)
+    config = service_repo / "shop" / "config.py"  # the repository already holds the new version
+    config.write_text(config.read_text().replace('VERSION = "1.0.0"', 'VERSION = "1.1.0"'))
+    git_commit_all(service_repo, "shop 1.1.0")
+    made = RecipePlanner().plan("upgrade-service", {"stack": stack.name, "change": "true", "steps": [20, 100],
+                                                    "window_seconds": 5, "interval_seconds": 1.5, "min_requests": 8})
+    canary_only = made.model_copy(update={"steps": [made.step("canary").model_copy(update={"depends_on": []})]})
     plan_file = tmp_path / "plan.json"
-    plan_file.write_text(plan(stack, GOOD, [20, 100], window=6))
+    plan_file.write_text(canary_only.model_dump_json(exclude_none=True))
     seen = []
     watching = threading.Event()
 

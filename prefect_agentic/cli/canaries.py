@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from prefect_agentic.boundary import WorkspaceFiles
 from prefect_agentic.environments.images import build_service_image, service_files
 from prefect_agentic.environments.labels import EPHEMERAL, STACK, environments, owner_is_gone, remove_environment
 from prefect_agentic.environments.stack import Stack
@@ -39,7 +40,7 @@ def up(name: str,
     """Start the stack NAME: cache, two stable replicas of the service in --from, HAProxy, traffic."""
     client = _client()
     try:
-        image, _ = build_service_image(client, service_files(source, "."))
+        image, _ = build_service_image(client, service_files(WorkspaceFiles(source.absolute()), "."))
         state = Stack(client, name).up(image, loadgen_rate=traffic or None, loadgen_total=total)
     except AgenticError as exc:
         raise _fail(str(exc)) from None

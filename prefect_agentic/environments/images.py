@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import stat
 import tarfile
-from pathlib import Path
 
 import docker
 
-from prefect_agentic.errors import ToolError
+from prefect_agentic.boundary import WorkspaceFiles
+from prefect_agentic.errors import ToolError, WorkspaceBoundaryError
 
 RUNTIME_IMAGE = "prefect-agentic/service-runtime:1"
 SERVICE_REPOSITORY = "prefect-agentic/example-service"
@@ -40,53 +39,38 @@ class ServiceImageError(ToolError):
     """The service's code could not be read or its image could not be built."""
 
 
-def service_files(workspace: Path, subdir: str) -> dict[str, bytes]:
-    """The regular files under ``workspace/subdir`` (relative path -> bytes), links never followed."""
-    root = workspace.resolve()
-    start = (root / subdir).resolve() if subdir not in ("", ".") else root
-    if start != root and root not in start.parents:
-        raise ServiceImageError(f"service path '{subdir}' leaves the workspace")
-    files: dict[str, bytes] = {}
-    total = 0
-    for rel in _walk(start):
-        data = _read_regular(start / rel)
-        if data is None:
-            continue
-        total += len(data)
-        if len(files) >= MAX_FILES or total > MAX_BYTES:
-            raise ServiceImageError(f"service '{subdir}' is larger than {MAX_FILES} files / {MAX_BYTES} bytes")
-        files[rel] = data
-    if "shop/app.py" not in files:
-        raise ServiceImageError(f"'{subdir or '.'}' holds no service (shop/app.py is missing)")
-    return files
-
-
-def _walk(start: Path) -> list[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(start, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not os.path.islink(os.path.join(dirpath, d)))
-        base = Path(dirpath).relative_to(start)
-        found += [(base / name).as_posix() for name in sorted(filenames)]
-    return found
-
-
-def _read_regular(path: Path) -> bytes | None:
-    """The file's bytes if it is a regular file (opened without following a link), else None."""
+def service_files(workspace: WorkspaceFiles, subdir: str) -> dict[str, bytes]:
+    """The regular files under ``subdir`` (relative path -> bytes); links are skipped, never followed."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return None
-        return handle.read(MAX_BYTES + 1)
+        files = workspace.sub(subdir) if subdir not in ("", ".") else workspace
+        if not files.is_dir():
+            raise ServiceImageError(f"service path {workspace.describe(subdir)!r} is not a directory")
+        found: dict[str, bytes] = {}
+        total = 0
+        for directory, dirnames, filenames in files.walk():
+            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+            for name in sorted(filenames):
+                rel = f"{directory}/{name}" if directory else name
+                info = files.lstat(rel)
+                if info is None or not stat.S_ISREG(info.st_mode):
+                    continue  # a link or a special file: not part of the image
+                data = files.read_bytes(rel, limit=MAX_BYTES)
+                total += len(data)
+                if len(found) >= MAX_FILES or total > MAX_BYTES:
+                    raise ServiceImageError(f"service '{subdir}' is larger than {MAX_FILES} files / {MAX_BYTES} bytes")
+                found[rel] = data
+    except WorkspaceBoundaryError as exc:
+        raise ServiceImageError(f"service path '{subdir}': {exc}") from None
+    if "shop/app.py" not in found:
+        raise ServiceImageError(f"'{subdir or '.'}' holds no service (shop/app.py is missing)")
+    return found
 
 
 def build_context(files: dict[str, bytes], runtime_image: str) -> tuple[bytes, str]:
     """A tar build context of the files, and the content tag of the image it makes."""
     digest = hashlib.sha256(runtime_image.encode())
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
+    with tarfile.TarFile(fileobj=buffer, mode="w") as tar:
         _add(tar, "Dockerfile", DOCKERFILE.encode())
         for rel, data in sorted(files.items()):
             digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())

@@ -33,7 +33,7 @@ def docker_client(ctx: ToolContext) -> docker.DockerClient:
 
 def workspace_image(ctx: ToolContext, args: ServiceInput) -> tuple[str, bool]:
     """The image of the service as the workspace holds it (built once, then found by its content tag)."""
-    return build_service_image(docker_client(ctx), service_files(ctx.workspace, args.path), args.runtime_image)
+    return build_service_image(docker_client(ctx), service_files(ctx.files, args.path), args.runtime_image)
 
 
 def stack(ctx: ToolContext, name: str) -> Stack:
