@@ -229,7 +229,7 @@ def test_a_run_killed_mid_canary_is_rerun_to_a_consistent_state(  # type: ignore
     config = service_repo / "shop" / "config.py"  # the repository already holds the new version
     config.write_text(config.read_text().replace('VERSION = "1.0.0"', 'VERSION = "1.1.0"'))
     git_commit_all(service_repo, "shop 1.1.0")
-    made = RecipePlanner().plan("upgrade-service", {"stack": stack.name, "change": "true", "steps": [20, 100],
+    made = RecipePlanner().plan("upgrade-service", {"stack": stack.name, "change": "echo unchanged", "steps": [20, 100],
                                                     "window_seconds": 5, "interval_seconds": 1.5, "min_requests": 8})
     canary_only = made.model_copy(update={"steps": [made.step("canary").model_copy(update={"depends_on": []})]})
     plan_file = tmp_path / "plan.json"
