@@ -31,9 +31,19 @@ from test_agent_loop import run as run_with_loop
 
 from prefect_agentic.blocks import GateDefaults, ToolPolicy
 from prefect_agentic.boundary import WorkspaceFiles
-from prefect_agentic.environments.analysis import Thresholds, parse_metrics
-from prefect_agentic.environments.images import RUNTIME_IMAGE, ServiceImageError, build_service_image, service_files
-from prefect_agentic.environments.labels import EPHEMERAL, LABEL_ENVIRONMENT, LABEL_ROLE, environments
+from prefect_agentic.environments.analysis import parse_metrics
+from prefect_agentic.environments.images import (
+    RUNTIME_IMAGE,
+    ServiceImageError,
+    build_service_image,
+    service_files,
+)
+from prefect_agentic.environments.labels import (
+    EPHEMERAL,
+    LABEL_ENVIRONMENT,
+    LABEL_ROLE,
+    environments,
+)
 from prefect_agentic.environments.stack import Stack
 from prefect_agentic.planners.recipes import RecipePlanner
 
@@ -272,3 +282,29 @@ def test_a_run_killed_mid_canary_is_rerun_to_a_consistent_state(  # type: ignore
     assert max(c for c, _ in seen) == 1 and min(s for _, s in seen) >= 1
     assert canaries(docker_client, stack) == 0
     assert not any(name.startswith("agentic-it-") for name in environments(docker_client, EPHEMERAL))
+
+
+def test_agentic_canaries_lists_and_cleans_an_environment_whose_run_is_gone(docker_client) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    from conftest import agentic_cli
+
+    from prefect_agentic.environments.labels import LABEL_OWNER, labels
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process id that is no longer alive: the owner of a killed run's environment
+    name = f"agentic-it-leftover-{uuid.uuid4().hex[:6]}"
+    docker_client.networks.create(name, internal=True, labels={
+        **labels(name, EPHEMERAL, "network"), LABEL_OWNER: f"{socket.gethostname()}:{dead.pid}"})
+    mine = f"agentic-it-alive-{uuid.uuid4().hex[:6]}"
+    docker_client.networks.create(mine, internal=True, labels=labels(mine, EPHEMERAL, "network"))
+    try:
+        listed = agentic_cli("canaries", "list")
+        assert f"ephemeral  {name}  (0 containers, leftover)" in listed.stdout, listed.stdout + listed.stderr
+        assert f"ephemeral  {mine}  (0 containers, in use)" in listed.stdout
+        cleaned = agentic_cli("canaries", "clean")
+        assert cleaned.returncode == 0 and name in cleaned.stdout and mine not in cleaned.stdout
+        assert docker_client.networks.list(names=[name]) == [] and docker_client.networks.list(names=[mine])
+    finally:
+        for network in docker_client.networks.list(names=[name, mine]):
+            network.remove()

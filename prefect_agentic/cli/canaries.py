@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import docker
 import typer
@@ -13,7 +13,13 @@ from rich.markup import escape
 
 from prefect_agentic.boundary import WorkspaceFiles
 from prefect_agentic.environments.images import build_service_image, service_files
-from prefect_agentic.environments.labels import EPHEMERAL, STACK, environments, owner_is_gone, remove_environment
+from prefect_agentic.environments.labels import (
+    EPHEMERAL,
+    STACK,
+    environments,
+    owner_is_gone,
+    remove_environment,
+)
 from prefect_agentic.environments.stack import Stack
 from prefect_agentic.errors import AgenticError
 
@@ -88,7 +94,7 @@ def list_() -> None:
 
 @canaries_app.command("clean")
 def clean(all_: Annotated[bool, typer.Option("--all", help="Also ephemeral environments whose run may be alive.")] = False,
-          stacks: Annotated[Optional[bool], typer.Option("--stacks", help="Also remove every stack.")] = False) -> None:
+          stacks: Annotated[bool | None, typer.Option("--stacks", help="Also remove every stack.")] = False) -> None:
     """Remove leftover ephemeral environments (and, with --stacks, the stacks)."""
     client = _client()
     removed = []

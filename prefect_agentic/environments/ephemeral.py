@@ -24,13 +24,8 @@ from prefect_agentic.environments.labels import (
     owner_is_gone,
     remove_environment,
 )
-from prefect_agentic.errors import ToolError
 
 MEMORY = "256m"
-
-
-class EnvironmentError_(ToolError):
-    """An environment could not be started."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,15 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from prefect_agentic.environments.analysis import EMPTY, Check, Counters, Thresholds, judge_interval, judge_window, parse_metrics
+from prefect_agentic.environments.analysis import (
+    EMPTY,
+    Check,
+    Counters,
+    Thresholds,
+    judge_interval,
+    judge_window,
+    parse_metrics,
+)
 from prefect_agentic.environments.stack import Stack
 
 

@@ -19,13 +19,19 @@ import docker.errors
 from docker.models.containers import Container
 
 from prefect_agentic.environments.images import RUNTIME_IMAGE
-from prefect_agentic.environments.labels import LABEL_ROLE, LABEL_VERSION, STACK, labels, remove_environment
+from prefect_agentic.environments.labels import (
+    LABEL_VERSION,
+    STACK,
+    labels,
+    remove_environment,
+)
 from prefect_agentic.errors import ToolError
 
 MEMORY = "256m"
 PROXY_PORT = 8080
 ADMIN_PORT = 9999
 BACKEND = "app"
+PROXY_START = 'printf "%s" "$HAPROXY_CFG" > /tmp/haproxy.cfg && exec haproxy -db -f /tmp/haproxy.cfg'
 
 
 class StackError(ToolError):
@@ -162,8 +168,7 @@ class Stack:
             if self.container(f"stable-{i}") is None:
                 self._run_service(image, f"stable-{i}", "stable")
         if self.container("proxy") is None:
-            self._run(RUNTIME_IMAGE, "proxy", ["sh", "-c", 'printf "%s" "$HAPROXY_CFG" > /tmp/haproxy.cfg '
-                                               "&& exec haproxy -db -f /tmp/haproxy.cfg"],
+            self._run(RUNTIME_IMAGE, "proxy", ["sh", "-c", PROXY_START],
                       environment={"HAPROXY_CFG": self._config()}, user="haproxy",
                       ports={f"{PROXY_PORT}/tcp": ("127.0.0.1", None)})
         self.wait_healthy([f"stable-{i}" for i in range(1, self.replicas + 1)])

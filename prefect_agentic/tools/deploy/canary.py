@@ -49,8 +49,7 @@ class CanaryOutput(ToolOutput):
 class ServiceCanaryTool(Tool):
     name: ClassVar[str] = "service_canary"
     version: ClassVar[str] = "1.0.0"
-    description: ClassVar[str] = ("Canary-deploy the workspace's service into its stack, shift traffic step by step "
-                                  "under analysis, promote it or roll it back automatically.")
+    description: ClassVar[str] = "Canary the workspace's service under analysis; promote or roll back."
     Input: ClassVar[type[ToolInput]] = CanaryInput
     Output: ClassVar[type[ToolOutput]] = CanaryOutput
     default_success: ClassVar[Mapping[str, Any]] = {"exit_code": 0}

@@ -29,8 +29,7 @@ class IntegrationOutput(ToolOutput):
 class ServiceIntegrationTool(Tool):
     name: ClassVar[str] = "service_integration"
     version: ClassVar[str] = "1.0.0"
-    description: ClassVar[str] = ("Run the service's integration checks against it and its cache in an ephemeral "
-                                  "environment on a private network, removed afterwards whatever happens.")
+    description: ClassVar[str] = "Integration checks of the service in an ephemeral environment."
     Input: ClassVar[type[ToolInput]] = IntegrationInput
     Output: ClassVar[type[ToolOutput]] = IntegrationOutput
     default_success: ClassVar[Mapping[str, Any]] = {"exit_code": 0}

@@ -9,7 +9,13 @@ from pydantic import Field
 
 from prefect_agentic.environments.stack import StackState
 from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput
-from prefect_agentic.tools.deploy.common import ServiceInput, StackInput, StackName, stack, workspace_image
+from prefect_agentic.tools.deploy.common import (
+    ServiceInput,
+    StackInput,
+    StackName,
+    stack,
+    workspace_image,
+)
 
 
 class StackOutput(ToolOutput):
