@@ -287,8 +287,9 @@ def test_a_run_killed_mid_canary_is_rerun_to_a_consistent_state(  # type: ignore
 def test_agentic_canaries_lists_and_cleans_an_environment_whose_run_is_gone(docker_client) -> None:  # type: ignore[no-untyped-def]
     import socket
 
-    from conftest import agentic_cli
+    from typer.testing import CliRunner
 
+    from prefect_agentic.cli.main import app
     from prefect_agentic.environments.labels import LABEL_OWNER, labels
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -299,11 +300,11 @@ def test_agentic_canaries_lists_and_cleans_an_environment_whose_run_is_gone(dock
     mine = f"agentic-it-alive-{uuid.uuid4().hex[:6]}"
     docker_client.networks.create(mine, internal=True, labels=labels(mine, EPHEMERAL, "network"))
     try:
-        listed = agentic_cli("canaries", "list")
-        assert f"ephemeral  {name}  (0 containers, leftover)" in listed.stdout, listed.stdout + listed.stderr
+        listed = CliRunner().invoke(app, ["canaries", "list"])
+        assert f"ephemeral  {name}  (0 containers, leftover)" in listed.stdout, listed.output
         assert f"ephemeral  {mine}  (0 containers, in use)" in listed.stdout
-        cleaned = agentic_cli("canaries", "clean")
-        assert cleaned.returncode == 0 and name in cleaned.stdout and mine not in cleaned.stdout
+        cleaned = CliRunner().invoke(app, ["canaries", "clean"])
+        assert cleaned.exit_code == 0 and name in cleaned.stdout and mine not in cleaned.stdout
         assert docker_client.networks.list(names=[name]) == [] and docker_client.networks.list(names=[mine])
     finally:
         for network in docker_client.networks.list(names=[name, mine]):
