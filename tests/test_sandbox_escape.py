@@ -57,8 +57,9 @@ class HostListener:
             conn.close()
 
 
-@pytest.fixture(scope="module")
-def attack_run(tmp_path_factory, sandbox_image: str) -> tuple[RunReport, HostListener, Path]:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module", params=["runc", "runsc"])
+def attack_run(request, tmp_path_factory, sandbox_image: str) -> tuple[RunReport, HostListener, Path]:  # type: ignore[no-untyped-def]
+    """The whole attack plan, under Docker's default runtime and under gVisor."""
     import subprocess
 
     from conftest import git_commit_all
@@ -93,7 +94,7 @@ def attack_run(tmp_path_factory, sandbox_image: str) -> tuple[RunReport, HostLis
                    "timeout_seconds": 3 if name == "ignore_sigterm" else 60}
                   for name, argv in steps.items()],
     }
-    settings = SandboxSettings(image=sandbox_image, memory="256m", pids=64, tmp_size="16m")
+    settings = SandboxSettings(image=sandbox_image, memory="256m", pids=64, tmp_size="16m", runtime=request.param)
     state = run_plan(plan=parse_plan(yaml.safe_dump(plan)), repo=str(repo), sandbox=settings,
                      return_state=True)
     outcome = state.result(raise_on_failure=False)
