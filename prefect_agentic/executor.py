@@ -24,7 +24,7 @@ from prefect_agentic.blocks.sandbox_settings import SandboxSettings, run_limit_n
 from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.budget import BudgetMeter, BudgetWarning
 from prefect_agentic.concurrency import forget_limit
-from prefect_agentic.errors import PolicyDeniedError, StepFailed
+from prefect_agentic.errors import PolicyDeniedError, SandboxLimitError, StepFailed
 from prefect_agentic.evaluator import Verdict, VerdictKind, evaluate
 from prefect_agentic.guard import StepGuard
 from prefect_agentic.plan.models import Step
@@ -168,6 +168,10 @@ def _attempt(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> 
         )
         with resources.sandbox.step_slot():
             output = tool_cls().invoke(step.args, ctx)
+        if resources.workspace.is_full():
+            raise SandboxLimitError(
+                f"step '{step.id}' filled the workspace: its size limit ({run.sandbox.workspace_size}) was "
+                "reached and further writes failed (raise SandboxSettings.workspace_size if it needs more)")
         snapshot = input_snapshot
         if step.writes_workspace:
             snapshot = resources.workspace.snapshot(

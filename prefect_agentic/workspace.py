@@ -24,8 +24,10 @@ import fcntl
 import fnmatch
 import hashlib
 import os
+import re
 import shutil
 import stat
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -160,6 +162,73 @@ def commit_identity(parent_date: str) -> dict[str, str]:
     return {**_IDENTITY, "GIT_AUTHOR_DATE": parent_date, "GIT_COMMITTER_DATE": parent_date}
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+WORKSPACE_FULL_BYTES = 1024 * 1024
+"""Free space under which a size-limited workspace counts as full after a step."""
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a Docker-style size (``512m``, ``8g``)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*", text.lower())
+    if not match:
+        raise ValueError(f"'{text}' is not a size (use e.g. 512m or 8g)")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def size_image(path: Path) -> Path:
+    """The file holding the size-limited filesystem of the worktree at ``path``."""
+    return path.parent / ".images" / f"{path.name}.img"
+
+
+def mount_size_limited(path: Path, size: int) -> str | None:
+    """Make ``path`` a filesystem of ``size`` bytes: a sparse ext4 image, loop-mounted.
+
+    The system enforces the limit (a write past it fails with ENOSPC), and the
+    host disk never holds more than the image for this workspace. The image
+    outlives the mount, so a later run (a resume) mounts the same workspace again.
+    Returns None when the limit is in force, else why it could not be (not root,
+    no mount permission in a container, an unlimited workspace already there).
+    """
+    if os.path.ismount(path):
+        return None
+    image = size_image(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if any(path.iterdir()):
+        return f"{path} already holds a workspace made without a size limit"
+    if os.getuid() != 0:
+        return "mounting a size-limited filesystem needs root"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    made = not image.exists()
+    try:
+        if made:
+            partial = image.with_suffix(".partial")
+            with open(partial, "wb") as handle:
+                handle.truncate(size)
+            _system(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "root_owner=0:0", str(partial)])
+            partial.rename(image)
+        _system(["mount", "-o", "loop,nosuid,nodev", str(image), str(path)])
+    except (OSError, subprocess.CalledProcessError) as exc:
+        if made:  # e.g. no mount permission in a container: leave no image to mount over a clone later
+            image.unlink(missing_ok=True)
+            image.with_suffix(".partial").unlink(missing_ok=True)
+        detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
+        return f"cannot mount a size-limited filesystem ({detail or exc})"
+    lost = path / "lost+found"
+    if lost.is_dir() and not (path / ".git").exists():
+        lost.rmdir()
+    return None
+
+
+def unmount_size_limited(path: Path) -> None:
+    """Unmount the size-limited filesystem at ``path`` (its image stays for a later run)."""
+    if os.path.ismount(path):
+        _system(["umount", str(path)])
+
+
+def _system(command: list[str]) -> None:
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+
+
 @dataclass
 class _Occupancy:
     snapshot: str | None = None
@@ -182,26 +251,38 @@ class Workspace:
             self.repo = git.Repo(path)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError):
             raise WorkspaceError(f"{path} is not a run workspace (no git repository)") from None
+        self.size_problem: str | None = None
         self._lock = threading.Lock()
         self._occupancy = _Occupancy()
         self._known_commits: set[str] = set()
 
     @classmethod
     def prepare(
-        cls, source: Path, base: str, path: Path, owner: tuple[int, int] | None = None
+        cls, source: Path, base: str, path: Path, owner: tuple[int, int] | None = None,
+        size: int | None = None,
     ) -> Workspace:
         """Clone ``source`` into ``path`` unless an earlier run already did.
 
         The clone is made next to ``path`` and renamed into place, so a process
-        killed mid-clone leaves no half-made workspace behind.
+        killed mid-clone leaves no half-made workspace behind. With ``size``,
+        ``path`` is first made a filesystem of that size (``mount_size_limited``);
+        the clone then goes straight into it, after emptying what a killed clone left.
+        ``size_problem`` says why a requested limit is not in force (None: it is).
         """
-        if not (path / ".git").is_dir():
+        problem = mount_size_limited(path, size) if size else None
+        if size and problem is None and not (path / ".git").is_dir():
+            files = WorkspaceFiles(path)
+            for leftover in files.listdir():
+                files.remove_tree(leftover)
+            git.Repo.clone_from(str(source.resolve()), str(path), no_checkout=True, env=_ISOLATED_ENV)
+        elif not (path / ".git").is_dir():
             path.parent.mkdir(parents=True, exist_ok=True)
             staging = path.with_name(path.name + ".cloning")
             shutil.rmtree(staging, ignore_errors=True)
             git.Repo.clone_from(str(source.resolve()), str(staging), no_checkout=True, env=_ISOLATED_ENV)
             staging.rename(path)
         workspace = cls(path, owner)
+        workspace.size_problem = problem
         workspace._ensure_commit(source, base)
         workspace._configure()
         return workspace
@@ -283,6 +364,13 @@ class Workspace:
         self._git("checkout", "--quiet", "--force", "--detach", snapshot)
         self._git("clean", "-ffdxq", "-e", f"/{AGENTIC_DIR}/")
         self.hand_over()
+
+    def is_full(self) -> bool:
+        """Whether the worktree is a size-limited filesystem with (almost) no space left."""
+        if not os.path.ismount(self.path):
+            return False
+        info = os.statvfs(self.path)
+        return info.f_bavail * info.f_frsize < WORKSPACE_FULL_BYTES
 
     @property
     def files(self) -> WorkspaceFiles:

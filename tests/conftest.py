@@ -135,3 +135,16 @@ def history_repo(tmp_path: Path) -> Callable[[str], Path]:
         return repo
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _unmount_size_limited_workspaces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Run workspaces are loop-mounted images (SandboxSettings.workspace_size): unmount this
+    session's at its end (its state dir and its temporary directories only)."""
+    yield
+    roots = (str(_STATE) + "/", str(tmp_path_factory.getbasetemp()) + "/")
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts]
+    for point in reversed(points):
+        if point.startswith(roots) and "/workspaces/" in point:
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Optional
@@ -72,9 +71,8 @@ def verify(
         results = [(run, verify_log(store.read_log(run))) for run in runs]
     except AgenticError as exc:
         raise _fail(exc) from None
-    if os.environ.get("PREFECT_API_URL"):  # only a server keeps the heads (no ephemeral API for this)
-        for run, result in results:
-            _compare_head(run, result)
+    for run, result in results:  # a configured server, or the embedded API's own database
+        _compare_head(run, result)
     for run, result in results:
         for problem in result.problems:
             out.print(f"[red]✘[/] {escape(problem)}", highlight=False)
@@ -92,7 +90,12 @@ def verify(
 
 
 def _compare_head(run: str, result: Verification) -> None:
-    """A log rewritten from some record on (hashes recomputed) still ends on another head."""
+    """A log rewritten from some record on (hashes recomputed) still ends on another head.
+
+    The head is kept apart from the log, in the run's summary artifact in Prefect's
+    database: a configured server's, or, with no server configured, the embedded
+    API's (the same database the run wrote to), so a resealed log is caught either way.
+    """
     try:
         head = asyncio.run(published_head(run))
     except (ValueError, OSError, PrefectHTTPStatusError):  # not a UUID, or the API is away

@@ -33,7 +33,7 @@ from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe
 from prefect_agentic.report import RunReport, StepReport
 from prefect_agentic.scheduler import RunHook, StepScheduler
 from prefect_agentic.settings import agentic_home
-from prefect_agentic.workspace import Workspace, resolve_base, run_key
+from prefect_agentic.workspace import Workspace, parse_size, resolve_base, run_key
 
 DEFAULT_CONCURRENCY = 4
 
@@ -90,9 +90,13 @@ def run_plan(
     source = Path(repo).resolve()
     base = resolve_base(source, ref)
     key = run_key(plan.id, source, base)
-    workspace = Workspace.prepare(source, base, agentic_home() / "workspaces" / key)
+    sandbox = sandbox or SandboxSettings()
+    size = parse_size(sandbox.workspace_size) if sandbox.workspace_size else None
+    workspace = Workspace.prepare(source, base, agentic_home() / "workspaces" / key, size=size)
+    if workspace.size_problem:
+        logger.warning("Workspace size limit %s is NOT enforced: %s", sandbox.workspace_size, workspace.size_problem)
     run = RunContext(run_key=key, plan_id=plan.id, workspace=workspace.path,
-                     workspace_epoch=workspace.epoch, base_snapshot=base, sandbox=sandbox or SandboxSettings(),
+                     workspace_epoch=workspace.epoch, base_snapshot=base, sandbox=sandbox,
                      policy=policy, budget=budget or Budget(), secrets=secrets or {})
     logger.info("Plan %s v%s on %s@%s (workspace %s)", plan.id, plan.version, source, base[:12],
                 workspace.path)
