@@ -30,7 +30,10 @@ steps run by the ``run-plan`` flow (Prefect task, workspace checkout,
 sandboxed command, evaluation): (time of N+1 steps - time of 1 step) / N,
 so the flow's fixed start-up cost is not spread over the steps.
 
-Usage: ``python bench/step_overhead.py [--quick]`` (``make bench``).
+  * with ``--runtimes``: only our per-step latency under runc and under gVisor
+    (``SandboxSettings.runtime="runsc"``), for both sandbox modes.
+
+Usage: ``python bench/step_overhead.py [--quick] [--runtimes]`` (``make bench``).
 """
 
 from __future__ import annotations
@@ -187,9 +190,10 @@ def run(plan: dict, repo: Path, settings: SandboxSettings, *, fresh: bool = True
 
 
 def per_step_latency(mode: str, repo: Path, chain: int, repeats: int, *, slot: bool = True,
-                     tag: str = "") -> float:
+                     tag: str = "", runtime: str = "runc") -> float:
     """Marginal cost of a step; ``slot=False`` runs without the global sandbox concurrency limit."""
-    settings = SandboxSettings(image=IMAGE, mode=mode)
+    settings = SandboxSettings(image=IMAGE, mode=mode, runtime=runtime)
+    tag += "" if runtime == "runc" else f"-{runtime}"
     if not slot:
         settings.concurrency_limit = None
     tag += "" if slot else "-noslot"
@@ -327,11 +331,16 @@ def verdict(value: float, target: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (for a smoke run)")
+    parser.add_argument("--runtimes", action="store_true",
+                        help="only the per-step cost under each OCI runtime (runc, runsc)")
     options = parser.parse_args()
     repeats, chain = (3, 5) if options.quick else (10, 20)
     RETRIES.install()
     repo = make_repo()
     print(f"image {IMAGE}; command {' '.join(COMMAND)!r}; python {sys.version.split()[0]}")
+    if options.runtimes:
+        runtime_costs(repo, chain, max(2, repeats // 3))
+        return
 
     exec_cli, exec_sdk = raw_exec_latency(repeats * 2)
     warm_s, warm_retries = counting_retries(lambda: per_step_latency("warm", repo, chain, max(2, repeats // 3)))
@@ -381,6 +390,18 @@ def main() -> None:
         print(f"16 x 1 s steps, 8 at once ({mode:8s}) {elapsed:6.2f} s   ratio {elapsed / floor_s:5.2f}x "
               f"plain Prefect  (target <= {TARGETS['parallel_s']} s: "
               f"{verdict(elapsed, TARGETS['parallel_s'])}); {retries} API retries")
+
+
+def runtime_costs(repo: Path, chain: int, repeats: int) -> None:
+    """Our per-step latency under runc and under gVisor (runsc, ptrace platform), both modes.
+
+    The runtimes alternate for each mode, so a change in the machine's load hits both alike.
+    """
+    for mode in ("per_step", "warm"):
+        costs = {runtime: per_step_latency(mode, repo, chain, repeats, runtime=runtime)
+                 for runtime in ("runc", "runsc")}
+        print(f"our step, {mode:8s} runc  {costs['runc'] * 1000:8.1f} ms   runsc {costs['runsc'] * 1000:8.1f} ms"
+              f"   (gVisor costs {(costs['runsc'] - costs['runc']) * 1000:+.1f} ms a step)")
 
 
 if __name__ == "__main__":

@@ -193,13 +193,14 @@ def mount_size_limited(path: Path, size: int) -> str | None:
         return None
     image = size_image(path)
     path.mkdir(parents=True, exist_ok=True)
-    if not image.exists() and any(path.iterdir()):
+    if any(path.iterdir()):
         return f"{path} already holds a workspace made without a size limit"
     if os.getuid() != 0:
         return "mounting a size-limited filesystem needs root"
     image.parent.mkdir(parents=True, exist_ok=True)
+    made = not image.exists()
     try:
-        if not image.exists():
+        if made:
             partial = image.with_suffix(".partial")
             with open(partial, "wb") as handle:
                 handle.truncate(size)
@@ -207,6 +208,9 @@ def mount_size_limited(path: Path, size: int) -> str | None:
             partial.rename(image)
         _system(["mount", "-o", "loop,nosuid,nodev", str(image), str(path)])
     except (OSError, subprocess.CalledProcessError) as exc:
+        if made:  # e.g. no mount permission in a container: leave no image to mount over a clone later
+            image.unlink(missing_ok=True)
+            image.with_suffix(".partial").unlink(missing_ok=True)
         detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
         return f"cannot mount a size-limited filesystem ({detail or exc})"
     lost = path / "lost+found"

@@ -3,13 +3,13 @@
 # the Docker work pool's flow-run image, Chromium for the approval-form test, PostgreSQL for
 # the Prefect server of the scale-out tests.
 # Idempotent: each phase is skipped when already done.
-# Usage: scripts/setup.sh [python] [docker] [runsc] [image] [flow_image] [browser] [postgres]
+# Usage: scripts/setup.sh [python] [docker] [runsc] [image] [flow_image] [service_images] [browser] [postgres]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 IMAGE=${AGENTIC_SANDBOX_IMAGE:-prefect-agentic/sandbox:2}
-PHASES=${*:-python docker runsc image flow_image browser postgres}
+PHASES=${*:-python docker runsc image flow_image service_images browser postgres}
 # The role the scale-out tests' Prefect servers use (each test session makes its own database).
 PG_ROLE=${AGENTIC_PG_ROLE:-prefect_agentic}
 PG_PASSWORD=${AGENTIC_PG_PASSWORD:-prefect_agentic}
@@ -77,6 +77,12 @@ phase_flow_image() {  # the Docker work pool's flow-run image of this checkout (
   tag=$(scripts/build-flow-image.sh --print-content-tag)
   if docker image inspect "$tag" >/dev/null 2>&1; then log "flow-run image: $tag present"; return; fi
   PYTHON="$ROOT/.venv/bin/python" scripts/build-flow-image.sh --content
+}
+
+phase_service_images() {  # the example service's runtime (python3, redis-server, haproxy) for upgrade-service
+  image=${AGENTIC_SERVICE_RUNTIME_IMAGE:-prefect-agentic/service-runtime:1}
+  if docker image inspect "$image" >/dev/null 2>&1; then log "service runtime image: $image present"; return; fi
+  scripts/build-service-image.sh "$image"
 }
 
 phase_browser() {  # Debian's Chromium, driven by Playwright in the approval-form test

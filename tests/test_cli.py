@@ -53,7 +53,8 @@ def test_tools_lists_the_built_in_tools() -> None:
     result = agentic_cli("tools")
     assert [line.split()[0] for line in result.stdout.splitlines()] == [
         "bandit", "bisect", "change_request", "coverage", "ghostwrite", "git", "pip", "propose_patch",
-        "pytest", "ruff", "shell"]
+        "pytest", "ruff", "service_canary", "service_deploy", "service_image", "service_integration",
+        "service_promote", "service_rollback", "service_traffic", "shell"]
 
 
 @pytest.mark.usefixtures("prefect_api")

@@ -194,6 +194,8 @@ def test_a_warm_container_keeps_no_process_a_step_left_behind(make_repo, sandbox
         time.sleep(4)  # well past the leftover's write; nothing may have written it
         assert not (repo / "late.txt").exists()
         assert box.run(["sh", "-c", "echo next"], timeout=30).stdout == "next\n"  # the container still serves
+        gvisor = "Starting gVisor" in box.run(["dmesg"], timeout=30).stdout
+        assert gvisor == (runtime == "runsc")  # the runtime asked for is the one that ran
     finally:
         box.close()
 

@@ -73,7 +73,7 @@ DEFAULT_COMMAND_RULES: tuple[CommandRule, ...] = (
                 reason="destroys data"),
 )
 
-DEFAULT_APPROVAL_OPERATIONS = ("*:push", "*:merge", "*:deploy", "*:publish")
+DEFAULT_APPROVAL_OPERATIONS = ("*:push", "*:merge", "*:deploy", "*:shift-traffic", "*:publish")
 
 
 class ToolPolicy(Block):

@@ -38,7 +38,7 @@ class CliFailure:
     code: int
 
 
-OFFLINE_COMMANDS = frozenset({"schema", "tools", "recipes", "plan", "up", "down"})
+OFFLINE_COMMANDS = frozenset({"schema", "tools", "recipes", "plan", "up", "down", "canaries"})
 """Commands that never talk to the Prefect API."""
 BLOCK_FREE_COMMANDS = frozenset({"validate", "replay", "export"})
 """Commands that talk to the Prefect API only to load a saved block (a ``--…-block`` option)."""

@@ -23,6 +23,7 @@ from prefect_agentic.planners.recipes import (
     TestAndReportParams,
     TriageFailureParams,
     UpgradeDependencyParams,
+    UpgradeServiceParams,
 )
 from prefect_agentic.report import RunReport
 
@@ -87,4 +88,13 @@ def security_scan(repo: str, params: SecurityScanParams | None = None, ref: str 
                   sandbox: SandboxSettings | None = None, policy: ToolPolicy | None = None,
                   budget: Budget | None = None) -> RunReport:
     plan = RecipePlanner().plan("security-scan", params or SecurityScanParams())
+    return run_plan(plan=plan, repo=repo, ref=ref, sandbox=sandbox, policy=policy, budget=budget)
+
+
+@flow(name="upgrade-service",
+      description="Change a service, test it, canary it after approval; roll back on a breach.")
+def upgrade_service(repo: str, params: UpgradeServiceParams, ref: str = "HEAD",
+                    sandbox: SandboxSettings | None = None, policy: ToolPolicy | None = None,
+                    budget: Budget | None = None) -> RunReport:
+    plan = RecipePlanner().plan("upgrade-service", params)
     return run_plan(plan=plan, repo=repo, ref=ref, sandbox=sandbox, policy=policy, budget=budget)

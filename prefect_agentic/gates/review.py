@@ -164,11 +164,13 @@ def review_of(plan: Plan, step: Step, policy: ToolPolicy, done: Mapping[str, Ste
 
 
 def _check(report: StepReport) -> str | None:
-    """One test or lint result (``tests`` pytest: 4 passed, 0 failed), None for other steps."""
+    """One test, lint or integration result (``tests`` pytest: 4 passed, 0 failed), None for other steps."""
     out = report.output or {}
     mark = "✔" if report.ok else "✘"
     if "tests_failed" in out:
         return f"{mark} `{report.step_id}` {out.get('passed', 0)} passed, {out.get('failed', 0)} failed"
     if out.get("lint_violations") is not None:
         return f"{mark} `{report.step_id}` {out['lint_violations']} lint violations"
+    if isinstance(out.get("checks"), dict) and "passed" in out:  # integration checks (service_integration)
+        return f"{mark} `{report.step_id}` {out['passed']} checks passed, {out.get('failed', 0)} failed"
     return None

@@ -110,6 +110,21 @@ class SecurityScanParams(RecipeParams):
                                 description="Scanner tools to run (each takes ScanInput, returns ScanOutput).")
 
 
+class UpgradeServiceParams(RecipeParams):
+    stack: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,40}$", description="The service's running stack (`agentic canaries up`).")
+    change: str = Field(min_length=1, description="Shell command that makes the change in the workspace (a patch, a sed, a pin).")
+    path: str = Field(default=".", description="The service's directory in the repository.")
+    steps: list[int] = Field(default_factory=lambda: [10, 50, 100], min_length=1,
+                             description="Canary traffic shares in %, rising, ending at 100.")
+    window_seconds: float = Field(default=30, gt=0, description="Observation window of each canary step.")
+    interval_seconds: float = Field(default=2, gt=0, description="Time between two canary checks.")
+    max_error_rate: float = Field(default=0.05, ge=0, le=1, description="Canary share of 5xx answers allowed.")
+    max_latency_ms: float = Field(default=500, gt=0, description="Limit of the canary's p95 latency.")
+    min_requests: int = Field(default=20, ge=1, description="Requests each step's window needs to be judged.")
+    failure_limit: int = Field(default=2, ge=1, description="Failed checks that roll the canary back.")
+    branch: str = Field(default="agentic/upgrade-service", description="Branch the change is committed on.")
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -250,6 +265,33 @@ def _security_scan(p: SecurityScanParams) -> list[dict[str, Any]]:
     return steps
 
 
+def _upgrade_service(p: UpgradeServiceParams) -> list[dict[str, Any]]:
+    service = {"path": p.path}
+    thresholds = {"max_error_rate": p.max_error_rate, "max_latency_ms": p.max_latency_ms,
+                  "min_requests": p.min_requests, "failure_limit": p.failure_limit,
+                  "window_seconds": p.window_seconds, "interval_seconds": p.interval_seconds}
+    tests = f"{p.path.rstrip('/')}/tests" if p.path not in ("", ".") else "tests"
+    return [
+        {"id": "change", "tool": "shell", "args": {"command": p.change}, "writes_workspace": True,
+         "description": "Apply the change to the service."},
+        {"id": "unit-tests", "tool": "pytest", "depends_on": ["change"], "args": {"paths": [tests]},
+         "success": {"tests_failed": 0}, "description": "The service's own tests pass with the change."},
+        {"id": "lint", "tool": "ruff", "depends_on": ["change"], "args": {"mode": "check", "paths": [p.path]},
+         "success": {"lint_violations": 0}, "description": "Lint stays clean."},
+        {"id": "commit", "tool": "git", "depends_on": ["unit-tests", "lint"], "writes_workspace": True,
+         "args": {"op": "commit", "onto": "@base", "branch": p.branch, "message": f"Upgrade service: {p.change}"},
+         "description": f"Commit the change on branch {p.branch}."},
+        {"id": "image", "tool": "service_image", "depends_on": ["commit"], "args": service,
+         "description": "Build the new version's image from the workspace, offline."},
+        {"id": "integration", "tool": "service_integration", "depends_on": ["image"], "args": service,
+         "description": "Integration checks against the new version and its cache in an ephemeral environment."},
+        {"id": "canary", "tool": "service_canary", "depends_on": ["integration"],
+         "args": {**service, "stack": p.stack, "steps": p.steps, "thresholds": thresholds},
+         "description": f"After approval, canary the new version in stack '{p.stack}' at "
+                        f"{' -> '.join(f'{s} %' for s in p.steps)}; promote it, or roll it back on a breach."},
+    ]
+
+
 RECIPES: dict[str, Recipe] = {
     r.name: r for r in (
         Recipe("fix-lint", "Fix ruff violations, keep the tests green, commit on a branch",
@@ -266,6 +308,8 @@ RECIPES: dict[str, Recipe] = {
                GenerateTestsParams, _generate_tests),
         Recipe("security-scan", "Scan for security findings; fail on new ones since a base",
                SecurityScanParams, _security_scan),
+        Recipe("upgrade-service", "Change a service, test it, then canary it after approval; roll back on a breach",
+               UpgradeServiceParams, _upgrade_service),
     )
 }
 

@@ -285,6 +285,8 @@ class WarmContainer(_ContainerSandbox):
         self._container: Container | None = None
         self._held = ExitStack()
         self._start_lock = threading.Lock()
+        self._exec_lock = threading.Lock()
+        self._running = 0
         self._own_network = ContainerPerStep(*args, **kwargs)
         self._own_network._live, self._own_network._live_lock = self._live, self._live_lock
 
@@ -315,6 +317,18 @@ class WarmContainer(_ContainerSandbox):
             return self._own_network.run(command, timeout=timeout, env=env, network=network)
         container = self._warm()
         wrapped = ["timeout", "-k", f"{KILL_GRACE_SECONDS:g}", f"{timeout:g}", *command]
+        with self._exec_lock:
+            self._running += 1
+        try:
+            return self._exec(container, wrapped, timeout, env)
+        finally:
+            with self._exec_lock:
+                self._running -= 1
+                if self._running == 0:
+                    self.settle(container)
+
+    def _exec(self, container: Container, wrapped: list[str], timeout: float,
+              env: Mapping[str, str] | None) -> CommandResult:
         api = self.client.api
         try:
             exec_id = api.exec_create(
@@ -341,15 +355,17 @@ class WarmContainer(_ContainerSandbox):
             raise SandboxError(f"sandbox exec failed: {exc.explanation or exc}") from None
         exit_code = int(info.get("ExitCode") or 0)
         timed_out = duration >= timeout and exit_code in (124, 137)
-        self.settle(container)
         return _result(exit_code, out, err, duration, timed_out, counters)
 
     def settle(self, container: Container) -> None:
-        """Kill every process a command left behind in the warm container (all but its init).
+        """Kill every process commands left behind in the warm container (all but its init).
 
         A step must not leave a process that keeps writing the workspace while
         the host snapshots it, or while the next step runs. ``kill -1`` from
-        inside reaches every process of the sandbox uid except PID 1.
+        inside reaches every process of the sandbox uid except PID 1. It runs
+        when the last running command ended (steps that only read may run in
+        parallel in the container; a writing step always runs alone), with new
+        commands held back until it is done.
         """
         api = self.client.api
         try:

@@ -1,0 +1,1 @@
+"""A small counter service: HTTP in front, Redis behind, Prometheus metrics out."""
