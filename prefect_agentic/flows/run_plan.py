@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from prefect.exceptions import Pause
 from prefect.runtime import flow_run as flow_run_runtime
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import SecretStr
@@ -104,6 +105,11 @@ def run_plan(
     with workspace.run_lock():
         try:
             reports = scheduler.run_all()
+        except Pause as pause:  # suspended at a gate: a worker starts the run again once answered
+            details = pause.state.state_details if pause.state else None
+            trail.suspended(details.pause_key if details else None,
+                            details.pause_timeout if details else None)
+            raise
         except BaseException as exc:
             trail.crashed(exc)
             raise

@@ -59,6 +59,7 @@ class GateSummary(BaseModel):
     risk: str
     asked_at: datetime
     timeout_seconds: int
+    why: str = ""
 
     @staticmethod
     def input_key(pause_key: str) -> str:
