@@ -13,6 +13,7 @@ terminal, in the run's logs, as an artifact and as an event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -25,7 +26,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from deploy_helpers import BIN, PrefectStack, free_port, wait_for_state
+from deploy_helpers import BIN, PrefectStack, _descendants, free_port, wait_for_state
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -228,7 +229,10 @@ def test_a_crashed_and_retried_run_continues_its_chain(stack, make_repo, tmp_pat
     assert submit.returncode == 0, submit.stdout + submit.stderr
     flow_run_id = UUID(re.search(r"\(([0-9a-f-]{36})\)", submit.stdout).group(1))  # type: ignore[union-attr]
     running = _started(stack, flow_run_id, "second-started")
-    os.kill(int(str(running.infrastructure_pid).rsplit(":", 1)[-1]), signal.SIGKILL)  # its machine died
+    pid = int(str(running.infrastructure_pid).rsplit(":", 1)[-1])
+    for doomed in (pid, *_descendants(pid)):  # the flow run's processes die, as with their machine
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(doomed, signal.SIGKILL)
     finished = wait_for_state(stack, flow_run_id, {"Completed", "Failed"}, timeout=300)
     assert finished.state.name == "Completed"
     with stack.client() as client:

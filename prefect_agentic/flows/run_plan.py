@@ -99,37 +99,41 @@ def run_plan(
                 workspace.path)
     ids = RunIds(str(flow_run_runtime.id), key, plan.id,
                  request_id or str(flow_run_runtime.root_flow_run_id))
-    trail = RunAudit.open(plan, run, ids, audit, repo=str(source), ref=ref, fresh=fresh)
-    scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run, loop, gates), refresh_cache=fresh)
-    unsubscribe = subscribe(lambda e: _count_attempt(e, key, scheduler.attempts))
-    with workspace.run_lock():
-        try:
-            reports = scheduler.run_all()
-        except Pause as pause:  # suspended at a gate: a worker starts the run again once answered
-            details = pause.state.state_details if pause.state else None
-            trail.suspended(details.pause_key if details else None,
-                            details.pause_timeout if details else None)
-            raise
-        except BaseException as exc:
-            trail.crashed(exc)
-            raise
-        finally:
-            unsubscribe()
-            close_run_resources(key)
-    report = RunReport(
-        plan_id=plan.id, plan_version=scheduler.plan.version, goal=plan.goal, run_key=key,
-        flow_run_id=flow_run_runtime.id, repo=str(source), base_snapshot=base,
-        final_snapshot=_final_snapshot(reports, scheduler.compiled.order, base),
-        workspace=str(workspace.path), started_at=started_at,
-        duration_s=round(time.monotonic() - started, 3),
-        steps=[reports[s.id] for s in scheduler.plan.steps], stopped=scheduler.stopped,
-        revisions=scheduler.revisions, superseded=scheduler.superseded,
-    )
-    trail.finished(report)
+    with workspace.run_lock():  # one process at a time: a run's processes never write its log at once
+        trail = RunAudit.open(plan, run, ids, audit, repo=str(source), ref=ref, fresh=fresh)
+        scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run, loop, gates), refresh_cache=fresh)
+        reports = _run_steps(scheduler, trail, key)
+        report = RunReport(
+            plan_id=plan.id, plan_version=scheduler.plan.version, goal=plan.goal, run_key=key,
+            flow_run_id=flow_run_runtime.id, repo=str(source), base_snapshot=base,
+            final_snapshot=_final_snapshot(reports, scheduler.compiled.order, base),
+            workspace=str(workspace.path), started_at=started_at,
+            duration_s=round(time.monotonic() - started, 3),
+            steps=[reports[s.id] for s in scheduler.plan.steps], stopped=scheduler.stopped,
+            revisions=scheduler.revisions, superseded=scheduler.superseded,
+        )
+        trail.finished(report)
     if not report.ok:
         raise PlanRunFailed(_failure_summary(report), report)
     logger.info("Plan %s completed; final snapshot %s", plan.id, report.final_snapshot[:12])
     return report
+
+
+def _run_steps(scheduler: StepScheduler, trail: RunAudit, key: str) -> dict[str, StepReport]:
+    """Run every step; a suspension at a gate is recorded as such, any other escape as a crash."""
+    unsubscribe = subscribe(lambda e: _count_attempt(e, key, scheduler.attempts))
+    try:
+        return scheduler.run_all()
+    except Pause as pause:  # suspended at a gate: a worker starts the run again once answered
+        details = pause.state.state_details if pause.state else None
+        trail.suspended(details.pause_key if details else None, details.pause_timeout if details else None)
+        raise
+    except BaseException as exc:
+        trail.crashed(exc)
+        raise
+    finally:
+        unsubscribe()
+        close_run_resources(key)
 
 
 def _count_attempt(event: StepEvent, key: str, attempts: dict[str, int]) -> None:
