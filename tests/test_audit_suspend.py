@@ -234,9 +234,10 @@ def test_a_crashed_and_retried_run_continues_its_chain(stack, make_repo, tmp_pat
         with contextlib.suppress(ProcessLookupError):
             os.kill(doomed, signal.SIGKILL)
     finished = wait_for_state(stack, flow_run_id, {"Completed", "Failed"}, timeout=300)
-    assert finished.state.name == "Completed"
     with stack.client() as client:
-        assert "Crashed" in [s.name for s in client.read_flow_run_states(flow_run_id)]
+        history = [(s.name, s.message) for s in client.read_flow_run_states(flow_run_id)]
+    assert finished.state.name == "Completed", history
+    assert "Crashed" in [name for name, _ in history], history
 
     records = _records(stack, flow_run_id)
     _one_chain(records)
