@@ -115,7 +115,9 @@ def one_approval(mode: str, index: int, repo: Path) -> dict[str, float]:
 
 def deploy() -> None:
     from prefect_agentic.flows.run_plan import run_plan
+    from prefect_agentic.work_pools import ensure_work_pools
 
+    ensure_work_pools()  # the worker makes its pool too, but maybe not yet
     run_plan.to_deployment(name="bench", entrypoint_type=EntrypointType.MODULE_PATH,
                            work_pool_name="agentic-process").apply()
 
