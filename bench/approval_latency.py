@@ -11,8 +11,9 @@ click in step with any poll) and "clicks": it resumes the run through the API
 with an approval, as the UI's form does. The latency is from just before that
 call to the gate's ``approval`` record (the flow run has the answer and goes
 on). For suspended runs the wait is split into: the worker taking the run again
-(state Running), the new process starting up to ``run_resumed`` (its first
-audit record), and the run from the top to the gate (cached steps).
+(state Pending), the new process starting up to ``run_resumed`` (its first
+audit record: Python, Prefect and the pack imported, the flow run loaded), and
+the run from the top to the gate (cached steps).
 
 Usage: ``python bench/approval_latency.py [--samples N]`` (N ≥ 6 per mode).
 """
@@ -104,9 +105,9 @@ def one_approval(mode: str, index: int, repo: Path) -> dict[str, float]:
         assert final.is_completed(), final
         if mode == "suspend":
             history = client.read_flow_run_states(flow_run.id)
-            running = [s.timestamp.timestamp() for s in history if s.name == "Running"]
+            taken = min(s.timestamp.timestamp() for s in history
+                        if s.name == "Pending" and s.timestamp.timestamp() > clicked)
             resumed = next(r for r in records(flow_run.id) if r.kind == "run_resumed")
-            taken = min(t for t in running if t > clicked)
             parts |= {"worker takes it": taken - clicked,
                       "process start-up": resumed.at.timestamp() - taken,
                       "from the top to the gate": approval.at.timestamp() - resumed.at.timestamp()}
@@ -144,7 +145,7 @@ def main() -> None:
           f"settings {worker_settings()}; {datetime.now().isoformat(timespec='seconds')}")
     for mode in MODES:
         totals = [r["total"] for r in results[mode]]
-        print(f"  {mode + 'd':<10} median {statistics.median(totals):5.2f} s, min {min(totals):5.2f} s, "
+        print(f"  {mode.removesuffix('e') + 'ed':<10} median {statistics.median(totals):5.2f} s, min {min(totals):5.2f} s, "
               f"max {max(totals):5.2f} s")
     for part in ("worker takes it", "process start-up", "from the top to the gate"):
         values = [r[part] for r in results["suspend"]]
