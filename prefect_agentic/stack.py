@@ -33,6 +33,17 @@ class Stack:
     worker_pid: int
 
 
+WORKER_QUERY_SECONDS = "1"
+"""How often the local worker asks for runs to start (Prefect's default is 10 s). An approved
+suspended run is started again by a worker: this poll is most of the wait after the click."""
+
+
+def worker_settings() -> dict[str, str]:
+    """The Prefect settings of the worker ``agentic up`` starts (the environment's own win)."""
+    return {"PREFECT_WORKER_QUERY_SECONDS": os.environ.get("PREFECT_WORKER_QUERY_SECONDS",
+                                                          WORKER_QUERY_SECONDS)}
+
+
 def stack_dir() -> Path:
     return agentic_home() / "stack"
 
@@ -65,7 +76,8 @@ def start_stack(host: str = "127.0.0.1", port: int = 4200, pool: str = PROCESS_P
         _stop(server.pid)
         raise
     worker = _spawn([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
-                     "--type", "process", "--name", f"agentic-local-{pool}"], home / "worker.log", env)
+                     "--type", "process", "--name", f"agentic-local-{pool}"], home / "worker.log",
+                    {**env, **worker_settings()})
     stack = Stack(api_url=api_url, ui_url=f"http://{host}:{port}", pool=pool,
                   server_pid=server.pid, worker_pid=worker.pid)
     (home / "stack.json").write_text(json.dumps(asdict(stack)))

@@ -7,18 +7,20 @@ it after a crash, runs that plan whatever version of the pack it has.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
 from prefect.blocks.core import Block
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
-from prefect.exceptions import ObjectNotFound
-from prefect.flow_runs import wait_for_flow_run
+from prefect.exceptions import FlowRunWaitTimeout, ObjectNotFound
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
-from prefect.utilities.asyncutils import run_coro_as_sync
 
 from prefect_agentic.errors import DeploymentError
+from prefect_agentic.gates.notice import WaitingNotice, notice_for
 from prefect_agentic.plan.models import Plan
 
 DEFAULT_DEPLOYMENT = "run-plan/default"
@@ -81,6 +83,28 @@ def flow_run_url(flow_run_id: UUID) -> str | None:
     return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui else None
 
 
-def wait_for(flow_run_id: UUID, timeout: int) -> FlowRun:
-    """Wait until the flow run is final; returns it with its final state."""
-    return run_coro_as_sync(wait_for_flow_run(flow_run_id, timeout=timeout, poll_interval=2))
+def wait_for(flow_run_id: UUID, timeout: int, *, on_gate: Callable[[WaitingNotice], None] | None = None,
+             poll_interval: float = 2) -> FlowRun:
+    """Wait until the flow run is final; returns it with its final state.
+
+    Each time the run starts waiting at an approval gate, ``on_gate`` gets the
+    gate's notice (once per gate, however long it waits). ``FlowRunWaitTimeout``
+    after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    told: set[str] = set()
+    with get_client(sync_client=True) as client:
+        while True:
+            flow_run = client.read_flow_run(flow_run_id)
+            state = flow_run.state
+            if state is not None and state.is_final():
+                return flow_run
+            key = state.state_details.pause_key if state is not None and state.is_paused() else None
+            if on_gate is not None and key and key not in told:
+                notice = notice_for(flow_run)
+                if notice is not None:
+                    told.add(key)
+                    on_gate(notice)
+            if time.monotonic() > deadline:
+                raise FlowRunWaitTimeout(f"flow run {flow_run_id} did not end within {timeout}s")
+            time.sleep(poll_interval)

@@ -77,6 +77,20 @@ def prefect_api() -> Iterator[str]:
         os.environ.pop("PREFECT_API_URL", None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def every_audit_log_verifies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the last test: the audit log of every flow run the suite made verifies (audit_check.py)."""
+    yield
+    from audit_check import audit_logs, broken_audit_logs
+
+    roots = [_STATE, tmp_path_factory.getbasetemp()]
+    broken = broken_audit_logs(roots)
+    if broken:
+        pytest.fail(f"{len(broken)} of {sum(1 for _ in audit_logs(roots))} audit logs the tests left do not "
+                    "verify (a test that breaks one on purpose marks it with "
+                    "audit_check.expect_broken_audit):\n" + "\n".join(broken), pytrace=False)
+
+
 def git_commit_all(repo: Path, message: str, date: str = "2026-01-01T00:00:00Z") -> str:
     """Commit everything in ``repo`` with a fixed identity and date; returns the sha."""
     env = {**os.environ, "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date,

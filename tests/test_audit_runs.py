@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from audit_check import expect_broken_audit
 import typer
 from conftest import agentic_cli, git_commit_all
 from prefect.client.orchestration import get_client
@@ -162,6 +163,7 @@ def copy_log(report: RunReport, name: str, change) -> str:  # type: ignore[no-un
     lines = store().read_log(str(report.flow_run_id))
     target = agentic_home() / "audit" / "runs" / f"{name}.jsonl"
     target.write_bytes(b"".join(line + b"\n" for line in change(lines)))
+    expect_broken_audit(target, "a changed copy for the tamper checks")
     return name
 
 

@@ -90,7 +90,7 @@ def submit(
         typer.echo(url)
     if not wait:
         return
-    final = wait_for(flow_run.id, timeout)
+    final = wait_for(flow_run.id, timeout, on_gate=lambda notice: typer.echo(notice.text()))
     state = final.state
     typer.echo(f"flow run {final.name}: {state.name if state else 'unknown'}")
     raise typer.Exit(0 if state is not None and state.is_completed() else 1)

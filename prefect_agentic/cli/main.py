@@ -157,6 +157,7 @@ def run(
     from prefect_agentic.cli.approvals import answer_in_terminal
     from prefect_agentic.errors import PlanRunFailed
     from prefect_agentic.flows.run_plan import run_plan
+    from prefect_agentic.gates.notice import watch_gates
     from prefect_agentic.record.progress import subscribe
     from prefect_agentic.sandbox.runner import check_ready
     from prefect_agentic.settings import embedded_run_settings
@@ -190,7 +191,9 @@ def run(
     start_embedded_api(err, clock, show=not as_json)
     display = ProgressDisplay(plan, err, enabled=not as_json)
     unsubscribe = subscribe(display.on_event)
-    stop_asking = answer_in_terminal(err, display.quiet) if sys.stdin.isatty() else lambda: None
+    # a terminal asks the approver itself; elsewhere (CI, a pipe) the run says where to answer
+    stop_asking = (answer_in_terminal(err, display.quiet) if sys.stdin.isatty()
+                   else watch_gates(lambda notice: err.print(notice.text(), highlight=False, soft_wrap=True)))
     flow = run_plan.with_options(task_runner=ThreadPoolTaskRunner(max_workers=concurrency))
     try:
         with display, embedded_run_settings():

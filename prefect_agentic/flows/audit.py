@@ -5,13 +5,24 @@ events and the progress artifact as its observers) and records
 ``run_started``: every id of the run, the plan with its planner, the sandbox
 image digest and settings, the tool versions, policy and budget. ``finished``
 records ``run_finished`` (status, usage) and publishes the summary artifacts.
+
+A flow run that suspends at an approval gate records ``run_suspended`` (not a
+crash); the process that runs it again (resumed on any worker, or retried after
+a crash, possibly with a newer pack) goes on with the same log and records
+``run_resumed`` (after what, which process, which pack version) instead of a
+second ``run_started``: one chain per flow run.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+from datetime import datetime
 from importlib.metadata import version
 from typing import Any
+
+from prefect.runtime import flow_run as flow_run_runtime
 
 from prefect_agentic.blocks.audit_storage import AuditStorage
 from prefect_agentic.executor import RunContext, run_resources
@@ -48,8 +59,12 @@ class RunAudit:
         except Exception:  # no progress bar is no reason to stop a run
             logger.exception("could not create the progress artifact")
         log = AuditLog(store, ids.flow_run_id, observers)
+        records.extend(log.previous)
         resources = run_resources(run)
         resources.recorder = log
+        if log.previous:
+            log.record("run_resumed", _resumed(log.previous[-1], run, resources.sandbox.image_id))
+            return cls(log, run, records)
         registry = default_registry()
         log.record("run_started", {
             "flow_run_id": ids.flow_run_id, "run_key": ids.run_key, "plan_id": plan.id,
@@ -91,6 +106,15 @@ class RunAudit:
             "usage": {name: round(used, 3) for name, used in self.meter.used.items()},
         })
 
+    def suspended(self, pause_key: str | None, until: datetime | None) -> None:
+        """The flow run suspended at a gate (its process ends; a worker starts it again once answered)."""
+        asked = next((r for r in reversed(self.records)
+                      if r.kind == "approval_requested" and r.data.get("gate") == pause_key), None)
+        self.log.record("run_suspended", {
+            "gate": pause_key, "until": until.isoformat() if until else None,
+            "usage": {name: round(used, 3) for name, used in self.meter.used.items()},
+        }, step_id=asked.step if asked else None)
+
     def _diff_stat(self, report: RunReport) -> str:
         try:
             workspace = Workspace(self.run.workspace)
@@ -98,3 +122,14 @@ class RunAudit:
         except Exception:  # the workspace is only read for the summary
             logger.exception("could not read the run's diff stat")
             return "-"
+
+
+def _resumed(last: AuditRecord, run: RunContext, image_id: str | None) -> dict[str, Any]:
+    """What ``run_resumed`` says: after which record, in which process, with which pack."""
+    after = last.data.get("status") if last.kind == "run_finished" else None
+    return {
+        "after": last.kind if after is None else f"{last.kind}:{after}",
+        "after_seq": last.seq, "run_count": flow_run_runtime.run_count,
+        "host": socket.gethostname(), "pid": os.getpid(), "prefect_agentic": version("prefect-agentic"),
+        "image": run.sandbox.image, "image_id": image_id, "workspace_epoch": run.workspace_epoch,
+    }

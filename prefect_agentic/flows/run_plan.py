@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from prefect.exceptions import Pause
 from prefect.runtime import flow_run as flow_run_runtime
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import SecretStr
@@ -117,34 +118,26 @@ def run_plan(
         check_target(export, export.branch or default_branch(plan.id, str(flow_run_runtime.id)))
     ids = RunIds(str(flow_run_runtime.id), key, plan.id,
                  request_id or str(flow_run_runtime.root_flow_run_id))
-    trail = RunAudit.open(plan, run, ids, audit, repo=str(source), ref=ref, fresh=fresh)
-    scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run, loop, gates), refresh_cache=fresh)
-    unsubscribe = subscribe(lambda e: _count_attempt(e, key, scheduler.attempts))
-    with workspace.run_lock():
-        try:
-            reports = scheduler.run_all()
-        except BaseException as exc:
-            trail.crashed(exc)
-            raise
-        finally:
-            unsubscribe()
-            close_run_resources(key)
-    report = RunReport(
-        plan_id=plan.id, plan_version=scheduler.plan.version, goal=plan.goal, run_key=key,
-        flow_run_id=flow_run_runtime.id, repo=str(source), base_snapshot=base,
-        final_snapshot=_final_snapshot(reports, scheduler.compiled.order, base),
-        workspace=str(workspace.path), started_at=started_at,
-        duration_s=round(time.monotonic() - started, 3),
-        steps=[reports[s.id] for s in scheduler.plan.steps], stopped=scheduler.stopped,
-        revisions=scheduler.revisions, superseded=scheduler.superseded,
-    )
-    export_failed = None
-    if export is not None and report.ok:
-        try:
-            report.exported = export_result(export, report, policy)
-        except ExportError as exc:
-            export_failed = exc
-    trail.finished(report)
+    with workspace.run_lock():  # one process at a time: a run's processes never write its log at once
+        trail = RunAudit.open(plan, run, ids, audit, repo=str(source), ref=ref, fresh=fresh)
+        scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run, loop, gates), refresh_cache=fresh)
+        reports = _run_steps(scheduler, trail, key)
+        report = RunReport(
+            plan_id=plan.id, plan_version=scheduler.plan.version, goal=plan.goal, run_key=key,
+            flow_run_id=flow_run_runtime.id, repo=str(source), base_snapshot=base,
+            final_snapshot=_final_snapshot(reports, scheduler.compiled.order, base),
+            workspace=str(workspace.path), started_at=started_at,
+            duration_s=round(time.monotonic() - started, 3),
+            steps=[reports[s.id] for s in scheduler.plan.steps], stopped=scheduler.stopped,
+            revisions=scheduler.revisions, superseded=scheduler.superseded,
+        )
+        export_failed = None
+        if export is not None and report.ok:
+            try:
+                report.exported = export_result(export, report, policy)
+            except ExportError as exc:
+                export_failed = exc
+        trail.finished(report)
     if export_failed is not None:
         raise ExportError(f"every step succeeded, but the export failed: {export_failed} "
                           f"(`agentic export {flow_run_runtime.id}` can retry it)")
@@ -171,6 +164,23 @@ def export_result(target: ExportTarget, report: RunReport, policy: ToolPolicy) -
             result.push_refused = f"policy rule '{decision.rule}': {decision.reason}"
             logger.warning("Branch %s not pushed to %s: %s", branch, target.push, result.push_refused)
     return result
+
+
+def _run_steps(scheduler: StepScheduler, trail: RunAudit, key: str) -> dict[str, StepReport]:
+    """Run every step; a suspension at a gate is recorded as such, any other escape as a crash."""
+    unsubscribe = subscribe(lambda e: _count_attempt(e, key, scheduler.attempts))
+    try:
+        return scheduler.run_all()
+    except Pause as pause:  # suspended at a gate: a worker starts the run again once answered
+        details = pause.state.state_details if pause.state else None
+        trail.suspended(details.pause_key if details else None, details.pause_timeout if details else None)
+        raise
+    except BaseException as exc:
+        trail.crashed(exc)
+        raise
+    finally:
+        unsubscribe()
+        close_run_resources(key)
 
 
 def _count_attempt(event: StepEvent, key: str, attempts: dict[str, int]) -> None:

@@ -71,6 +71,7 @@ class GateSummary(BaseModel):
     timeout_seconds: int
     review: str = ""
     """The review as Markdown, for terminals (``agentic approvals show``)."""
+    why: str = ""
 
     @staticmethod
     def input_key(pause_key: str) -> str:

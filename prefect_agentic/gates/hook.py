@@ -21,6 +21,7 @@ import contextvars
 import hashlib
 import html
 import json
+import logging
 import re
 import threading
 import time
@@ -48,6 +49,7 @@ from prefect_agentic.gates.answer import (
     answer_form,
     answerers,
 )
+from prefect_agentic.gates.notice import WaitingNotice, tell_watchers, why_gated
 from prefect_agentic.gates.review import GateReview, review_of
 from prefect_agentic.gates.store import ApprovalStore
 from prefect_agentic.plan.models import Plan, Step
@@ -56,6 +58,8 @@ from prefect_agentic.report import StepReport
 from prefect_agentic.scheduler import Decision, Go, Replan, RunHook, Stop
 from prefect_agentic.tools.registry import default_registry
 from prefect_agentic.workspace import run_git
+
+logger = logging.getLogger("prefect_agentic.gates")
 
 MAX_ASKS = 3  # answers the run cannot act on (a rejection without reason) before it stops
 
@@ -170,18 +174,26 @@ class ApprovalGate(RunHook):
             description=f"Approve step `{step.id}` of plan `{self.plan.id}`? The review is under **Decision**.")
         asked_at = self.store.asked_at(key)
         flow_run_id = str(FlowRunContext.get().flow_run.id)  # type: ignore[union-attr]
+        given = _response_created(flow_run_id, key, mode) if mode == "suspend" else None
+        if given is not None:  # started again after the answer: take it, do not ask again
+            answer = suspend_flow_run(wait_for_input=form, timeout=timeout, key=key)
+            self.store.forget_asked(key)
+            get_run_logger().info("Answer to the approval of step '%s' received: %s by %s at %s (gate %s)",
+                                  step.id, answer.decision, answer.approver, given.isoformat(), key)
+            return answer, asked_at, given, mode
+        rules = approval_rules(self.run.policy, step, default_registry())
+        notice = WaitingNotice(flow_run_id=flow_run_id, plan=self.plan.id, step=step.id,
+                               why=why_gated(step.requires_approval, rules), gate=key,
+                               timeout_seconds=timeout)
         summary = GateSummary(plan=self.plan.id, goal=self.plan.goal, step=step.id, tool=step.tool,
                               command=review.command, risk=review.risk_line(), asked_at=asked_at,
-                              timeout_seconds=timeout, review=markdown)
+                              timeout_seconds=timeout, review=markdown, why=notice.why)
         try:
             create_flow_run_input_from_model(GateSummary.input_key(key), summary, UUID(flow_run_id))
         except PrefectHTTPStatusError as exc:
             if exc.response.status_code != 409:  # 409: a suspended run asking again after its restart
                 raise
-        get_run_logger().warning(
-            "Step '%s' needs approval (gate %s): answer in the Prefect UI, or `agentic approve %s` / "
-            "`agentic reject %s --reason ...`; waiting up to %ss", step.id, key, flow_run_id,
-            flow_run_id, timeout)
+        self._announce(notice, step, mode)
         question = GateQuestion(flow_run_id=flow_run_id, step_id=step.id, key=key, review=markdown,
                                 timeout_seconds=timeout)
         for answerer in answerers():
@@ -198,6 +210,20 @@ class ApprovalGate(RunHook):
             return None, asked_at, None, mode
         self.store.forget_asked(key)
         return answer, asked_at, _answered_at(flow_run_id, key, mode), mode
+
+    def _announce(self, notice: WaitingNotice, step: Step, mode: str) -> None:
+        """Say once, everywhere the run is watched, that it waits for a human (see gates.notice)."""
+        run_resources(self.run).recorder.record(
+            "approval_requested", notice.model_dump() | {"mode": mode, "ui_url": notice.ui_url,
+                                                         "approve_command": notice.approve_command},
+            step_id=step.id)
+        get_run_logger().warning("%s", notice.text())
+        try:
+            create_markdown_artifact(markdown=notice.markdown(), key=_artifact_key(self.plan.id),
+                                     description=f"Plan {self.plan.id} waits for approval of step {step.id}")
+        except Exception:  # noqa: BLE001 - the log and the event already say it
+            logger.exception("could not publish the approval artifact")
+        tell_watchers(notice)
 
     def _mode(self) -> str:
         """``auto``: suspend a deployment's own flow run (not a subflow), pause any other."""
@@ -262,13 +288,23 @@ def _now() -> str:
 
 def _answered_at(flow_run_id: str, key: str, mode: str) -> datetime:
     """When the answer reached the API (the response input's creation time), else now."""
+    return _response_created(flow_run_id, key, mode) or datetime.now(timezone.utc)
+
+
+def _response_created(flow_run_id: str, key: str, mode: str) -> datetime | None:
+    """When the answer to gate ``key`` reached the API, or None while nobody answered."""
     state_name = "suspended" if mode == "suspend" else "paused"
     response = keyset_from_base_key(f"{state_name}-{key}")["response"]
     with get_client(sync_client=True) as client:
         found = client.filter_flow_run_input(UUID(flow_run_id), key_prefix=response, limit=1,
                                              exclude_keys=set())
     created = found[0].created if found else None
-    return created.astimezone(timezone.utc) if created else datetime.now(timezone.utc)
+    return created.astimezone(timezone.utc) if created else None
+
+
+def _artifact_key(plan_id: str) -> str:
+    """``agentic-approval-<plan id>``: the Artifacts page shows each plan's latest wait."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"agentic-approval-{plan_id}".lower()).strip("-")[:100]
 
 
 def _take_back(flow_run_id: str) -> None:

@@ -11,6 +11,11 @@ referenced from the record.
 
 After a record is stored, the log's observers see it (Prefect events, the
 progress artifact); an observer that fails is logged, never fails the run.
+
+A flow run has one log and one chain, however many processes it takes: a run
+suspended at a gate and resumed (on any worker), or crashed and retried, starts
+a new process, whose ``AuditLog`` continues after the last stored record
+(``previous``) instead of starting a second chain.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from prefect_agentic.record.store import AuditStore
 GENESIS = "0" * 64
 """The ``prev`` of a log's first record."""
 
-COMMIT_KINDS = frozenset({"attempt_finished", "approval", "plan", "run_finished"})
+COMMIT_KINDS = frozenset({"attempt_finished", "approval", "plan", "run_finished", "run_suspended"})
 """Records after which something counts as done (a step's attempt, a human's answer, a
 plan version, the run): fsynced. Other records wait for the next of these, at most
 one step later; fsync costs milliseconds, several times per step otherwise."""
@@ -77,8 +82,11 @@ class AuditLog:
         self.store = store
         self.flow_run_id = flow_run_id
         self.observers = list(observers or [])
-        self.head = GENESIS
-        self.count = 0
+        self.previous = _stored_records(store.existing_lines(flow_run_id))
+        """The records earlier processes of this flow run stored (empty for a new run)."""
+        last = self.previous[-1] if self.previous else None
+        self.head = last.hash if last else GENESIS
+        self.count = last.seq + 1 if last else 0
         self._lock = threading.Lock()
         self._debug_log = LoggingRecorder()
 
@@ -95,6 +103,13 @@ class AuditLog:
             except Exception:  # an event or artifact problem must never fail a run
                 logger.exception("audit observer %r failed on a %s record", observer, kind)
         return entry
+
+
+def _stored_records(lines: list[bytes]) -> list[AuditRecord]:
+    """The records of an existing log, in file order. Only each record's own ``seq`` and
+    ``hash`` matter for going on, and they are read the same way by any version of the pack;
+    a line that is not a record (torn, edited) is left for ``verify`` to report."""
+    return [entry for entry in map(_parse, lines) if entry is not None]
 
 
 def _plain(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -64,6 +64,10 @@ def event_name(record: AuditRecord) -> str | None:
     data, kind = record.data, record.kind
     if kind == "run_started":
         return f"{EVENT_PREFIX}.run.started"
+    if kind in ("run_suspended", "run_resumed"):
+        return f"{EVENT_PREFIX}.run.{kind.removeprefix('run_')}"
+    if kind == "approval_requested":
+        return f"{EVENT_PREFIX}.approval.requested"
     if kind == "run_finished":
         return f"{EVENT_PREFIX}.run.{data.get('status', 'finished')}"
     if kind == "attempt_started":

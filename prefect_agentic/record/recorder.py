@@ -7,7 +7,9 @@ are part of the audit format.
 
 Kinds: ``run_started``, ``plan``, ``step_input``, ``attempt_started``,
 ``attempt_finished``, ``verdict``, ``policy_decision``, ``approval``,
-``budget``, ``step_finished``, ``run_finished``.
+``budget``, ``step_finished``, ``run_finished``; ``approval_requested`` (a gate
+starts waiting), ``run_suspended`` (the flow run suspended at a gate) and
+``run_resumed`` (a later process of the same flow run goes on with its log).
 """
 
 from __future__ import annotations

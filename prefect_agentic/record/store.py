@@ -91,6 +91,19 @@ class AuditStore:
                              "flow run id (the report's flow_run_id, the Prefect UI's run id)")
         return [line for line in data.split(b"\n") if line.strip()]
 
+    def existing_lines(self, flow_run_id: str) -> list[bytes]:
+        """The run's log lines so far (none for a new run), for a process that goes on with it.
+
+        Filesystems without appends rewrite the whole log, so they start from these lines.
+        """
+        path = log_path(flow_run_id)
+        data = self._read(path)
+        lines = [line for line in (data or b"").split(b"\n") if line.strip()]
+        if self._local_path(path) is None:
+            with self._lock:
+                self._lines[path] = list(lines)
+        return lines
+
     def has_log(self, flow_run_id: str) -> bool:
         return self._exists(log_path(flow_run_id))
 
