@@ -404,6 +404,17 @@ def runtime_costs(repo: Path, chain: int, repeats: int) -> None:
               f"   (gVisor costs {(costs['runsc'] - costs['runc']) * 1000:+.1f} ms a step)")
 
 
+def unmount_workspaces() -> None:
+    """The runs' size-limited workspaces are loop mounts: leave none behind."""
+    from prefect_agentic.workspace import unmount_size_limited
+
+    for path in (_STATE / "agentic" / "workspaces").glob("*"):
+        unmount_size_limited(path)
+
+
 if __name__ == "__main__":
-    with embedded_run_settings():
-        main()
+    try:
+        with embedded_run_settings():
+            main()
+    finally:
+        unmount_workspaces()

@@ -26,6 +26,8 @@ PASSWORD = "pw-55aa0e13b2"
 def files_containing(root: Path, needle: str) -> list[Path]:
     found = []
     for path in root.rglob("*"):
+        if ".images" in path.parts:  # workspace filesystem images (sparse, 8 GiB); their files are read
+            continue                 # through the mounted worktrees
         if path.is_file() and not path.is_symlink():
             try:
                 if needle.encode() in path.read_bytes():
