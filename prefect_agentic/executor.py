@@ -109,6 +109,11 @@ def _warn_budget(resources: RunResources, warning: BudgetWarning) -> None:
                                          "used": warning.used, "limit": warning.limit})
 
 
+def open_run_keys() -> list[str]:
+    """The runs whose resources are open in this process (read without the lock: signal-safe)."""
+    return list(_resources)
+
+
 def close_run_resources(run_key: str) -> None:
     """Remove the run's containers; called when the flow ends, however it ends."""
     with _resources_lock:

@@ -66,7 +66,7 @@ def prefect_api() -> Iterator[str]:
     """One temporary Prefect server for the session (real API, own SQLite database)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=180):
         from prefect.settings import PREFECT_API_URL
 
         url = PREFECT_API_URL.value()

@@ -15,11 +15,13 @@ import sys
 if "-v" not in sys.argv[1:2] and "--verbose" not in sys.argv[1:2]:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect gives its embedded API server 20 s to start; a busy 2-core machine can need more.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 import json  # noqa: E402
 from enum import Enum  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Annotated, Optional, TypeVar  # noqa: E402
+from typing import TYPE_CHECKING, Annotated, Optional, TypeVar  # noqa: E402
 
 import typer  # noqa: E402
 from prefect.blocks.core import Block  # noqa: E402
@@ -35,6 +37,9 @@ from prefect_agentic.errors import AgenticError, PlanError, SandboxError, Worksp
 from prefect_agentic.loop.settings import LoopSettings  # noqa: E402
 from prefect_agentic.plan import load_plan, plan_json_schema  # noqa: E402
 from prefect_agentic.tools.registry import default_registry  # noqa: E402
+
+if TYPE_CHECKING:
+    from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 
 BlockT = TypeVar("BlockT", bound="Block")
 
@@ -148,6 +153,7 @@ def run(
 
     from prefect_agentic.blocks.sandbox_settings import SandboxSettings
     from prefect_agentic.cli.approvals import answer_in_terminal
+    from prefect_agentic.cli.interrupt import interrupt_handler, start_embedded_api
     from prefect_agentic.errors import PlanRunFailed
     from prefect_agentic.flows.run_plan import run_plan
     from prefect_agentic.record.progress import subscribe
@@ -178,12 +184,14 @@ def run(
         raise _fail(f"--sandbox-block {sandbox_block}: {exc}", 2) from None
 
     gates = _load_block("--gate-block", GateDefaults, gate_block)
+    start_embedded_api()
     display = ProgressDisplay(plan, err, enabled=not as_json)
     unsubscribe = subscribe(display.on_event)
     stop_asking = answer_in_terminal(err, display.quiet) if sys.stdin.isatty() else lambda: None
     flow = run_plan.with_options(task_runner=ThreadPoolTaskRunner(max_workers=concurrency))
+    interrupts = _Interrupts(settings)
     try:
-        with display, embedded_run_settings():
+        with display, embedded_run_settings(), interrupt_handler(interrupts.first, interrupts.second):
             state = flow(plan=plan, repo=str(repo.resolve()), ref=ref, sandbox=settings, fresh=fresh,
                          policy=policy, budget=budget, loop=loop, gates=gates, return_state=True)
     finally:
@@ -199,6 +207,28 @@ def run(
     else:
         out.print(report_table(report))
     raise typer.Exit(0 if report.ok else 1)
+
+
+class _Interrupts:
+    """What Ctrl-C does during a run: the first unwinds it, the second quits at once."""
+
+    def __init__(self, settings: "SandboxSettings") -> None:
+        self.settings = settings
+        self.run_keys: list[str] = []
+
+    def first(self) -> None:
+        from prefect_agentic.executor import open_run_keys
+
+        self.run_keys = open_run_keys()
+        err.print("\ninterrupted: cancelling the run and removing its containers "
+                  "(Ctrl-C again to quit at once)", highlight=False)
+
+    def second(self) -> None:
+        from prefect_agentic.sandbox.runner import remove_run_containers
+
+        client = self.settings.docker_host.get_client()
+        for key in self.run_keys:
+            remove_run_containers(client, key)
 
 
 from prefect_agentic.cli import approvals as _approvals  # noqa: E402
