@@ -23,6 +23,7 @@ from prefect_agentic.blocks.budget import Budget
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings, run_limit_name
 from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.budget import BudgetMeter, BudgetWarning
+from prefect_agentic.chaos import ChaosInjector, ChaosSpec
 from prefect_agentic.concurrency import forget_limit
 from prefect_agentic.errors import PolicyDeniedError, StepFailed
 from prefect_agentic.evaluator import Verdict, VerdictKind, evaluate
@@ -53,6 +54,8 @@ class RunContext(BaseModel):
     budget: Budget = Field(default_factory=Budget)
     secrets: dict[str, SecretStr] = Field(default_factory=dict)
     started_at: float = Field(default_factory=time.time, description="Epoch seconds; budgets count from here.")
+    chaos: ChaosSpec | None = None
+    """Faults to inject (a chaos run); None, the default, injects nothing and costs one check a step."""
 
 
 class StepResult(BaseModel):
@@ -174,8 +177,13 @@ def _attempt(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> 
             network=step.network,
             guard=guard,
         )
+        chaos = None if run.chaos is None else ChaosInjector(run.chaos, recorder, tool_cls.name, step.id, attempt)
         with resources.sandbox.step_slot():
+            if chaos is not None:
+                chaos.before_tool()
             output = tool_cls().invoke(step.args, ctx)
+            if chaos is not None:
+                chaos.after_tool()
         snapshot = input_snapshot
         if step.writes_workspace:
             snapshot = resources.workspace.snapshot(

@@ -74,6 +74,7 @@ POLICY_HELP = "Name of a saved Agentic Tool Policy block (default: the built-in 
 BUDGET_HELP = "Name of a saved Agentic Budget block (default: unlimited)."
 REPLAN_HELP = "Name of a saved Agentic LLM Endpoint block: a failed step is re-planned with it."
 GATE_HELP = "Name of a saved Agentic Gate Defaults block (approval timeouts, poll interval, mode)."
+CHAOS_HELP = "Inject faults: a chaos spec file (YAML/JSON) or inline JSON (see docs/chaos.md)."
 ESCALATE_HELP = ("When re-planning cannot help, pause the flow run until a human answers "
                  "retry, skip, abort or instruct (needs a Prefect server).")
 
@@ -147,11 +148,14 @@ def run(
     escalate: Annotated[bool, typer.Option(help=ESCALATE_HELP)] = False,
     gate_block: Annotated[Optional[str], typer.Option(help=GATE_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run report as JSON.")] = False,
+    chaos: Annotated[Optional[str], typer.Option(help=CHAOS_HELP)] = None,
 ) -> None:
     """Run a plan on a git repository; completed steps of earlier runs come from the cache."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from prefect_agentic.blocks.sandbox_settings import SandboxSettings
+    from prefect_agentic.chaos import load_chaos_spec
+    from prefect_agentic.chaos.spec import ChaosSpecError
     from prefect_agentic.cli.approvals import answer_in_terminal
     from prefect_agentic.cli.interrupt import interrupt_handler, start_embedded_api
     from prefect_agentic.errors import PlanRunFailed
@@ -169,6 +173,7 @@ def run(
         loop = LoopSettings(llm=llm, max_replans=max_replans, escalate=escalate)
     try:
         plan = load_plan(plan_file, policy=policy)
+        chaos_spec = load_chaos_spec(chaos) if chaos else None
         resolve_base(repo.resolve(), ref)
         settings = SandboxSettings.load(sandbox_block) if sandbox_block else SandboxSettings()
         if mode:
@@ -176,7 +181,7 @@ def run(
         if image:
             settings.image = image
         check_ready(settings)
-    except (PlanError, WorkspaceError) as exc:
+    except (PlanError, WorkspaceError, ChaosSpecError) as exc:
         raise _fail(str(exc), 2) from None
     except SandboxError as exc:
         raise _fail(str(exc), 3) from None
@@ -193,7 +198,8 @@ def run(
     try:
         with display, embedded_run_settings(), interrupt_handler(interrupts.first, interrupts.second):
             state = flow(plan=plan, repo=str(repo.resolve()), ref=ref, sandbox=settings, fresh=fresh,
-                         policy=policy, budget=budget, loop=loop, gates=gates, return_state=True)
+                         policy=policy, budget=budget, loop=loop, gates=gates, chaos=chaos_spec,
+                         return_state=True)
     finally:
         unsubscribe()
         stop_asking()

@@ -20,6 +20,7 @@ from prefect_agentic.blocks.budget import Budget
 from prefect_agentic.blocks.gate_defaults import GateDefaults
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.blocks.tool_policy import ToolPolicy
+from prefect_agentic.chaos import ChaosSpec
 from prefect_agentic.compiler import compile_plan
 from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.executor import RunContext, close_run_resources
@@ -66,6 +67,7 @@ def run_plan(
     gates: GateDefaults | None = None,
     audit: AuditStorage | None = None,
     request_id: str | None = None,
+    chaos: ChaosSpec | None = None,
 ) -> RunReport:
     """Run ``plan`` on the repository at ``repo`` starting from commit ``ref``.
 
@@ -80,7 +82,8 @@ def run_plan(
     (timeouts, poll interval, pause or suspend). Every decision goes to the
     run's audit log in ``audit`` (default: ``AuditStorage.configured()``);
     ``request_id`` correlates the run with what asked for it (default: the
-    root flow run's id). Raises ``PlanRunFailed`` (the flow run fails)
+    root flow run's id). ``chaos`` injects faults (docs/chaos.md). Raises
+    ``PlanRunFailed`` (the flow run fails)
     when any step failed or could not run; the report is attached.
     """
     logger = get_run_logger()
@@ -93,7 +96,7 @@ def run_plan(
     workspace = Workspace.prepare(source, base, agentic_home() / "workspaces" / key)
     run = RunContext(run_key=key, plan_id=plan.id, workspace=workspace.path,
                      workspace_epoch=workspace.epoch, base_snapshot=base, sandbox=sandbox or SandboxSettings(),
-                     policy=policy, budget=budget or Budget(), secrets=secrets or {})
+                     policy=policy, budget=budget or Budget(), secrets=secrets or {}, chaos=chaos)
     logger.info("Plan %s v%s on %s@%s (workspace %s)", plan.id, plan.version, source, base[:12],
                 workspace.path)
     ids = RunIds(str(flow_run_runtime.id), key, plan.id,
