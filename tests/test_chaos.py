@@ -73,3 +73,14 @@ def test_a_chaos_run_recovers_by_retry_records_every_fault_and_a_clean_rerun_exe
     rerun = json.loads(clean.stdout)
     assert [s["status"] for s in rerun["steps"]] == ["cached", "cached"]
     assert rerun["final_snapshot"] == report["final_snapshot"]
+
+
+def test_an_injected_fault_is_a_prefect_event_named_after_its_kind() -> None:
+    from datetime import datetime, timezone
+
+    from prefect_agentic.record.audit import AuditRecord
+    from prefect_agentic.record.events import event_name
+
+    record = AuditRecord(seq=3, at=datetime.now(timezone.utc), kind="chaos_fault", step="a",
+                         data={"kind": "tool_timeout", "attempt": 1}, prev="0" * 64)
+    assert event_name(record) == "prefect-agentic.chaos.tool_timeout"
