@@ -84,3 +84,18 @@ def test_an_injected_fault_is_a_prefect_event_named_after_its_kind() -> None:
     record = AuditRecord(seq=3, at=datetime.now(timezone.utc), kind="chaos_fault", step="a",
                          data={"kind": "tool_timeout", "attempt": 1}, prev="0" * 64)
     assert event_name(record) == "prefect-agentic.chaos.tool_timeout"
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_saved_chaos_settings_block_is_chosen_by_name(tmp_path: Path) -> None:
+    from prefect_agentic.blocks import ChaosSettings
+
+    ChaosSettings(seed=5, faults=[Fault(kind="tool_exit", tools="deploy.*", attempts=[1])]).save(
+        "rehearse-rollback", overwrite=True)
+    spec = ChaosSettings.load("rehearse-rollback").spec()
+    assert spec.seed == 5 and spec.faults[0].selects("deploy.canary", "ship", 1)
+    both = agentic_cli("run", str(EXAMPLES / "plans" / "fix-lint-demo.yaml"), "--chaos", '{"seed": 1}',
+                       "--chaos-block", "rehearse-rollback")
+    assert both.returncode == 2 and "give --chaos or --chaos-block, not both" in both.stderr
+    missing = agentic_cli("run", str(EXAMPLES / "plans" / "fix-lint-demo.yaml"), "--chaos-block", "nope")
+    assert missing.returncode == 2 and "--chaos-block nope" in missing.stderr

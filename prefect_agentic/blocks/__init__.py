@@ -2,11 +2,12 @@
 
 from prefect_agentic.blocks.audit_storage import AuditStorage
 from prefect_agentic.blocks.budget import Budget
+from prefect_agentic.blocks.chaos_settings import ChaosSettings
 from prefect_agentic.blocks.gate_defaults import GateDefaults
 from prefect_agentic.blocks.llm_endpoint import LLMEndpoint
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.blocks.tool_policy import CommandRule, ToolPolicy
 
 __all__ = [
-    "AuditStorage", "Budget", "CommandRule", "GateDefaults", "LLMEndpoint", "SandboxSettings", "ToolPolicy",
+    "AuditStorage", "Budget", "ChaosSettings", "CommandRule", "GateDefaults", "LLMEndpoint", "SandboxSettings", "ToolPolicy",
 ]

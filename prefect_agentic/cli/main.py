@@ -149,11 +149,13 @@ def run(
     gate_block: Annotated[Optional[str], typer.Option(help=GATE_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run report as JSON.")] = False,
     chaos: Annotated[Optional[str], typer.Option(help=CHAOS_HELP)] = None,
+    chaos_block: Annotated[Optional[str], typer.Option(help="Name of a saved Agentic Chaos Settings block.")] = None,
 ) -> None:
     """Run a plan on a git repository; completed steps of earlier runs come from the cache."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from prefect_agentic.blocks.sandbox_settings import SandboxSettings
+    from prefect_agentic.blocks.chaos_settings import ChaosSettings
     from prefect_agentic.chaos import load_chaos_spec
     from prefect_agentic.chaos.spec import ChaosSpecError
     from prefect_agentic.cli.approvals import answer_in_terminal
@@ -174,6 +176,10 @@ def run(
     try:
         plan = load_plan(plan_file, policy=policy)
         chaos_spec = load_chaos_spec(chaos) if chaos else None
+        if chaos_block:
+            if chaos_spec is not None:
+                raise ChaosSpecError("give --chaos or --chaos-block, not both")
+            chaos_spec = _load_block("--chaos-block", ChaosSettings, chaos_block).spec()
         resolve_base(repo.resolve(), ref)
         settings = SandboxSettings.load(sandbox_block) if sandbox_block else SandboxSettings()
         if mode:
