@@ -23,6 +23,7 @@ from prefect_agentic.blocks.budget import Budget
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings, run_limit_name
 from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.budget import BudgetMeter, BudgetWarning
+from prefect_agentic.chaos import ChaosInjector, ChaosSpec
 from prefect_agentic.concurrency import forget_limit
 from prefect_agentic.errors import PolicyDeniedError, SandboxLimitError, StepFailed
 from prefect_agentic.evaluator import Verdict, VerdictKind, evaluate
@@ -53,6 +54,8 @@ class RunContext(BaseModel):
     budget: Budget = Field(default_factory=Budget)
     secrets: dict[str, SecretStr] = Field(default_factory=dict)
     started_at: float = Field(default_factory=time.time, description="Epoch seconds; budgets count from here.")
+    chaos: ChaosSpec | None = None
+    """Faults to inject (a chaos run); None, the default, injects nothing and costs one check a step."""
 
 
 class StepResult(BaseModel):
@@ -107,6 +110,11 @@ def _warn_budget(resources: RunResources, warning: BudgetWarning) -> None:
     logging.getLogger("prefect_agentic.budget").warning("%s", warning.message())
     resources.recorder.record("budget", {"event": "warning", "meter": warning.meter,
                                          "used": warning.used, "limit": warning.limit})
+
+
+def open_run_keys() -> list[str]:
+    """The runs whose resources are open in this process (read without the lock: signal-safe)."""
+    return list(_resources)
 
 
 def close_run_resources(run_key: str) -> None:
@@ -166,8 +174,13 @@ def _attempt(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> 
             network=step.network,
             guard=guard,
         )
+        chaos = None if run.chaos is None else ChaosInjector(run.chaos, recorder, tool_cls.name, step.id, attempt)
         with resources.sandbox.step_slot():
+            if chaos is not None:
+                chaos.before_tool()
             output = tool_cls().invoke(step.args, ctx)
+            if chaos is not None:
+                chaos.after_tool()
         if resources.workspace.is_full():
             raise SandboxLimitError(
                 f"step '{step.id}' filled the workspace: its size limit ({run.sandbox.workspace_size}) was "

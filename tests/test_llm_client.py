@@ -56,10 +56,11 @@ def test_usage_adds_up_over_calls(llm_server) -> None:  # type: ignore[no-untype
 
 def test_429_is_retried_after_the_servers_retry_after_and_then_succeeds(llm_server) -> None:  # type: ignore[no-untyped-def]
     llm_server.fail(429, "slow down", headers={"Retry-After": "0.2"}).reply("fine")
-    client = LLMClient(endpoint(llm_server, retry_backoff_seconds=5), purpose="plan")
+    client = LLMClient(endpoint(llm_server, retry_backoff_seconds=120), purpose="plan")
     started = time.monotonic()
     assert client.complete([{"role": "user", "content": "hi"}]).content == "fine"
-    assert 0.2 <= time.monotonic() - started < 3  # Retry-After (0.2 s) won over the 5 s backoff
+    # Retry-After (0.2 s) won over the 120 s backoff; the upper bound holds on a loaded machine
+    assert 0.2 <= time.monotonic() - started < 60
     assert len(llm_server.seen) == 2 and client.usage.calls == 1
 
 
@@ -78,12 +79,12 @@ def test_500s_are_retried_a_bounded_number_of_times_then_fail_naming_the_endpoin
 
 
 def test_a_slow_answer_is_a_clear_timeout_without_retries(llm_server) -> None:  # type: ignore[no-untyped-def]
-    llm_server.reply("too late", delay=3)
+    llm_server.reply("too late", delay=30)
     client = LLMClient(endpoint(llm_server, timeout_seconds=0.3), purpose="plan")
     started = time.monotonic()
     with pytest.raises(LLMTimeoutError, match=r"did not answer within 0.3s .*raise timeout_seconds"):
         client.complete([{"role": "user", "content": "hi"}])
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 20  # abandoned long before the 30 s answer, even on a busy machine
     assert len(llm_server.seen) == 1
 
 

@@ -76,7 +76,7 @@ def test_timeout_kills_the_command(sandbox, docker_client) -> None:  # type: ign
     result = sandbox.run(["sh", "-c", "trap '' TERM; echo started; sleep 60"], timeout=2)
     assert result.timed_out
     assert result.stdout == "started\n"
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 45  # killed long before the 60 s sleep, even when loaded
     # the sandbox still works afterwards
     assert sandbox.run(["true"], timeout=30).exit_code == 0
 

@@ -6,6 +6,7 @@ Register every block type on the current Prefect API with
 
 from prefect_agentic.blocks.audit_storage import AuditStorage
 from prefect_agentic.blocks.budget import Budget
+from prefect_agentic.blocks.chaos_settings import ChaosSettings
 from prefect_agentic.blocks.gate_defaults import GateDefaults
 from prefect_agentic.blocks.llm_endpoint import LLMEndpoint
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
@@ -15,5 +16,5 @@ BLOCK_TYPES = ("SandboxSettings", "ToolPolicy", "Budget", "GateDefaults", "LLMEn
 """The block types, in the order the blocks reference lists them."""
 
 __all__ = [
-    "AuditStorage", "Budget", "CommandRule", "GateDefaults", "LLMEndpoint", "SandboxSettings", "ToolPolicy",
+    "AuditStorage", "Budget", "ChaosSettings", "CommandRule", "GateDefaults", "LLMEndpoint", "SandboxSettings", "ToolPolicy",
 ]

@@ -25,7 +25,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 import json  # noqa: E402
 from enum import Enum  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Annotated, Optional, TypeVar  # noqa: E402
+from typing import TYPE_CHECKING, Annotated, Optional, TypeVar  # noqa: E402
 
 import typer  # noqa: E402
 from prefect.blocks.core import Block  # noqa: E402
@@ -41,6 +41,9 @@ from prefect_agentic.errors import AgenticError, PlanError, SandboxError, Worksp
 from prefect_agentic.loop.settings import LoopSettings  # noqa: E402
 from prefect_agentic.plan import load_plan, plan_json_schema  # noqa: E402
 from prefect_agentic.tools.registry import default_registry  # noqa: E402
+
+if TYPE_CHECKING:
+    from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 
 BlockT = TypeVar("BlockT", bound="Block")
 
@@ -75,6 +78,7 @@ POLICY_HELP = "Name of a saved Agentic Tool Policy block (default: the built-in 
 BUDGET_HELP = "Name of a saved Agentic Budget block (default: unlimited)."
 REPLAN_HELP = "Name of a saved Agentic LLM Endpoint block: a failed step is re-planned with it."
 GATE_HELP = "Name of a saved Agentic Gate Defaults block (approval timeouts, poll interval, mode)."
+CHAOS_HELP = "Inject faults: a chaos spec file (YAML/JSON) or inline JSON (see docs/chaos.md)."
 ESCALATE_HELP = ("When re-planning cannot help, pause the flow run until a human answers "
                  "retry, skip, abort or instruct (needs a Prefect server).")
 
@@ -149,12 +153,18 @@ def run(
     escalate: Annotated[bool, typer.Option(help=ESCALATE_HELP)] = False,
     gate_block: Annotated[Optional[str], typer.Option(help=GATE_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run report as JSON.")] = False,
+    chaos: Annotated[Optional[str], typer.Option(help=CHAOS_HELP)] = None,
+    chaos_block: Annotated[Optional[str], typer.Option(help="Name of a saved Agentic Chaos Settings block.")] = None,
 ) -> None:
     """Run a plan on a git repository; completed steps of earlier runs come from the cache."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from prefect_agentic.blocks.sandbox_settings import SandboxSettings
+    from prefect_agentic.blocks.chaos_settings import ChaosSettings
+    from prefect_agentic.chaos import load_chaos_spec
+    from prefect_agentic.chaos.spec import ChaosSpecError
     from prefect_agentic.cli.approvals import answer_in_terminal
+    from prefect_agentic.cli.interrupt import interrupt_handler
     from prefect_agentic.errors import PlanRunFailed
     from prefect_agentic.flows.run_plan import run_plan
     from prefect_agentic.gates.notice import watch_gates
@@ -172,6 +182,11 @@ def run(
         loop = LoopSettings(llm=llm, max_replans=max_replans, escalate=escalate)
     try:
         plan = load_plan(plan_file, policy=policy)
+        chaos_spec = load_chaos_spec(chaos) if chaos else None
+        if chaos_block:
+            if chaos_spec is not None:
+                raise ChaosSpecError("give --chaos or --chaos-block, not both")
+            chaos_spec = _load_block("--chaos-block", ChaosSettings, chaos_block).spec()
         resolve_base(repo.resolve(), ref)
         settings = SandboxSettings.load(sandbox_block) if sandbox_block else SandboxSettings()
         if mode:
@@ -179,7 +194,7 @@ def run(
         if image:
             settings.image = image
         check_ready(settings)
-    except (PlanError, WorkspaceError) as exc:
+    except (PlanError, WorkspaceError, ChaosSpecError) as exc:
         raise _fail(str(exc), 2) from None
     except SandboxError as exc:
         raise _fail(str(exc), 3) from None
@@ -195,10 +210,12 @@ def run(
     stop_asking = (answer_in_terminal(err, display.quiet) if sys.stdin.isatty()
                    else watch_gates(lambda notice: err.print(notice.text(), highlight=False, soft_wrap=True)))
     flow = run_plan.with_options(task_runner=ThreadPoolTaskRunner(max_workers=concurrency))
+    interrupts = _Interrupts(settings)
     try:
-        with display, embedded_run_settings():
+        with display, embedded_run_settings(), interrupt_handler(interrupts.first, interrupts.second):
             state = flow(plan=plan, repo=str(repo.resolve()), ref=ref, sandbox=settings, fresh=fresh,
-                         policy=policy, budget=budget, loop=loop, gates=gates, return_state=True)
+                         policy=policy, budget=budget, loop=loop, gates=gates, chaos=chaos_spec,
+                         return_state=True)
     finally:
         unsubscribe()
         stop_asking()
@@ -213,6 +230,28 @@ def run(
     else:
         out.print(report_table(report, wall=clock.summary(report.duration_s)))
     raise typer.Exit(0 if report.ok else 1)
+
+
+class _Interrupts:
+    """What Ctrl-C does during a run: the first unwinds it, the second quits at once."""
+
+    def __init__(self, settings: "SandboxSettings") -> None:
+        self.settings = settings
+        self.run_keys: list[str] = []
+
+    def first(self) -> None:
+        from prefect_agentic.executor import open_run_keys
+
+        self.run_keys = open_run_keys()
+        err.print("\ninterrupted: cancelling the run and removing its containers "
+                  "(Ctrl-C again to quit at once)", highlight=False)
+
+    def second(self) -> None:
+        from prefect_agentic.sandbox.runner import remove_run_containers
+
+        client = self.settings.docker_host.get_client()
+        for key in self.run_keys:
+            remove_run_containers(client, key)
 
 
 from prefect_agentic.cli import approvals as _approvals  # noqa: E402

@@ -59,6 +59,7 @@ def start_embedded_api(console: Console, clock: RunClock, *, show: bool = True) 
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_SERVER_EPHEMERAL_ENABLED
 
+    from prefect_agentic.cli.interrupt import sigint_blocked
     from prefect_agentic.settings import uses_embedded_api
 
     if not uses_embedded_api() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
@@ -71,7 +72,8 @@ def start_embedded_api(console: Console, clock: RunClock, *, show: bool = True) 
     if show:
         console.print("Starting Prefect's embedded API…", highlight=False)
     started = time.monotonic()
-    server.start()
+    with sigint_blocked():  # the server inherits the mask: a Ctrl-C reaches the run, not its API
+        server.start()
     clock.mark("api")
     clock.api_s = time.monotonic() - started
     if show:

@@ -21,6 +21,7 @@ from prefect_agentic.blocks.budget import Budget
 from prefect_agentic.blocks.gate_defaults import GateDefaults
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.blocks.tool_policy import ToolPolicy
+from prefect_agentic.chaos import ChaosSpec
 from prefect_agentic.compiler import compile_plan
 from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.executor import RunContext, close_run_resources
@@ -78,6 +79,7 @@ def run_plan(
     audit: AuditStorage | None = None,
     request_id: str | None = None,
     export: ExportTarget | None = None,
+    chaos: ChaosSpec | None = None,
 ) -> RunReport:
     """Run ``plan`` on the repository at ``repo`` starting from commit ``ref``.
 
@@ -94,7 +96,8 @@ def run_plan(
     ``request_id`` correlates the run with what asked for it (default: the
     root flow run's id). With ``export``, a successful run's final snapshot
     becomes a branch of the repository it names (and is pushed there when the
-    policy allows it; see ``prefect_agentic.export``). Raises ``PlanRunFailed`` (the flow run fails)
+    policy allows it; see ``prefect_agentic.export``). ``chaos`` injects faults
+    (docs/chaos.md). Raises ``PlanRunFailed`` (the flow run fails)
     when any step failed or could not run; the report is attached.
     """
     logger = get_run_logger()
@@ -111,7 +114,7 @@ def run_plan(
         logger.warning("Workspace size limit %s is NOT enforced: %s", sandbox.workspace_size, workspace.size_problem)
     run = RunContext(run_key=key, plan_id=plan.id, workspace=workspace.path,
                      workspace_epoch=workspace.epoch, base_snapshot=base, sandbox=sandbox,
-                     policy=policy, budget=budget or Budget(), secrets=secrets or {})
+                     policy=policy, budget=budget or Budget(), secrets=secrets or {}, chaos=chaos)
     logger.info("Plan %s v%s on %s@%s (workspace %s)", plan.id, plan.version, source, base[:12],
                 workspace.path)
     if export is not None:  # a target that cannot take the result is refused before any step runs

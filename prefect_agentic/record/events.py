@@ -84,6 +84,8 @@ def event_name(record: AuditRecord) -> str | None:
         return f"{EVENT_PREFIX}.budget.{data['event']}"
     if kind == "plan":
         return f"{EVENT_PREFIX}.plan.revised"
+    if kind == "chaos_fault":
+        return f"{EVENT_PREFIX}.chaos.{data.get('kind', 'fault')}"
     return None
 
 

@@ -12,6 +12,9 @@ def error_kind(exc: BaseException) -> str:
     (a guard criterion), ``policy:<rule>``, ``budget:<limit>``, else the exception's class
     (``StepTimeoutError``, ``SandboxLimitError``, ``ToolOutputError``…).
     """
+    chaos_kind = getattr(exc, "chaos_kind", None)
+    if chaos_kind:
+        return f"chaos:{chaos_kind}"
     if isinstance(exc, StepFailed):
         return f"{'unmet' if exc.retryable else 'guard'}:{'+'.join(exc.criteria) or 'criteria'}"
     if isinstance(exc, PolicyDeniedError):

@@ -90,12 +90,26 @@ def remove_run_containers(client: docker.DockerClient, run_key: str | None = Non
     labels = [f"{LABEL_MANAGED}=true"] + ([f"{LABEL_RUN}={run_key}"] if run_key else [])
     removed = 0
     for container in client.containers.list(all=True, filters={"label": labels}):
-        try:
-            container.remove(force=True)
-            removed += 1
-        except docker.errors.NotFound:
-            pass
+        removed += force_remove(container)
     return removed
+
+
+def force_remove(container: Container) -> bool:
+    """Remove ``container`` even if running; False if it is gone or another removal has it.
+
+    Two removals of one container race when a run is interrupted (the step's
+    own clean-up and the run's); the engine answers the later one 409 Conflict
+    "removal ... is already in progress", which means the same as done.
+    """
+    try:
+        container.remove(force=True)
+        return True
+    except docker.errors.NotFound:
+        return False
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409 and "already in progress" in str(exc.explanation or exc):
+            return False
+        raise
 
 
 def _client(settings: SandboxSettings) -> docker.DockerClient:
@@ -189,9 +203,7 @@ class _ContainerSandbox:
 
     def _remove(self, container: Container) -> None:
         try:
-            container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
+            force_remove(container)
         finally:
             with self._live_lock:
                 self._live.discard(container.id)
@@ -202,7 +214,7 @@ class _ContainerSandbox:
             live = list(self._live)
         for container_id in live:
             try:
-                self.client.containers.get(container_id).remove(force=True)
+                force_remove(self.client.containers.get(container_id))
             except docker.errors.NotFound:
                 pass
             with self._live_lock:

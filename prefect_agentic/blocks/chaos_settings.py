@@ -1,0 +1,22 @@
+"""A saved chaos spec: the faults a team injects on purpose, chosen by name per run."""
+
+from __future__ import annotations
+
+from prefect.blocks.core import Block
+from pydantic import Field
+
+from prefect_agentic.chaos.spec import ChaosSpec, Fault
+
+
+class ChaosSettings(Block):
+    """Seed and faults of chaos runs (see docs/chaos.md); ``agentic run --chaos-block NAME``."""
+
+    _block_type_name = "Agentic Chaos Settings"
+    _block_type_slug = "agentic-chaos-settings"
+    _description = "Faults to inject into prefect-agentic runs on purpose, with a seed for reproducibility."
+
+    seed: int = Field(default=0, description="Same seed, same plan: the same faults.")
+    faults: list[Fault] = Field(default_factory=list, description="Kind, rate, tools/steps/attempts selectors.")
+
+    def spec(self) -> ChaosSpec:
+        return ChaosSpec(seed=self.seed, faults=self.faults)

@@ -1,0 +1,86 @@
+"""What a chaos run injects: faults with a rate, a tool-name selector and a seed.
+
+A decision (does fault *i* hit this attempt of this step?) is a hash of
+(seed, fault index, step id, attempt), not a draw from a shared random
+stream, so it does not depend on which thread asked first: the same spec on
+the same plan injects the same faults in every run, however steps interleave.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from prefect_agentic.errors import AgenticError
+
+
+class ChaosSpecError(AgenticError):
+    """A chaos spec that cannot be read; the message names the spec and the place."""
+
+
+class FaultKind(str, Enum):
+    latency_before = "latency_before"
+    """Sleep ``seconds`` before the tool runs."""
+    latency_after = "latency_after"
+    """Sleep ``seconds`` after the tool ran (before its output is evaluated)."""
+    tool_exit = "tool_exit"
+    """The tool call fails as a command exiting non-zero would (retryable)."""
+    tool_timeout = "tool_timeout"
+    """The tool call fails as a command killed at its timeout would (retryable)."""
+
+
+class Fault(BaseModel):
+    """One fault: which kind, how often, on which tools and attempts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: FaultKind
+    rate: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    tools: str = Field("*", description="fnmatch pattern on the tool name, e.g. 'deploy.*' or 'shell'.")
+    steps: str = Field("*", description="fnmatch pattern on the step id.")
+    attempts: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, description="Only these attempt numbers (e.g. [1]: the retry runs clean); default all.")
+    seconds: Annotated[float, Field(ge=0.0, le=600.0)] = 1.0
+    """Latency of the latency kinds."""
+
+    def selects(self, tool: str, step_id: str, attempt: int) -> bool:
+        return (fnmatch.fnmatchcase(tool, self.tools) and fnmatch.fnmatchcase(step_id, self.steps)
+                and (self.attempts is None or attempt in self.attempts))
+
+
+class ChaosSpec(BaseModel):
+    """The faults of a chaos run and the seed that makes it reproducible."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 0
+    faults: list[Fault] = Field(default_factory=list)
+
+    def hits(self, index: int, step_id: str, attempt: int) -> bool:
+        """Whether fault ``index`` strikes this attempt: a seeded, order-free coin."""
+        key = f"{self.seed}:{index}:{step_id}:{attempt}".encode()
+        draw = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
+        return draw < self.faults[index].rate
+
+
+def load_chaos_spec(source: str) -> ChaosSpec:
+    """A spec from a YAML/JSON file path or inline JSON; a bad one is a ``ChaosSpecError`` naming it."""
+    path = Path(source)
+    where = f"chaos spec {source}"
+    try:
+        data = yaml.safe_load(path.read_text()) if not source.lstrip().startswith("{") else json.loads(source)
+        return ChaosSpec.model_validate(data)
+    except OSError as exc:
+        raise ChaosSpecError(f"{where}: cannot read it: {exc.strerror}") from None
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ChaosSpecError(f"{where}: not YAML/JSON: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ChaosSpecError(f"{where}: {problems}") from None
