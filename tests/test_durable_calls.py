@@ -1,0 +1,100 @@
+"""Durable model calls: a run killed right after a re-plan, run again, asks the model nothing.
+
+Real parts only: the `agentic run` CLI in its own process against the test
+session's Prefect server, real Docker sandboxes, real git, and a local
+OpenAI-compatible HTTP server that counts the requests it gets. The server
+has exactly one answer scripted: a second request for it would get HTTP 400
+and the run would fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from llm_server import API_KEY
+
+from prefect_agentic.blocks.llm_endpoint import LLMEndpoint
+from prefect_agentic.record.audit import parse_log
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+PLAN = """
+id: durable
+goal: A marker file exists
+steps:
+  - {id: note, tool: shell, writes_workspace: true, args: {command: "echo checked > NOTES.txt"}}
+  - {id: check, tool: shell, depends_on: [note], args: {command: "test -f FIXED"}}
+"""
+REPAIR = {"id": "durable", "goal": "g", "planner": {"rationale": "make the marker"}, "steps": [
+    {"id": "repair", "tool": "shell", "writes_workspace": True,
+     "args": {"command": "touch .agentic/repair-started; sleep 3; touch FIXED"}},
+    {"id": "check", "tool": "shell", "depends_on": ["repair"], "args": {"command": "test -f FIXED"}},
+]}
+
+
+def start_run(plan: Path, repo: Path, home: Path, image: str, block: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "AGENTIC_HOME": str(home)}  # PREFECT_API_URL: the session's server
+    return subprocess.Popen(
+        [sys.executable, "-m", "prefect_agentic.cli.main", "run", str(plan), "--repo", str(repo),
+         "--image", image, "--llm-block", block, "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.1)
+
+
+def audit_records(home: Path, since: set[Path]) -> list:  # type: ignore[type-arg]
+    [log] = set((home / "audit" / "runs").glob("*.jsonl")) - since
+    return parse_log(log.read_bytes().splitlines())
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_a_replan_resumes_with_the_same_plan_and_no_model_request(  # type: ignore[no-untyped-def]
+        make_repo, sandbox_image, llm_server, tmp_path) -> None:
+    LLMEndpoint(base_url=llm_server.base_url, model="scripted-1", api_key=API_KEY,
+                prompt_price_per_1k=0.01, completion_price_per_1k=0.03).save("durable-llm", overwrite=True)
+    llm_server.reply(REPAIR)  # the only answer the "model" will ever give
+    repo = make_repo({"README.md": "x\n"})
+    plan, home = tmp_path / "plan.yaml", tmp_path / "home"
+    plan.write_text(PLAN)
+
+    proc = start_run(plan, repo, home, sandbox_image, "durable-llm")
+    wait_for(lambda: any(home.glob("workspaces/*/.agentic/repair-started")) or proc.poll() is not None,
+             timeout=180)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)  # right after the re-plan: v2's first step is running
+    proc.wait()
+    assert len(llm_server.seen) == 1
+    killed = audit_records(home, set())
+    [plan_v2] = [r.data["plan"] for r in killed if r.kind == "plan" and r.data["version"] == 2]
+    [asked] = [r.data for r in killed if r.kind == "model_call"]
+    assert asked["cached"] is False and asked["purpose"] == "replan" and asked["cost"] > 0
+
+    before = set((home / "audit" / "runs").glob("*.jsonl"))
+    rerun = start_run(plan, repo, home, sandbox_image, "durable-llm")
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err[-3000:]
+    report = json.loads(out)
+
+    assert len(llm_server.seen) == 1  # zero repeated model requests
+    assert report["plan_version"] == 2
+    assert {s["step_id"]: s["status"] for s in report["steps"]} == {
+        "note": "cached", "repair": "completed", "check": "completed"}
+    resumed = audit_records(home, before)
+    [same] = [r.data["plan"] for r in resumed if r.kind == "plan" and r.data["version"] == 2]
+    assert same == plan_v2  # the same plan, rationale and all
+    [replayed] = [r.data for r in resumed if r.kind == "model_call"]
+    assert replayed["cached"] is True and replayed["cost"] == 0.0
+    assert replayed["response"] == asked["response"]  # the recorded answer, for `agentic replay`
+    assert not [r for r in resumed if r.kind == "budget" and r.data.get("source") == "llm"]
