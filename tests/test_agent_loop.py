@@ -171,7 +171,7 @@ def test_a_planner_that_only_answers_garbage_stops_the_run_saying_so(make_repo, 
                                      f"LLM endpoint {llm_server.base_url} (model scripted-1) "
                                      "gave no valid plan in 2 answer(s)")
     assert "steps: Input should be a valid list" in report.stopped
-    assert "not valid JSON" in llm_server.user_messages(1)[-1]
+    assert "Invalid JSON" in llm_server.user_messages(1)[-1]
 
 
 def test_replanning_is_charged_to_the_runs_cost_budget(make_repo, sandbox_image, llm_server) -> None:  # type: ignore[no-untyped-def]

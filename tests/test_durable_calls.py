@@ -19,8 +19,13 @@ from pathlib import Path
 
 import pytest
 from llm_server import API_KEY
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+from prefect.flow_runs import resume_flow_run
+from test_gate_suspend import SERVE, _wait_for
 
 from prefect_agentic.blocks.llm_endpoint import LLMEndpoint
+from prefect_agentic.plan import parse_plan
 from prefect_agentic.record.audit import parse_log
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -98,3 +103,55 @@ def test_a_run_killed_after_a_replan_resumes_with_the_same_plan_and_no_model_req
     assert replayed["cached"] is True and replayed["cost"] == 0.0
     assert replayed["response"] == asked["response"]  # the recorded answer, for `agentic replay`
     assert not [r for r in resumed if r.kind == "budget" and r.data.get("source") == "llm"]
+
+    # `agentic replay` re-makes the re-plan from the logged answer; the model is not asked
+    replay = subprocess.run(
+        [sys.executable, "-m", "prefect_agentic.cli.main", "replay", report["flow_run_id"], "--json"],
+        env={**os.environ, "AGENTIC_HOME": str(home)}, capture_output=True, text=True, check=False)
+    assert replay.returncode == 0, replay.stdout[-3000:] + replay.stderr[-3000:]
+    replayed = json.loads(replay.stdout)
+    assert replayed["same"] and replayed["replans"] == [
+        {"version": 2, "answers": 1, "used": 1, "same": True, "problem": ""}]
+    assert len(llm_server.seen) == 1
+
+
+GATED_REPAIR = {"id": "durable", "goal": "g", "planner": {"rationale": "make the marker, with approval"},
+                "steps": [{"id": "repair", "tool": "shell", "writes_workspace": True, "requires_approval": True,
+                           "args": {"command": "touch FIXED"}},
+                          {"id": "check", "tool": "shell", "depends_on": ["repair"],
+                           "args": {"command": "test -f FIXED"}}]}
+
+
+@pytest.mark.slow
+def test_a_run_suspended_at_a_gate_after_a_replan_resumes_without_a_model_request(  # type: ignore[no-untyped-def]
+        make_repo, sandbox_image, llm_server) -> None:
+    """A deployed run suspends at the gate of its re-planned step; on approval the runner runs the
+    flow again from the top: the failed step fails again and the re-plan comes from the cache."""
+    llm_server.reply(GATED_REPAIR)  # the only answer
+    runner = subprocess.Popen([sys.executable, "-c", SERVE], env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = {"base_url": llm_server.base_url, "model": "scripted-1", "api_key": API_KEY}
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                flow_run = run_deployment(
+                    "run-plan/gates-suspend", timeout=0,
+                    parameters={"plan": parse_plan(PLAN).model_dump(mode="json"),
+                                "repo": str(make_repo({"README.md": "x\n"})),
+                                "sandbox": {"image": sandbox_image}, "loop": {"llm": endpoint}})
+                break
+            except ObjectNotFound:  # the runner has not registered the deployment yet
+                assert time.monotonic() < deadline
+                time.sleep(1)
+        suspended = _wait_for(flow_run.id, lambda r: r.state.is_paused() or r.state.is_final(), "paused", 180)
+        assert suspended.state.name == "Suspended", suspended.state
+        assert suspended.state.state_details.pause_key.startswith("approve-repair-")
+        assert len(llm_server.seen) == 1
+        resume_flow_run(flow_run.id, run_input={"decision": "approve", "approver": "ada"})
+        finished = _wait_for(flow_run.id, lambda r: r.state.is_final(), "finished", 180)
+        assert finished.state.is_completed(), finished.state
+        assert len(llm_server.seen) == 1  # the run went through its re-plan again, from the cache
+    finally:
+        runner.terminate()
+        runner.wait(timeout=30)

@@ -7,7 +7,13 @@ import json
 
 import pytest
 from llm_server import ListRecorder
-from pydantic_ai.messages import ModelMessage, ModelResponse, RetryPromptPart, TextPart, UserPromptPart
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelResponse,
+    RetryPromptPart,
+    TextPart,
+    UserPromptPart,
+)
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.test import TestModel
 
@@ -111,7 +117,7 @@ def test_a_replan_keeps_the_completed_steps_and_tells_the_model_what_failed() ->
     plan = LLMPlanner(ENDPOINT, model=FunctionModel(script)).replan(failure())
     assert plan.version == 2 and [s.id for s in plan.steps] == ["lint", "fix", "tests"]
     assert plan.step("fix").depends_on == ["lint"]
-    request = [p.content for p in script.asked[0][0].parts if isinstance(p, UserPromptPart)][0]
+    request = next(p.content for p in script.asked[0][0].parts if isinstance(p, UserPromptPart))
     assert "Failed step 'tests'" in request and "step ids already taken: 'lint'" in request
 
 

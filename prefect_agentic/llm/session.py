@@ -18,7 +18,12 @@ from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRe
 from pydantic_ai.models import Model
 
 from prefect_agentic.blocks.llm_endpoint import LLMEndpoint
-from prefect_agentic.errors import LLMOutputError, LLMRequestError, LLMTimeoutError, LLMUnavailableError
+from prefect_agentic.errors import (
+    LLMOutputError,
+    LLMRequestError,
+    LLMTimeoutError,
+    LLMUnavailableError,
+)
 from prefect_agentic.llm.durable import DurableModel, RecordingModel
 from prefect_agentic.llm.models import RateLimitedModel, provider_model
 from prefect_agentic.llm.usage import LLMUsage, priced_usage
