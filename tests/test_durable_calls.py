@@ -130,7 +130,8 @@ def test_a_run_suspended_at_a_gate_after_a_replan_resumes_without_a_model_reques
     llm_server.reply(GATED_REPAIR)  # the only answer
     runner = subprocess.Popen([sys.executable, "-c", SERVE], env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = {"base_url": llm_server.base_url, "model": "scripted-1", "api_key": API_KEY}
+    endpoint = {"base_url": llm_server.base_url, "model": "scripted-1", "api_key": {"value": API_KEY}}
+    repo = make_repo({"README.md": "x\n"})
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -138,7 +139,7 @@ def test_a_run_suspended_at_a_gate_after_a_replan_resumes_without_a_model_reques
                 flow_run = run_deployment(
                     "run-plan/gates-suspend", timeout=0,
                     parameters={"plan": parse_plan(PLAN).model_dump(mode="json"),
-                                "repo": str(make_repo({"README.md": "x\n"})),
+                                "repo": str(repo),
                                 "sandbox": {"image": sandbox_image}, "loop": {"llm": endpoint}})
                 break
             except ObjectNotFound:  # the runner has not registered the deployment yet
