@@ -13,7 +13,17 @@ from contextlib import contextmanager
 from typing import Any
 
 from openai import APIConnectionError, APITimeoutError
-from pydantic_ai.exceptions import ModelHTTPError, UnexpectedModelBehavior
+from pydantic_ai.exceptions import (
+    ModelAPIError,
+    ModelRateLimitError,
+    ModelServerError,
+    ModelUnavailableError,
+    ModelConnectionError,
+    ModelHTTPError,
+    ModelRequestTimeout,
+    ModelTimeoutError,
+    UnexpectedModelBehavior,
+)
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelResponse
 from pydantic_ai.models import Model
 
@@ -94,12 +104,17 @@ class ModelSession:
             kind = LLMUnavailableError if exc.status_code in RETRY_STATUSES else LLMRequestError
             raise kind(f"{label} refused the request with HTTP {exc.status_code} (after "
                        f"max_retries={self.endpoint.max_retries}): {_body(exc.body)}") from None
-        except APITimeoutError:
+        except (APITimeoutError, ModelTimeoutError, ModelRequestTimeout):
             raise LLMTimeoutError(f"{label} did not answer within {self.endpoint.timeout_seconds:g}s; "
                                   "raise timeout_seconds on the block or check the server") from None
-        except APIConnectionError as exc:
+        except (APIConnectionError, ModelConnectionError) as exc:
             raise LLMUnavailableError(f"{label} cannot be reached after max_retries="
                                       f"{self.endpoint.max_retries}: {exc}") from None
+        except (ModelRateLimitError, ModelServerError, ModelUnavailableError) as exc:
+            raise LLMUnavailableError(f"{label} kept failing after max_retries="
+                                      f"{self.endpoint.max_retries}: {exc}") from None
+        except ModelAPIError as exc:
+            raise LLMRequestError(f"{label} refused the request: {exc}") from None
         except UnexpectedModelBehavior as exc:
             raise LLMOutputError(f"{label} gave no valid {what}: {exc.message}",
                                  [exc.message]) from None
