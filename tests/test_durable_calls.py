@@ -156,3 +156,33 @@ def test_a_run_suspended_at_a_gate_after_a_replan_resumes_without_a_model_reques
     finally:
         runner.terminate()
         runner.wait(timeout=30)
+
+
+def test_agentic_run_goal_plans_with_the_model_once_and_a_rerun_takes_the_same_plan(  # type: ignore[no-untyped-def]
+        make_repo, sandbox_image, llm_server, tmp_path) -> None:
+    LLMEndpoint(base_url=llm_server.base_url, model="scripted-1", api_key=API_KEY).save("goal-llm", overwrite=True)
+    llm_server.reply({"id": "x", "goal": "x", "planner": {"rationale": "one note"}, "steps": [
+        {"id": "note", "tool": "shell", "writes_workspace": True, "args": {"command": "echo hi > NOTE"}}]})
+    repo, home = make_repo({"README.md": "x\n"}), tmp_path / "home"
+    reports = []
+    for _ in range(2):
+        proc = start_run_goal("Leave a note", repo, home, sandbox_image, "goal-llm")
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        reports.append(json.loads(out))
+    first, second = reports
+    assert first["plan_id"] == second["plan_id"] == "leave-a-note"
+    assert [s["status"] for s in first["steps"]] == ["completed"]
+    assert [s["status"] for s in second["steps"]] == ["cached"]  # the same plan, so the same step
+    assert len(llm_server.seen) == 1  # the second run's plan came from the durable call's cache
+    wrong = subprocess.run([sys.executable, "-m", "prefect_agentic.cli.main", "run", "--goal", "x"],
+                           capture_output=True, text=True, check=False)
+    assert wrong.returncode == 2 and "--goal needs --llm-block" in wrong.stderr
+
+
+def start_run_goal(goal: str, repo: Path, home: Path, image: str, block: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "AGENTIC_HOME": str(home)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "prefect_agentic.cli.main", "run", "--goal", goal, "--repo", str(repo),
+         "--image", image, "--llm-block", block, "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
