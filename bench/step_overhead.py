@@ -204,7 +204,7 @@ def floor_task(op: Callable[[], object]) -> Callable[..., object]:
     """A plain Prefect task configured as ``tasks.step.step_task`` configures ours, doing ``op``."""
 
     @task(persist_result=True, result_serializer="json", tags={"plan:bench-floor", "tool:shell"},
-          retries=1, timeout_seconds=660, cache_key_fn=lambda _ctx, p: f"bench-floor-{p['key']}")
+          retries=1, cache_key_fn=lambda _ctx, p: f"bench-floor-{p['key']}")
     def step(key: str, previous: dict | None = None) -> dict:
         op()
         return {"key": key, "snapshot": "0" * 40}

@@ -15,15 +15,18 @@ class PlanError(AgenticError):
     """A plan file or plan object is not a valid plan.
 
     ``problems`` holds one line per problem, each starting with the place
-    (``steps[1] 'fix'.args.mode``) so that tools and people can point at it.
+    (``steps[1] 'fix'.args.mode``) so that tools and people can point at it;
+    ``lines`` the plan file's line of each, when the problem came from a file.
     """
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: list[str], lines: list[int | None] | None = None) -> None:
         self.source = source
         self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
+        self.lines = lines if lines is not None else [None] * len(problems)  # in the plan file
+        listed = "\n".join(f"  - line {line}: {p}" if line else f"  - {p}"
+                           for p, line in zip(problems, self.lines))
         noun = "problem" if len(problems) == 1 else "problems"
-        super().__init__(f"{source}: invalid plan ({len(problems)} {noun}):\n{lines}")
+        super().__init__(f"{source}: invalid plan ({len(problems)} {noun}):\n{listed}")
 
 
 class ToolNotFoundError(AgenticError):
@@ -61,6 +64,12 @@ class SandboxImageMissingError(SandboxError):
 
 class WorkspaceError(AgenticError):
     """The run workspace (the run's private clone) is missing or inconsistent."""
+
+
+class WorkspaceBoundaryError(ToolError):
+    """Host code refused a workspace path: a link, a name leaving the workspace, a
+    non-regular file where a file was expected, an embedded git repository, or content
+    over a size cap. The workspace is attacker-controlled; nothing was followed."""
 
 
 class SnapshotMissingError(WorkspaceError):

@@ -24,14 +24,14 @@ from prefect_agentic.blocks.sandbox_settings import SandboxSettings, run_limit_n
 from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.budget import BudgetMeter, BudgetWarning
 from prefect_agentic.concurrency import forget_limit
-from prefect_agentic.errors import PolicyDeniedError, StepFailed
+from prefect_agentic.errors import PolicyDeniedError, SandboxLimitError, StepFailed
 from prefect_agentic.evaluator import Verdict, VerdictKind, evaluate
 from prefect_agentic.guard import StepGuard
 from prefect_agentic.plan.models import Step
 from prefect_agentic.policy import PolicyDecision, approval_rules, protected_path_changes
 from prefect_agentic.record.outcome import error_kind
 from prefect_agentic.record.recorder import LoggingRecorder, Recorder
-from prefect_agentic.sandbox.runner import WORKSPACE_MOUNT, Sandbox, open_sandbox
+from prefect_agentic.sandbox.runner import Sandbox, open_sandbox
 from prefect_agentic.secrets import Redactor, load_step_secrets
 from prefect_agentic.tools.base import ToolContext
 from prefect_agentic.tools.registry import default_registry
@@ -152,14 +152,11 @@ def _attempt(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> 
                     step_id=step.id)
     with resources.workspace.checkout(input_snapshot, exclusive=step.writes_workspace) as path:
         relative_reports = f"{AGENTIC_DIR}/reports/{step.id}/{attempt}"
-        report_dir = path / relative_reports
-        report_dir.mkdir(parents=True, exist_ok=True)
-        resources.workspace.hand_over(path / AGENTIC_DIR)
+        resources.workspace.prepare_reports(relative_reports)
         ctx = ToolContext(
             sandbox=resources.sandbox,
             workspace=path,
-            report_dir=report_dir,
-            report_dir_in_sandbox=f"{WORKSPACE_MOUNT}/{relative_reports}",
+            reports_path=relative_reports,
             step_id=step.id,
             base_snapshot=run.base_snapshot,
             attempt=attempt,
@@ -171,6 +168,10 @@ def _attempt(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> 
         )
         with resources.sandbox.step_slot():
             output = tool_cls().invoke(step.args, ctx)
+        if resources.workspace.is_full():
+            raise SandboxLimitError(
+                f"step '{step.id}' filled the workspace: its size limit ({run.sandbox.workspace_size}) was "
+                "reached and further writes failed (raise SandboxSettings.workspace_size if it needs more)")
         snapshot = input_snapshot
         if step.writes_workspace:
             snapshot = resources.workspace.snapshot(
@@ -178,13 +179,14 @@ def _attempt(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> 
             )
         changes = resources.workspace.changes(input_snapshot, snapshot)
     _check_protected_paths(step, run, changes, recorder)
+    # Everything stored passes the step's redactor: file names and the diff are workspace content.
+    changes = ChangeSummary.model_validate(guard.redact(changes.model_dump(mode="json")))
     criteria = step.success.merged_over(dict(tool_cls.default_success))
     verdict = evaluate(criteria, output, changes)
-    recorder.record("verdict", {"attempt": attempt, "verdict": verdict.model_dump(mode="json"),
-                                "snapshot": snapshot, "output": output.model_dump(mode="json"),
-                                "changes": changes.model_dump(mode="json"),
-                                "diff": _attempt_diff(resources.workspace, input_snapshot, snapshot)},
-                    step_id=step.id)
+    recorder.record("verdict", guard.redact(
+        {"attempt": attempt, "verdict": verdict.model_dump(mode="json"), "snapshot": snapshot,
+         "output": output.model_dump(mode="json"), "changes": changes.model_dump(mode="json"),
+         "diff": _attempt_diff(resources.workspace, input_snapshot, snapshot)}), step_id=step.id)
     if verdict.kind is not VerdictKind.OK:
         raise StepFailed(step.id, _failure_reason(verdict, output.log),
                          retryable=verdict.kind is VerdictKind.RETRY,

@@ -113,11 +113,12 @@ def static_problems(policy: ToolPolicy, plan: Plan, registry: ToolRegistry) -> l
     problems = []
     for index, step in enumerate(plan.steps):
         place = step_place(index, step.id)
-        problems += [f"{place}: {p}" for p in _step_problems(policy, step, registry)]
+        problems += [f"{place}: {p}" for p in step_policy_problems(policy, step, registry)]
     return problems
 
 
-def _step_problems(policy: ToolPolicy, step: Step, registry: ToolRegistry) -> list[str]:
+def step_policy_problems(policy: ToolPolicy, step: Step, registry: ToolRegistry) -> list[str]:
+    """The breaches of one step (valid tool and arguments), each starting with its field."""
     tool = registry.get(step.tool)
     args = tool.parse_args(step.args)
     problems = []
@@ -146,5 +147,5 @@ def _rules(policy: ToolPolicy, action: str) -> list[CommandRule]:
 __all__ = [
     "PolicyDecision", "ToolPolicy", "approval_rules", "auto_approves", "check_command",
     "check_tool_call", "operation_of", "protected_path_changes", "secret_granted",
-    "static_problems",
+    "static_problems", "step_policy_problems",
 ]

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from prefect_agentic.export import ExportResult
 from prefect_agentic.plan.models import PlannerInfo
 from prefect_agentic.record.progress import StepStatus
 
@@ -68,6 +69,8 @@ class RunReport(BaseModel):
     stopped: str | None = None
     revisions: list[PlanRevision] = Field(default_factory=list)
     superseded: list[StepReport] = Field(default_factory=list)
+    exported: ExportResult | None = Field(
+        default=None, description="Where the final snapshot was exported (the flow's `export` parameter).")
 
     @property
     def ok(self) -> bool:

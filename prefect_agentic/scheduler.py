@@ -163,7 +163,7 @@ class StepScheduler:
             "args": step.args, "input_from": source, "plan_version": self.plan.version,
             **step.model_dump(mode="json", include={"depends_on", "success", "retries",
                                                     "writes_workspace"})})
-        task = step_task(step, self.plan.id, self.run.sandbox.timeout_seconds)
+        task = step_task(step, self.plan.id)
         if self.refresh_cache:
             task = task.with_options(refresh_cache=True)
         future = task.submit(step, self.run, input_result=self._futures[source] if source else None)

@@ -56,8 +56,6 @@ def start_stack(host: str = "127.0.0.1", port: int = 4200, pool: str = PROCESS_P
     home.mkdir(parents=True, exist_ok=True)
     api_url = f"http://{host}:{port}/api"
     env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           # flow runs' pull steps use this Python (scripts/install-pack.sh)
-           "AGENTIC_PYTHON": sys.executable,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     server = _spawn([sys.executable, "-m", "prefect", "server", "start", "--host", host,
                      "--port", str(port)], home / "server.log", env)

@@ -15,7 +15,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.flow_runs import wait_for_flow_run
-from prefect.settings import PREFECT_UI_URL
+from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from prefect_agentic.errors import DeploymentError
@@ -40,6 +40,21 @@ def block_values(kind: type[Block], name: str) -> dict[str, Any]:
             f"no {kind.get_block_type_name()} block named '{name}' on the Prefect API "
             f"(`agentic init` creates 'default'; `prefect block ls` lists them)") from None
     return block.model_dump(mode="json")
+
+
+def require_server() -> str:
+    """The configured Prefect API; ``DeploymentError`` when there is none.
+
+    Without ``PREFECT_API_URL`` Prefect would start a throw-away API inside this
+    process: the flow run would be created there, no worker would ever see it,
+    and it would vanish when the command ends.
+    """
+    api = PREFECT_API_URL.value()
+    if not api:
+        raise DeploymentError(
+            "no Prefect server configured: a submitted run goes to a server's workers; set "
+            "PREFECT_API_URL (or start one with `agentic up`), or run the plan here with `agentic run`")
+    return api
 
 
 def submit_plan(plan: Plan, repo: str, *, ref: str = "HEAD", deployment: str = DEFAULT_DEPLOYMENT,

@@ -10,6 +10,12 @@ one.
 
 Host-side git never runs hooks, fsmonitor commands or user/system config:
 the worktree is written by untrusted commands, and git must not obey them.
+The repository's own ``.git`` is host-owned (mounted read-only in sandboxes)
+and defines no filter, diff or merge drivers, so the worktree's
+``.gitattributes`` can name none that exists. A worktree holding an *embedded*
+repository (a ``.git`` below the top) is refused before any git command
+touches it: git would run inside it and obey its configuration. File names of
+any bytes are handled (``-z`` output, undecodable bytes shown escaped).
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ import fcntl
 import fnmatch
 import hashlib
 import os
+import re
 import shutil
+import stat
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -29,7 +38,8 @@ from pathlib import Path
 import git
 from pydantic import BaseModel, Field
 
-from prefect_agentic.errors import SnapshotMissingError, WorkspaceError
+from prefect_agentic.boundary import WorkspaceFiles, shown
+from prefect_agentic.errors import SnapshotMissingError, WorkspaceBoundaryError, WorkspaceError
 
 AGENTIC_DIR = ".agentic"
 """Directory inside the workspace for reports; excluded from snapshots."""
@@ -41,8 +51,14 @@ _IDENTITY = {
     "GIT_COMMITTER_NAME": "prefect-agentic",
     "GIT_COMMITTER_EMAIL": "agentic@prefect-agentic.invalid",
 }
-_HARDENED = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "core.autocrlf=false"]
-_ISOLATED_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0"}
+_HARDENED = [
+    "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "core.autocrlf=false",
+    "-c", "core.attributesFile=/dev/null", "-c", "core.untrackedCache=false",
+    "-c", "submodule.recurse=false", "-c", "diff.ignoreSubmodules=all", "-c", "status.submoduleSummary=false",
+    "-c", "core.quotePath=true", "-c", "protocol.ext.allow=never",
+]
+_ISOLATED_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0",
+                 "GIT_ATTR_NOSYSTEM": "1", "GIT_NO_REPLACE_OBJECTS": "1", "GIT_NO_LAZY_FETCH": "1"}
 
 
 class FileChange(BaseModel):
@@ -93,19 +109,120 @@ def resolve_base(source: Path, ref: str) -> str:
 
 def run_git(path: Path, *args: str, env: dict[str, str] | None = None,
             timeout: float | None = None) -> str:
-    """Run git in ``path`` without hooks, fsmonitor, or user and system config.
+    """Run git in ``path`` without hooks, fsmonitor, attributes files, or user and system config.
 
+    Output is decoded as UTF-8 with undecodable bytes shown as ``\\xNN`` escapes
+    (file names and contents in the workspace may be any bytes).
     ``timeout``: kill git after this many seconds (for commands that talk to a remote).
     """
-    return git.Git(str(path)).execute(
+    return run_git_bytes(path, *args, env=env, timeout=timeout).decode("utf-8", errors="backslashreplace")
+
+
+def run_git_bytes(path: Path, *args: str, env: dict[str, str] | None = None,
+                  timeout: float | None = None) -> bytes:
+    """``run_git`` without decoding (for ``-z`` output of file names)."""
+    out = git.Git(str(path)).execute(
         ["git", *_HARDENED, *args], env={**os.environ, **_ISOLATED_ENV, **(env or {})},
-        kill_after_timeout=timeout,
+        kill_after_timeout=timeout, stdout_as_string=False,
     )
+    return out if isinstance(out, bytes) else str(out).encode()
+
+
+def embedded_repositories(path: Path, limit: int = 5) -> list[str]:
+    """Paths (escaped) of ``.git`` entries below the top of worktree ``path``.
+
+    Git run on the host would enter such an embedded repository and obey its
+    configuration (filters, fsmonitor, ...), so none may be present when host
+    git touches the worktree. The top ``.git`` and ``.agentic`` are not searched.
+    """
+    found: list[str] = []
+    for here, dirs, files in WorkspaceFiles(path).walk(skip_top=(".git", AGENTIC_DIR)):
+        for name in [*dirs, *files]:
+            if name == ".git" and here:
+                found.append(shown(f"{here}/{name}"))
+        dirs[:] = [d for d in dirs if d != ".git"]
+        if len(found) >= limit:
+            break
+    return found
+
+
+def refuse_embedded_repositories(path: Path) -> None:
+    """Raise ``WorkspaceBoundaryError`` naming any embedded repository in worktree ``path``."""
+    found = embedded_repositories(path)
+    if found:
+        raise WorkspaceBoundaryError(
+            f"the workspace holds an embedded git repository at {', '.join(repr(f) for f in found)}; "
+            "host git never enters one (it would obey that repository's configuration). "
+            "Remove its .git directory in the step (or clone it outside /workspace, e.g. in /tmp)"
+        )
 
 
 def commit_identity(parent_date: str) -> dict[str, str]:
     """Environment for a deterministic commit: our identity, the parent's timestamp."""
     return {**_IDENTITY, "GIT_AUTHOR_DATE": parent_date, "GIT_COMMITTER_DATE": parent_date}
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+WORKSPACE_FULL_BYTES = 1024 * 1024
+"""Free space under which a size-limited workspace counts as full after a step."""
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a Docker-style size (``512m``, ``8g``)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*", text.lower())
+    if not match:
+        raise ValueError(f"'{text}' is not a size (use e.g. 512m or 8g)")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def size_image(path: Path) -> Path:
+    """The file holding the size-limited filesystem of the worktree at ``path``."""
+    return path.parent / ".images" / f"{path.name}.img"
+
+
+def mount_size_limited(path: Path, size: int) -> str | None:
+    """Make ``path`` a filesystem of ``size`` bytes: a sparse ext4 image, loop-mounted.
+
+    The system enforces the limit (a write past it fails with ENOSPC), and the
+    host disk never holds more than the image for this workspace. The image
+    outlives the mount, so a later run (a resume) mounts the same workspace again.
+    Returns None when the limit is in force, else why it could not be (not root,
+    no mount permission in a container, an unlimited workspace already there).
+    """
+    if os.path.ismount(path):
+        return None
+    image = size_image(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if not image.exists() and any(path.iterdir()):
+        return f"{path} already holds a workspace made without a size limit"
+    if os.getuid() != 0:
+        return "mounting a size-limited filesystem needs root"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if not image.exists():
+            partial = image.with_suffix(".partial")
+            with open(partial, "wb") as handle:
+                handle.truncate(size)
+            _system(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "root_owner=0:0", str(partial)])
+            partial.rename(image)
+        _system(["mount", "-o", "loop,nosuid,nodev", str(image), str(path)])
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
+        return f"cannot mount a size-limited filesystem ({detail or exc})"
+    lost = path / "lost+found"
+    if lost.is_dir() and not (path / ".git").exists():
+        lost.rmdir()
+    return None
+
+
+def unmount_size_limited(path: Path) -> None:
+    """Unmount the size-limited filesystem at ``path`` (its image stays for a later run)."""
+    if os.path.ismount(path):
+        _system(["umount", str(path)])
+
+
+def _system(command: list[str]) -> None:
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
 
 
 @dataclass
@@ -130,26 +247,38 @@ class Workspace:
             self.repo = git.Repo(path)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError):
             raise WorkspaceError(f"{path} is not a run workspace (no git repository)") from None
+        self.size_problem: str | None = None
         self._lock = threading.Lock()
         self._occupancy = _Occupancy()
         self._known_commits: set[str] = set()
 
     @classmethod
     def prepare(
-        cls, source: Path, base: str, path: Path, owner: tuple[int, int] | None = None
+        cls, source: Path, base: str, path: Path, owner: tuple[int, int] | None = None,
+        size: int | None = None,
     ) -> Workspace:
         """Clone ``source`` into ``path`` unless an earlier run already did.
 
         The clone is made next to ``path`` and renamed into place, so a process
-        killed mid-clone leaves no half-made workspace behind.
+        killed mid-clone leaves no half-made workspace behind. With ``size``,
+        ``path`` is first made a filesystem of that size (``mount_size_limited``);
+        the clone then goes straight into it, after emptying what a killed clone left.
+        ``size_problem`` says why a requested limit is not in force (None: it is).
         """
-        if not (path / ".git").is_dir():
+        problem = mount_size_limited(path, size) if size else None
+        if size and problem is None and not (path / ".git").is_dir():
+            files = WorkspaceFiles(path)
+            for leftover in files.listdir():
+                files.remove_tree(leftover)
+            git.Repo.clone_from(str(source.resolve()), str(path), no_checkout=True, env=_ISOLATED_ENV)
+        elif not (path / ".git").is_dir():
             path.parent.mkdir(parents=True, exist_ok=True)
             staging = path.with_name(path.name + ".cloning")
             shutil.rmtree(staging, ignore_errors=True)
             git.Repo.clone_from(str(source.resolve()), str(staging), no_checkout=True, env=_ISOLATED_ENV)
             staging.rename(path)
         workspace = cls(path, owner)
+        workspace.size_problem = problem
         workspace._ensure_commit(source, base)
         workspace._configure()
         return workspace
@@ -230,35 +359,63 @@ class Workspace:
     def _restore(self, snapshot: str) -> None:
         self._git("checkout", "--quiet", "--force", "--detach", snapshot)
         self._git("clean", "-ffdxq", "-e", f"/{AGENTIC_DIR}/")
-        self.hand_over(self.path)
+        self.hand_over()
 
-    def hand_over(self, path: Path) -> None:
-        """Give ``path`` (recursively, never ``.git``) to the sandbox uid, if it has one.
+    def is_full(self) -> bool:
+        """Whether the worktree is a size-limited filesystem with (almost) no space left."""
+        if not os.path.ismount(self.path):
+            return False
+        info = os.statvfs(self.path)
+        return info.f_bavail * info.f_frsize < WORKSPACE_FULL_BYTES
+
+    @property
+    def files(self) -> WorkspaceFiles:
+        """The worktree as host code may touch it (no link followed; see ``boundary``)."""
+        return WorkspaceFiles(self.path)
+
+    def hand_over(self, relative: str = "") -> None:
+        """Give ``relative`` (recursively, never ``.git``) to the sandbox uid, if it has one.
 
         The worktree's top directory stays ours (git refuses to work in a
         repository whose top directory another uid owns) but gets the sandbox
         group with write permission, so commands can create files there.
+        Ownership changes never follow a link (``WorkspaceFiles.chown_tree``).
         """
         if self.owner is None:
             return
         uid, gid = self.owner
-        if path == self.path:
-            os.chown(path, os.getuid(), gid)
-            os.chmod(path, 0o775)
-        else:
-            os.lchown(path, uid, gid)
-        for root, dirs, files in os.walk(path):
-            if Path(root) == self.path and ".git" in dirs:
-                dirs.remove(".git")
-            for name in dirs + files:
-                os.lchown(os.path.join(root, name), uid, gid)
+        if not relative:
+            os.chown(self.path, os.getuid(), gid, follow_symlinks=False)
+            self.files.chmod("", 0o775)
+        self.files.chown_tree(relative, uid, gid, skip_top=(".git",) if not relative else ())
+
+    def prepare_reports(self, relative: str) -> WorkspaceFiles:
+        """Make the report directory ``relative`` (under ``.agentic``) and hand it to the sandbox uid.
+
+        ``.agentic`` survives between steps; whatever an earlier step left there
+        (a link in place of a directory) is removed first, never followed.
+        """
+        files = self.files
+        top = files.lstat(AGENTIC_DIR)
+        if top is not None and not stat.S_ISDIR(top.st_mode):
+            files.remove_tree(AGENTIC_DIR)
+        reports = files.sub(relative)
+        try:
+            reports.mkdirs("")
+        except WorkspaceBoundaryError:  # a link somewhere below .agentic: start it afresh
+            files.remove_tree(AGENTIC_DIR)
+            reports.mkdirs("")
+        self.hand_over(AGENTIC_DIR)
+        return reports
 
     def snapshot(self, message: str, ref_name: str) -> str:
         """Commit the worktree as it is now; returns the snapshot commit id.
 
         If the worktree equals HEAD, HEAD is the snapshot (a step that made its
-        own commits, or changed nothing, adds no commit of ours).
+        own commits, or changed nothing, adds no commit of ours). A worktree
+        holding an embedded repository is refused before git looks at it.
         """
+        refuse_embedded_repositories(self.path)
         self._git("add", "--all")
         tree = self._git("write-tree")
         head = self._git("rev-parse", "HEAD")
@@ -276,10 +433,12 @@ class Workspace:
         if old == new:
             return ChangeSummary()
         files = []
-        for line in self._git("diff", "--numstat", "--no-renames", "-z", old, new).split("\0"):
-            if not line.strip():
+        raw = run_git_bytes(self.path, "diff", "--numstat", "--no-renames", "-z", old, new)
+        for entry in raw.split(b"\0"):
+            if not entry.strip():
                 continue
-            added, deleted, path = line.split("\t", 2)
+            added, deleted, name = entry.decode("utf-8", errors="surrogateescape").split("\t", 2)
+            path = shown(name)
             binary = added == "-"
             files.append(
                 FileChange(path=path, added=0 if binary else int(added),

@@ -3,13 +3,13 @@
 # the Docker work pool's flow-run image, Chromium for the approval-form test, PostgreSQL for
 # the Prefect server of the scale-out tests.
 # Idempotent: each phase is skipped when already done.
-# Usage: scripts/setup.sh [python] [docker] [image] [flow_image] [browser] [postgres]
+# Usage: scripts/setup.sh [python] [docker] [runsc] [image] [flow_image] [browser] [postgres]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 IMAGE=${AGENTIC_SANDBOX_IMAGE:-prefect-agentic/sandbox:2}
-PHASES=${*:-python docker image flow_image browser postgres}
+PHASES=${*:-python docker runsc image flow_image browser postgres}
 # The role the scale-out tests' Prefect servers use (each test session makes its own database).
 PG_ROLE=${AGENTIC_PG_ROLE:-prefect_agentic}
 PG_PASSWORD=${AGENTIC_PG_PASSWORD:-prefect_agentic}
@@ -43,6 +43,27 @@ phase_docker() {
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && { log "docker engine: running"; return; }; sleep 1; done
   log "dockerd did not answer within 60 s; its log ends with:"; tail -n 30 "$dockerd_log" >&2
   exit 1
+}
+
+phase_runsc() {  # gVisor as a second wall: SandboxSettings(runtime="runsc"); tests/test_workspace_escape.py
+  command -v runsc >/dev/null || { log "installing runsc (gVisor)"; need_apt runsc; }
+  if docker info --format '{{json .Runtimes}}' | grep -q 'platform=ptrace","--network=none"\]}}$'; then log "runsc: registered with dockerd"; return; fi
+  python3 - <<'PY'
+import json, os
+path = "/etc/docker/daemon.json"
+config = json.load(open(path)) if os.path.exists(path) else {}
+# --network=none: gVisor refuses to set up interfaces in this machine's network namespace
+# ("cannot run with network enabled in root network namespace"); sandboxes have no network anyway.
+# --platform=kvm hung at container start here (docs/security.md), so ptrace it is.
+runtimes = config.setdefault("runtimes", {})
+runtimes.pop("runsc-kvm", None)
+runtimes["runsc"] = {"path": "/usr/bin/runsc", "runtimeArgs": ["--platform=ptrace", "--network=none"]}
+os.makedirs(os.path.dirname(path), exist_ok=True)
+json.dump(config, open(path, "w"), indent=2)
+PY
+  kill -HUP "$(pidof dockerd)"  # dockerd reloads its runtimes on SIGHUP; running containers are untouched
+  for _ in $(seq 20); do docker info --format '{{json .Runtimes}}' | grep -q '"runsc"' && { log "runsc: registered with dockerd"; return; }; sleep 1; done
+  log "dockerd did not pick up the runsc runtime from /etc/docker/daemon.json"; exit 1
 }
 
 phase_image() {

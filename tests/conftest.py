@@ -27,6 +27,8 @@ os.environ["PREFECT_HOME"] = str(_STATE / "prefect")
 os.environ["AGENTIC_HOME"] = str(_STATE / "agentic")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# A loaded 2-core CI machine can take longer than Prefect's 20 s to start an embedded API.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DEFAULT_IMAGE = os.environ.get("AGENTIC_SANDBOX_IMAGE", "prefect-agentic/sandbox:2")
@@ -66,7 +68,7 @@ def prefect_api() -> Iterator[str]:
     """One temporary Prefect server for the session (real API, own SQLite database)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=180):
         from prefect.settings import PREFECT_API_URL
 
         url = PREFECT_API_URL.value()
@@ -135,3 +137,16 @@ def history_repo(tmp_path: Path) -> Callable[[str], Path]:
         return repo
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _unmount_size_limited_workspaces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Run workspaces are loop-mounted images (SandboxSettings.workspace_size): unmount this
+    session's at its end (its state dir and its temporary directories only)."""
+    yield
+    roots = (str(_STATE) + "/", str(tmp_path_factory.getbasetemp()) + "/")
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts]
+    for point in reversed(points):
+        if point.startswith(roots) and "/workspaces/" in point:
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)

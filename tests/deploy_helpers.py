@@ -61,7 +61,7 @@ class PrefectStack:
             "PREFECT_HOME": str(home / "prefect"), "AGENTIC_HOME": str(home / "agentic"),
             "PREFECT_API_URL": self.api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO",
-            "AGENTIC_PYTHON": sys.executable, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
             **(extra_env or {}),
         }
         self.workers: dict[str, subprocess.Popen[bytes]] = {}

@@ -33,6 +33,7 @@ DEPLOYMENTS = {"run-plan/default", "run-plan/docker", "fix-lint/default", "test-
                "test-and-report/nightly", "triage-failure/default", "open-pull-request/default",
                "upgrade-dependency/default", "generate-tests/default", "security-scan/default"}
 
+NIGHTLY_REPO = "/srv/repos/nightly-app"
 TINY = """
 id: tiny
 goal: Say hello and run the tests
@@ -63,6 +64,7 @@ def deployed(stack: PrefectStack) -> tuple[subprocess.CompletedProcess[str], sub
     with stack.client() as client:  # before init: the server found the blocks through the entry point
         assert client.read_block_type_by_slug("agentic-sandbox-settings").name == "Agentic Sandbox Settings"
     init = stack.run("agentic", "init")
+    stack.env["AGENTIC_NIGHTLY_REPO"] = NIGHTLY_REPO  # test-and-report/nightly refuses to deploy without it
     deploy = stack.run("prefect", "--no-prompt", "deploy", "--all")
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
     return init, deploy
@@ -81,13 +83,20 @@ def test_from_a_fresh_clone_init_deploy_and_submit_run_a_plan_end_to_end(  # typ
                  "work pool agentic-docker: created"):
         assert line in init.stdout, init.stdout
     with stack.client() as client:
-        deployments = {f"{client.read_flow(d.flow_id).name}/{d.name}" for d in client.read_deployments()}
+        deployments_read = client.read_deployments()
+        deployments = {f"{client.read_flow(d.flow_id).name}/{d.name}" for d in deployments_read}
         nightly = client.read_deployment_by_name("test-and-report/nightly")
     assert deployments == DEPLOYMENTS
     registered = stack.run("prefect", "block", "register", "-m", "prefect_agentic.blocks")
     for name in ("Agentic Budget", "Agentic LLM Endpoint", "Agentic Sandbox Settings", "Agentic Tool Policy"):
         assert name in registered.stdout, registered.stdout + registered.stderr
     assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+    assert nightly.parameters == {"repo": NIGHTLY_REPO}
+    assert {d.entrypoint for d in deployments_read} == {
+        "prefect_agentic.flows.run_plan:run_plan", *(f"prefect_agentic.flows.recipes:{name}" for name in (
+            "fix_lint", "test_and_report", "triage_failure", "open_pull_request", "upgrade_dependency",
+            "generate_tests", "security_scan"))}
+    assert all(d.pull_steps == [] for d in deployments_read)
 
     repo = make_repo({"test_ok.py": "def test_ok():\n    assert True\n"})
     (tmp_path / "tiny.yaml").write_text(TINY)

@@ -46,7 +46,8 @@ steps:
     with pytest.raises(PlanError) as caught:
         parse_plan(text, source="inline")
     places = [p.split(":")[0] for p in caught.value.problems]
-    assert places == ["steps[0] 'a'.tool", "steps[2] 'c'.args.paths", "steps[1] 'b'.depends_on"]
+    assert places == ["steps[0] 'a'.tool", "steps[1] 'b'.depends_on", "steps[2] 'c'.args.paths"]
+    assert caught.value.lines == [5, 6, 7]
 
 
 def test_missing_file_is_a_plan_error(tmp_path: Path) -> None:

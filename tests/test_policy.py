@@ -88,7 +88,7 @@ def test_ordinary_commands_pass_the_default_policy(command: str) -> None:
 
 
 def test_tools_and_operations_outside_the_policy_are_rejected_with_the_rule() -> None:
-    text = plan_text({"id": "commit", "tool": "git", "args": {"op": "commit", "message": "x"},
+    text = plan_text({"id": "commit", "tool": "git", "args": {"op": "commit", "message": "x", "onto": "main"},
                       "writes_workspace": True}, shell("run", "true", depends_on=["commit"]))
     assert problems(text, ToolPolicy(denied_operations=["git:commit"])) == [
         "steps[0] 'commit': denied by policy rule 'denied_operations:git:commit': "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from prefect_agentic.boundary import WorkspaceFiles
 from prefect_agentic.errors import ToolError
 from prefect_agentic.tools.bandit import parse_bandit_report
 from prefect_agentic.tools.ghostwriter import DERANDOMIZE, derandomized, untested_functions
@@ -51,10 +52,10 @@ def test_pip_arguments_are_checked() -> None:
 def test_a_pyproject_contributes_its_dependencies_to_pip(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[project]\ndependencies = ["centlib==2.0.0"]\n')
     (tmp_path / "requirements.txt").write_text("centlib==2.0.0\n")
-    assert requirement_args(tmp_path, ["requirements.txt", "pyproject.toml"]) == \
+    assert requirement_args(WorkspaceFiles(tmp_path), ["requirements.txt", "pyproject.toml"]) == \
         ["-r", "requirements.txt", "centlib==2.0.0"]
     with pytest.raises(ToolError, match="requirement file 'dev.txt' is not in the workspace"):
-        requirement_args(tmp_path, ["dev.txt"])
+        requirement_args(WorkspaceFiles(tmp_path), ["dev.txt"])
 
 
 def finding(rule: str, line: int, severity: str = "high") -> Finding:
@@ -76,7 +77,7 @@ def test_a_file_bandit_could_not_parse_is_an_error_not_a_pass(tmp_path: Path) ->
     report = tmp_path / "bandit.json"
     report.write_text(json.dumps({"errors": [{"filename": "./x.py", "reason": "syntax error"}], "results": []}))
     with pytest.raises(ToolError, match=r"bandit could not scan every file: ./x.py: syntax error"):
-        parse_bandit_report(report)
+        parse_bandit_report(report.read_bytes())
 
 
 def test_untested_public_functions_are_those_with_no_executed_line(tmp_path: Path) -> None:
@@ -93,7 +94,7 @@ def test_untested_public_functions_are_those_with_no_executed_line(tmp_path: Pat
             return 0
         """))
     executed = {"geo/shapes.py": {1, 2, 4}}  # area's body ran; clamp's only its def line
-    assert untested_functions(tmp_path, ["geo"], executed) == ["geo.shapes.clamp", "geo.top"]
+    assert untested_functions(WorkspaceFiles(tmp_path), ["geo"], executed) == ["geo.shapes.clamp", "geo.top"]
 
 
 def test_generated_tests_are_derandomized_and_write_no_database() -> None:

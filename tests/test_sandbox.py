@@ -19,7 +19,7 @@ MODES = ["per_step", "warm"]
 @pytest.fixture
 def workspace(make_repo) -> Path:  # type: ignore[no-untyped-def]
     repo = make_repo({"hello.txt": "hi\n"})
-    Workspace(repo, SandboxSettings().workspace_owner()).hand_over(repo)  # as a run does
+    Workspace(repo, SandboxSettings().workspace_owner()).hand_over()  # as a run does
     return repo
 
 

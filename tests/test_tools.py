@@ -52,12 +52,11 @@ def context(make_repo, sandbox_image: str):  # type: ignore[no-untyped-def]
     def make(files: dict[str, str], step_id: str = "s") -> ToolContext:
         repo = make_repo(files)
         base = resolve_base(repo, "HEAD")
-        reports = repo / ".agentic" / "reports" / step_id
-        reports.mkdir(parents=True)
-        Workspace(repo, SandboxSettings().workspace_owner()).hand_over(repo)  # as a run does
+        workspace = Workspace(repo, SandboxSettings().workspace_owner())
+        workspace.hand_over()  # as a run does
+        workspace.prepare_reports(f".agentic/reports/{step_id}")
         sandbox = open_sandbox(SandboxSettings(image=sandbox_image), repo, f"tools-{os.getpid()}")
-        return ToolContext(sandbox=sandbox, workspace=repo, report_dir=reports,
-                           report_dir_in_sandbox=f"/workspace/.agentic/reports/{step_id}",
+        return ToolContext(sandbox=sandbox, workspace=repo, reports_path=f".agentic/reports/{step_id}",
                            step_id=step_id, base_snapshot=base,
                            attempt=1, timeout_seconds=120)
     return make
@@ -96,7 +95,7 @@ def test_junit_parsing_of_a_host_pytest_report(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                     "-o", "junit_family=xunit1", f"--junitxml={tmp_path / 'r.xml'}", "test_a.py"],
                    cwd=tmp_path, capture_output=True)
-    parsed = parse_junit_xml(tmp_path / "r.xml")
+    parsed = parse_junit_xml((tmp_path / "r.xml").read_bytes())
     assert parsed["tests_failed"] == 3 and "test_a.py::TestGroup::test_inner_bad" in parsed["failing_tests"]
 
 
@@ -135,7 +134,7 @@ def test_git_status_diff_branch_commit(make_repo, tmp_path: Path) -> None:  # ty
     repo = make_repo({"a.txt": "one\n"})
     base = resolve_base(repo, "HEAD")
     git(repo, "checkout", "-q", "--detach")
-    ctx = ToolContext(sandbox=None, workspace=repo, report_dir=tmp_path, report_dir_in_sandbox="/x",  # type: ignore[arg-type]
+    ctx = ToolContext(sandbox=None, workspace=repo, reports_path=".agentic/reports/g",  # type: ignore[arg-type]
                       step_id="g", base_snapshot=base, attempt=1, timeout_seconds=10)
     (repo / "a.txt").write_text("two\n")
     (repo / "b.txt").write_text("new\n")

@@ -7,7 +7,7 @@ from typing import Literal
 
 from prefect.blocks.core import Block
 from prefect_docker.host import DockerHost
-from pydantic import Field
+from pydantic import Field, field_validator
 
 DEFAULT_IMAGE = "prefect-agentic/sandbox:2"
 GLOBAL_SANDBOX_LIMIT = "agentic-sandboxes"
@@ -48,6 +48,13 @@ class SandboxSettings(Block):
             "warm: one container per run, commands run in it with `docker exec` (faster)."
         ),
     )
+    runtime: str = Field(
+        default="runc",
+        description=(
+            "OCI runtime of the containers: runc (Docker's default) or runsc (gVisor: a user-space kernel "
+            "between commands and the host kernel; register it with `scripts/setup.sh runsc`)."
+        ),
+    )
     memory: str = Field(default="1g", description="Memory limit per container (Docker syntax).")
     cpus: float = Field(default=1.0, gt=0, description="CPU limit per container.")
     pids: int = Field(default=512, gt=0, description="Maximum number of processes per container.")
@@ -71,6 +78,14 @@ class SandboxSettings(Block):
         description="Mount the image's root filesystem read-only; /tmp is a size-capped tmpfs.",
     )
     tmp_size: str = Field(default="256m", description="Size cap of the /tmp tmpfs.")
+    workspace_size: str | None = Field(
+        default="8g",
+        description=(
+            "Size limit of a run's workspace (worktree plus its snapshots), enforced by the system: the "
+            "workspace is a sparse ext4 image of this size, loop-mounted (needs root). A step writing past "
+            "it fails naming the limit. Empty: no limit."
+        ),
+    )
     drop_capabilities: bool = Field(
         default=True,
         description="Drop every Linux capability and forbid gaining privileges (no-new-privileges).",
@@ -122,6 +137,15 @@ class SandboxSettings(Block):
             "holder that died frees its slot this long after its last renewal."
         ),
     )
+
+    @field_validator("workspace_size")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value:
+            from prefect_agentic.workspace import parse_size
+
+            parse_size(value)
+        return value or None
 
     def concurrency_limits(self, run_key: str) -> dict[str, int]:
         """The global concurrency limits a step of run ``run_key`` holds a slot of (name → size)."""

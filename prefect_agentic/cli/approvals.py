@@ -26,6 +26,7 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.prompt import Prompt
 
+from prefect_agentic.cli.runs import RunIdError, resolve_run_id
 from prefect_agentic.gates import ApprovalAnswer, GateQuestion, use_answerer
 from prefect_agentic.gates.answer import GateSummary, read_review
 
@@ -55,13 +56,12 @@ def _waiting_gates() -> Iterator[tuple[FlowRun, GateSummary | None]]:
 
 def _find(run_ref: str) -> FlowRun:
     """The paused gated flow run ``run_ref`` names: its id, or a unique start of it."""
-    found = [run for run, _ in _waiting_gates() if str(run.id).startswith(run_ref.lower())]
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise _fail(f"no flow run waiting at an approval gate matches '{run_ref}' "
-                    "(see `agentic approvals list`)")
-    raise _fail(f"'{run_ref}' matches {len(found)} waiting flow runs; give more of the id")
+    waiting = {str(run.id): run for run, _ in _waiting_gates()}
+    try:
+        return waiting[resolve_run_id(run_ref, waiting, among="flow runs waiting at an approval gate",
+                                      hint="`agentic approvals list` shows them")]
+    except RunIdError as exc:
+        raise _fail(str(exc)) from None
 
 
 @approvals_app.command("list")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Optional
@@ -22,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from prefect_agentic.blocks.audit_storage import AuditStorage
+from prefect_agentic.cli.runs import audited_run_id
 from prefect_agentic.errors import AgenticError
 from prefect_agentic.flows.artifacts import published_head
 from prefect_agentic.record.audit import Verification
@@ -42,7 +42,7 @@ err = Console(stderr=True)
 out = Console(width=160, soft_wrap=False)
 audit_app = typer.Typer(help="Check the audit logs of runs.", no_args_is_help=True)
 
-RUN_HELP = "Flow run id of the run (its report's flow_run_id)."
+RUN_HELP = "Flow run id of the run (its report's flow_run_id), or a unique start of it."
 LIVE_HELP = "Re-run each recorded attempt's tool for real (Docker, the run's workspace)."
 BLOCK_HELP = "Name of a saved Agentic Audit Storage block (default: $AGENTIC_AUDIT_BLOCK, else local)."
 
@@ -63,18 +63,18 @@ def _fail(exc: Exception, code: int = 2) -> typer.Exit:
 
 @audit_app.command("verify")
 def verify(
-    runs: Annotated[list[str], typer.Argument(help="Flow run id(s) of the run(s) to check.")],
+    runs: Annotated[list[str], typer.Argument(help="Flow run id(s) of the run(s) to check (or unique starts of them).")],
     audit_block: Annotated[Optional[str], typer.Option(help=BLOCK_HELP)] = None,  # noqa: UP045
 ) -> None:
     """Check runs' audit logs: every record's hash and the chain; exit 1 if any was changed."""
     store = _store(audit_block)
     try:
+        runs = [audited_run_id(store, run) for run in runs]
         results = [(run, verify_log(store.read_log(run))) for run in runs]
     except AgenticError as exc:
         raise _fail(exc) from None
-    if os.environ.get("PREFECT_API_URL"):  # only a server keeps the heads (no ephemeral API for this)
-        for run, result in results:
-            _compare_head(run, result)
+    for run, result in results:  # a configured server, or the embedded API's own database
+        _compare_head(run, result)
     for run, result in results:
         for problem in result.problems:
             out.print(f"[red]✘[/] {escape(problem)}", highlight=False)
@@ -92,7 +92,12 @@ def verify(
 
 
 def _compare_head(run: str, result: Verification) -> None:
-    """A log rewritten from some record on (hashes recomputed) still ends on another head."""
+    """A log rewritten from some record on (hashes recomputed) still ends on another head.
+
+    The head is kept apart from the log, in the run's summary artifact in Prefect's
+    database: a configured server's, or, with no server configured, the embedded
+    API's (the same database the run wrote to), so a resealed log is caught either way.
+    """
     try:
         head = asyncio.run(published_head(run))
     except (ValueError, OSError, PrefectHTTPStatusError):  # not a UUID, or the API is away
@@ -111,7 +116,7 @@ def replay(
     """Re-make a recorded run's decisions from its audit log; exit 1 if any differs."""
     store = _store(audit_block)
     try:
-        report = replay_run(store, run, live=live)
+        report = replay_run(store, audited_run_id(store, run), live=live)
     except AgenticError as exc:
         raise _fail(exc) from None
     if as_json:

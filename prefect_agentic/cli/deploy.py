@@ -70,9 +70,10 @@ def submit(
     from prefect_agentic.blocks import Budget, SandboxSettings, ToolPolicy
     from prefect_agentic.plan import load_plan
     from prefect_agentic.planners.recipes import RecipeError, parse_assignments
-    from prefect_agentic.submit import block_values, flow_run_url, submit_plan, wait_for
+    from prefect_agentic.submit import block_values, flow_run_url, require_server, submit_plan, wait_for
 
     try:
+        require_server()
         plan = load_plan(plan_file)
         extra = {name: yaml.safe_load(value) for name, value in parse_assignments(param).items()}
         extra.update({name: block_values(kind, block) for name, kind, block in (

@@ -1,7 +1,8 @@
 """`agentic`: run, validate and describe plans from the command line.
 
 Exit codes: 0 success; 1 the plan ran and failed; 2 bad input (plan file,
-flags, repository); 3 the environment is not ready (Docker engine, image).
+flags, repository, run id); 3 the environment is not ready (Docker engine, image, Prefect
+API). ``cli/errors.py`` maps what escapes a command to these codes, in one line.
 """
 
 from __future__ import annotations
@@ -9,12 +10,17 @@ from __future__ import annotations
 import os
 import sys
 
+from prefect_agentic.cli.startup import RunClock, start_embedded_api  # the clock starts before Prefect's import
+
 # The run's own progress display replaces Prefect's console log lines (the logs
 # still reach the Prefect API); `agentic -v` brings them back. Prefect reads
 # these when it is imported, so they are set first.
 if "-v" not in sys.argv[1:2] and "--verbose" not in sys.argv[1:2]:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect gives its embedded API 20 s to start; a busy 2-core machine needs more
+# (seen at load 12-20). A user's own setting wins.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 import json  # noqa: E402
 from enum import Enum  # noqa: E402
@@ -109,7 +115,8 @@ def validate(
         plan = load_plan(plan_file, policy=_load_block("--policy-block", ToolPolicy, policy_block))
     except PlanError as exc:
         if as_json:
-            out.print_json(json.dumps({"valid": False, "source": exc.source, "problems": exc.problems}))
+            out.print_json(json.dumps({"valid": False, "source": exc.source, "problems": exc.problems,
+                                       "lines": exc.lines}))
             raise typer.Exit(2) from None
         raise _fail(str(exc), 2) from None
     if as_json:
@@ -171,6 +178,7 @@ def run(
     from prefect_agentic.settings import embedded_run_settings
     from prefect_agentic.workspace import resolve_base
 
+    clock = RunClock()
     policy = _load_block("--policy-block", ToolPolicy, policy_block)
     budget = _load_block("--budget-block", Budget, budget_block)
     loop = None
@@ -198,6 +206,8 @@ def run(
         raise _fail(f"--sandbox-block {sandbox_block}: {exc}", 2) from None
 
     gates = _load_block("--gate-block", GateDefaults, gate_block)
+    clock.mark("plan")
+    start_embedded_api(err, clock, show=not as_json)
     display = ProgressDisplay(plan, err, enabled=not as_json)
     unsubscribe = subscribe(display.on_event)
     stop_asking = answer_in_terminal(err, display.quiet) if sys.stdin.isatty() else lambda: None
@@ -209,6 +219,7 @@ def run(
     finally:
         unsubscribe()
         stop_asking()
+    clock.mark("run")
     outcome = state.result(raise_on_failure=False)
     report = outcome.report if isinstance(outcome, PlanRunFailed) else outcome
     if isinstance(outcome, BaseException) and not isinstance(outcome, PlanRunFailed):
@@ -217,7 +228,7 @@ def run(
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
     else:
-        out.print(report_table(report))
+        out.print(report_table(report, wall=clock.summary(report.duration_s)))
     raise typer.Exit(0 if report.ok else 1)
 
 
@@ -226,12 +237,16 @@ from prefect_agentic.cli import audit as _audit  # noqa: E402
 from prefect_agentic.cli import deploy as _deploy  # noqa: E402
 from prefect_agentic.cli import llm as _llm  # noqa: E402
 from prefect_agentic.cli import recipes as _recipes  # noqa: E402
+from prefect_agentic.cli import export as _export  # noqa: E402
 
 _recipes.register(app)
 _llm.register(app)
 _approvals.register(app)
 _audit.register(app)
 _deploy.register(app)
+_export.register(app)
 
 if __name__ == "__main__":
-    app()
+    from prefect_agentic.cli.errors import run as _run_guarded
+
+    _run_guarded(app)

@@ -92,8 +92,12 @@ class ProgressDisplay:
                 self._live.start()
 
 
-def report_table(report: RunReport) -> Group:
-    """The end-of-run summary: one row per step, then failure reasons."""
+def report_table(report: RunReport, wall: str | None = None) -> Group:
+    """The end-of-run summary: one row per step, then failure reasons.
+
+    ``wall``: what the user waited, with its parts (``cli.startup.RunClock``);
+    without it, the flow run's own duration.
+    """
     table = Table(title=f"{report.plan_id} v{report.plan_version} — {report.goal}", title_justify="left")
     columns = ("step", "tool", "status", "attempts", "cached", "duration", "snapshot", "changes", "outcome")
     for column in columns:
@@ -118,10 +122,13 @@ def report_table(report: RunReport) -> Group:
         parts.append(Text(f"stopped: {report.stopped}", style="yellow"))
     verdict = "succeeded" if report.ok else "STOPPED" if report.stopped else "FAILED"
     parts.append(Text(
-        f"Run {verdict} in {report.duration_s:.1f}s; final snapshot {report.final_snapshot[:12]} "
+        f"Run {verdict} in {wall or f'{report.duration_s:.1f}s'}; final snapshot {report.final_snapshot[:12]} "
         f"(workspace {report.workspace})",
         style="bold green" if report.ok else "bold red",
     ))
+    if report.exported:
+        pushed = f", pushed to {report.exported.pushed_to}" if report.exported.pushed_to else ""
+        parts.append(Text(f"exported to branch {report.exported.branch} of {report.exported.repo}{pushed}"))
     if report.flow_run_id:
         parts.append(Text(f"flow run {report.flow_run_id} (agentic audit verify / agentic replay it)",
                           style="dim"))

@@ -23,6 +23,16 @@ from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.compiler import compile_plan
 from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.executor import RunContext, close_run_resources
+from prefect_agentic.export import (
+    ExportError,
+    ExportResult,
+    ExportTarget,
+    check_target,
+    default_branch,
+    export_snapshot,
+    push_branch,
+    push_decision,
+)
 from prefect_agentic.flows.audit import RunAudit
 from prefect_agentic.flows.hooks import BudgetHook
 from prefect_agentic.gates import ApprovalGate
@@ -33,7 +43,7 @@ from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe
 from prefect_agentic.report import RunReport, StepReport
 from prefect_agentic.scheduler import RunHook, StepScheduler
 from prefect_agentic.settings import agentic_home
-from prefect_agentic.workspace import Workspace, resolve_base, run_key
+from prefect_agentic.workspace import Workspace, parse_size, resolve_base, run_key
 
 DEFAULT_CONCURRENCY = 4
 
@@ -66,6 +76,7 @@ def run_plan(
     gates: GateDefaults | None = None,
     audit: AuditStorage | None = None,
     request_id: str | None = None,
+    export: ExportTarget | None = None,
 ) -> RunReport:
     """Run ``plan`` on the repository at ``repo`` starting from commit ``ref``.
 
@@ -80,7 +91,9 @@ def run_plan(
     (timeouts, poll interval, pause or suspend). Every decision goes to the
     run's audit log in ``audit`` (default: ``AuditStorage.configured()``);
     ``request_id`` correlates the run with what asked for it (default: the
-    root flow run's id). Raises ``PlanRunFailed`` (the flow run fails)
+    root flow run's id). With ``export``, a successful run's final snapshot
+    becomes a branch of the repository it names (and is pushed there when the
+    policy allows it; see ``prefect_agentic.export``). Raises ``PlanRunFailed`` (the flow run fails)
     when any step failed or could not run; the report is attached.
     """
     logger = get_run_logger()
@@ -90,12 +103,18 @@ def run_plan(
     source = Path(repo).resolve()
     base = resolve_base(source, ref)
     key = run_key(plan.id, source, base)
-    workspace = Workspace.prepare(source, base, agentic_home() / "workspaces" / key)
+    sandbox = sandbox or SandboxSettings()
+    size = parse_size(sandbox.workspace_size) if sandbox.workspace_size else None
+    workspace = Workspace.prepare(source, base, agentic_home() / "workspaces" / key, size=size)
+    if workspace.size_problem:
+        logger.warning("Workspace size limit %s is NOT enforced: %s", sandbox.workspace_size, workspace.size_problem)
     run = RunContext(run_key=key, plan_id=plan.id, workspace=workspace.path,
-                     workspace_epoch=workspace.epoch, base_snapshot=base, sandbox=sandbox or SandboxSettings(),
+                     workspace_epoch=workspace.epoch, base_snapshot=base, sandbox=sandbox,
                      policy=policy, budget=budget or Budget(), secrets=secrets or {})
     logger.info("Plan %s v%s on %s@%s (workspace %s)", plan.id, plan.version, source, base[:12],
                 workspace.path)
+    if export is not None:  # a target that cannot take the result is refused before any step runs
+        check_target(export, export.branch or default_branch(plan.id, str(flow_run_runtime.id)))
     ids = RunIds(str(flow_run_runtime.id), key, plan.id,
                  request_id or str(flow_run_runtime.root_flow_run_id))
     trail = RunAudit.open(plan, run, ids, audit, repo=str(source), ref=ref, fresh=fresh)
@@ -119,11 +138,39 @@ def run_plan(
         steps=[reports[s.id] for s in scheduler.plan.steps], stopped=scheduler.stopped,
         revisions=scheduler.revisions, superseded=scheduler.superseded,
     )
+    export_failed = None
+    if export is not None and report.ok:
+        try:
+            report.exported = export_result(export, report, policy)
+        except ExportError as exc:
+            export_failed = exc
     trail.finished(report)
+    if export_failed is not None:
+        raise ExportError(f"every step succeeded, but the export failed: {export_failed} "
+                          f"(`agentic export {flow_run_runtime.id}` can retry it)")
     if not report.ok:
         raise PlanRunFailed(_failure_summary(report), report)
     logger.info("Plan %s completed; final snapshot %s", plan.id, report.final_snapshot[:12])
     return report
+
+
+def export_result(target: ExportTarget, report: RunReport, policy: ToolPolicy) -> ExportResult:
+    """Export the run's final snapshot as ``target`` asks; push only where the policy lets a flow run."""
+    logger = get_run_logger()
+    branch = target.branch or default_branch(report.plan_id, str(report.flow_run_id))
+    result = export_snapshot(Path(report.workspace), report.final_snapshot, Path(target.into), branch,
+                             overwrite=target.overwrite)
+    logger.info("Final snapshot %s exported to branch %s of %s", result.commit[:12], branch, result.repo)
+    if target.push is not None:
+        decision = push_decision(policy, target.push, branch, by_human=False)
+        if decision.allowed:
+            push_branch(Path(result.repo), target.push, branch)
+            result.pushed_to = target.push
+            logger.info("Branch %s pushed to %s", branch, target.push)
+        else:
+            result.push_refused = f"policy rule '{decision.rule}': {decision.reason}"
+            logger.warning("Branch %s not pushed to %s: %s", branch, target.push, result.push_refused)
+    return result
 
 
 def _count_attempt(event: StepEvent, key: str, attempts: dict[str, int]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.errors import PlanError
 from prefect_agentic.plan.models import Plan
-from prefect_agentic.plan.validation import check_plan, step_place
+from prefect_agentic.plan.validation import data_problems, structure_problem
 from prefect_agentic.tools.registry import ToolRegistry
 
 
@@ -24,14 +25,29 @@ def load_plan(path: str | Path, registry: ToolRegistry | None = None,
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PlanError(str(path), [f"cannot read the file: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise PlanError(str(path), [f"line {line}: the file is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
+                                    f"at offset {exc.start})"]) from None
     return parse_plan(text, source=str(path), registry=registry, policy=policy)
 
 
 def parse_plan(text: str, source: str = "plan", registry: ToolRegistry | None = None,
                policy: ToolPolicy | None = None) -> Plan:
-    """Parse plan text (JSON is YAML too) and validate structure and meaning."""
+    """Parse plan text (JSON is YAML too) and validate structure and meaning.
+
+    ``PlanError`` lists every problem at once, in file order, with the line of
+    each (``line 7: steps[1] 'fix'.tool: unknown tool 'rufff'; did you mean 'ruff'? …``).
+    """
     data = _parse_document(text, source)
-    return check_plan(plan_from_data(data, source), registry, source, policy)
+    problems = data_problems(data, registry, policy)
+    if problems:
+        lines = _line_finder(text)
+        located = sorted(((lines(p.path), n, p) for n, p in enumerate(problems)),
+                         key=lambda item: (item[0] or 0, item[1]))
+        raise PlanError(source, [p.text(data) for _, _, p in located],
+                        lines=[line for line, _, _ in located])
+    return Plan.model_validate(data)
 
 
 def plan_from_data(data: Any, source: str = "plan") -> Plan:
@@ -41,7 +57,7 @@ def plan_from_data(data: Any, source: str = "plan") -> Plan:
     try:
         return Plan.model_validate(data)
     except ValidationError as exc:
-        raise PlanError(source, [_describe(err, data) for err in exc.errors()]) from None
+        raise PlanError(source, [structure_problem(err).text(data) for err in exc.errors()]) from None
 
 
 def _parse_document(text: str, source: str) -> Any:
@@ -51,9 +67,41 @@ def _parse_document(text: str, source: str) -> Any:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PlanError(source, [_yaml_problem(exc)]) from None
+    except RecursionError:
+        raise PlanError(source, ["(root): the document is nested too deeply to be a plan"]) from None
     if data is None:
         raise PlanError(source, ["(root): the file is empty"])
     return data
+
+
+def _line_finder(text: str) -> Callable[[tuple[str | int, ...]], int | None]:
+    """Maps a problem's path to the 1-based line of the deepest part of it the file has."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lambda path: None
+
+    def line(path: tuple[str | int, ...]) -> int | None:
+        node, at = root, root.start_mark.line if root is not None else None
+        for item in path:
+            step = _child(node, item)
+            if step is None:
+                break
+            node, at = step[0], step[1]
+        return None if at is None else at + 1
+
+    return line
+
+
+def _child(node: yaml.Node | None, item: str | int) -> tuple[yaml.Node, int] | None:
+    """The value under ``item`` (a mapping's key, a sequence's position) and the line naming it."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == str(item):
+                return value, key.start_mark.line
+    elif isinstance(node, yaml.SequenceNode) and isinstance(item, int) and 0 <= item < len(node.value):
+        return node.value[item], node.value[item].start_mark.line
+    return None
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -65,26 +113,6 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     if context and mark:
         what += f" (at line {mark.line + 1}, column {mark.column + 1})"
     return f"{where}: not valid YAML/JSON: {what or exc}"
-
-
-def _describe(err: Any, data: dict[str, Any]) -> str:
-    """``steps[1] 'fix'.timeout_seconds: Input should be greater than 0``."""
-    loc = list(err["loc"])
-    parts: list[str] = []
-    if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
-        steps = data.get("steps")
-        raw = steps[loc[1]] if isinstance(steps, list) and loc[1] < len(steps) else None
-        parts.append(step_place(loc[1], raw.get("id") if isinstance(raw, dict) else None))
-        loc = loc[2:]
-    for item in loc:
-        parts.append(f"[{item}]" if isinstance(item, int) else f".{item}")
-    where = "".join(parts).lstrip(".") or "(root)"
-    message = err["msg"]
-    if err["type"] == "extra_forbidden":
-        message = "unknown field (check its spelling)"
-    elif err["type"] == "missing":
-        message = "required field is missing"
-    return f"{where}: {message}"
 
 
 def _kind(value: Any) -> str:

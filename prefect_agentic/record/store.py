@@ -94,6 +94,19 @@ class AuditStore:
     def has_log(self, flow_run_id: str) -> bool:
         return self._exists(log_path(flow_run_id))
 
+    def run_ids(self) -> list[str]:
+        """The flow run ids that have a log here (to resolve a short id a user typed)."""
+        local = self._local_path("runs")
+        if local is not None:
+            names = [p.name for p in local.glob("*.jsonl")] if local.is_dir() else []
+        else:
+            try:
+                fs = self.fs.filesystem  # type: ignore[attr-defined]
+                names = [str(p).rsplit("/", 1)[-1] for p in fs.ls(self.fs._resolve_path("runs"), detail=False)]  # type: ignore[attr-defined]
+            except (AttributeError, FileNotFoundError, OSError):
+                names = []
+        return sorted(name.removesuffix(".jsonl") for name in names if name.endswith(".jsonl"))
+
     # objects --------------------------------------------------------------
 
     def put(self, content: bytes) -> str:

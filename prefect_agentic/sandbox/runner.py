@@ -175,6 +175,7 @@ class _ContainerSandbox:
                 nano_cpus=int(s.cpus * 1e9),
                 pids_limit=s.pids,
                 labels={LABEL_MANAGED: "true", LABEL_RUN: self.run_key},
+                runtime=s.runtime,
                 log_config=LogConfig(type=LogConfig.types.NONE),
                 detach=True,
                 **networking,
@@ -340,7 +341,23 @@ class WarmContainer(_ContainerSandbox):
             raise SandboxError(f"sandbox exec failed: {exc.explanation or exc}") from None
         exit_code = int(info.get("ExitCode") or 0)
         timed_out = duration >= timeout and exit_code in (124, 137)
+        self.settle(container)
         return _result(exit_code, out, err, duration, timed_out, counters)
+
+    def settle(self, container: Container) -> None:
+        """Kill every process a command left behind in the warm container (all but its init).
+
+        A step must not leave a process that keeps writing the workspace while
+        the host snapshots it, or while the next step runs. ``kill -1`` from
+        inside reaches every process of the sandbox uid except PID 1.
+        """
+        api = self.client.api
+        try:
+            exec_id = api.exec_create(container.id, ["sh", "-c", "kill -KILL -1 2>/dev/null; true"],
+                                      user=self.settings.effective_user())["Id"]
+            api.exec_start(exec_id)
+        except docker.errors.APIError:
+            self._discard(container)  # cannot make sure it is quiet: never reuse it
 
     def _discard(self, container: Container) -> None:
         with self._start_lock:

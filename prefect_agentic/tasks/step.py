@@ -24,10 +24,6 @@ from prefect_agentic.plan.models import Step
 from prefect_agentic.record.progress import StepEvent, StepStatus, publish
 from prefect_agentic.tools.registry import default_registry
 
-TIMEOUT_GRACE_SECONDS = 60.0
-"""Prefect's own task timeout is a backstop behind the sandbox's exact one."""
-
-
 def input_snapshot_of(run: RunContext, input_result: StepResult | None) -> str:
     return input_result.snapshot if input_result is not None else run.base_snapshot
 
@@ -61,8 +57,10 @@ def _retryable(task: Task[Any, Any], task_run: Any, state: State[Any]) -> bool:
 def run_step(step: Step, run: RunContext, input_result: StepResult | None = None) -> StepResult:
     """Execute one plan step (see ``executor.execute_step``).
 
-    A plain (sync) task: the sandbox kills the container at the step's own
-    timeout, and Prefect's (longer) task timeout is only a backstop. An async
+    A plain (sync) task without a Prefect task timeout: the step's deadline
+    is enforced by the tool context and the sandbox, which kills the container
+    (Prefect cannot cancel a task in a worker thread, and would log a warning
+    for every step that has a timeout, cached ones too). An async
     task would pay for a fresh event loop and API client per run, which made a
     resume from the cache four times slower (``bench/step_overhead.py``).
     """
@@ -72,9 +70,8 @@ def run_step(step: Step, run: RunContext, input_result: StepResult | None = None
     return execute_step(step, run, snapshot, attempt)
 
 
-def step_task(step: Step, plan_id: str, default_timeout: float) -> Task[..., StepResult]:
-    """``run_step`` configured for ``step``: name, tags, retries, backoff, timeout."""
-    timeout = (step.timeout_seconds or default_timeout) + TIMEOUT_GRACE_SECONDS
+def step_task(step: Step, plan_id: str) -> Task[..., StepResult]:
+    """``run_step`` configured for ``step``: name, tags, retries, backoff (its timeout is the sandbox's)."""
     return run_step.with_options(
         name=step.id,
         task_run_name=step.id,
@@ -85,5 +82,4 @@ def step_task(step: Step, plan_id: str, default_timeout: float) -> Task[..., Ste
         else 0,
         retry_jitter_factor=step.retry_jitter,
         retry_condition_fn=_retryable,
-        timeout_seconds=timeout,
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 from prefect_agentic.errors import ToolError, ToolOutputError
@@ -39,8 +38,7 @@ class BanditTool(Tool):
     def _scan(self, args: ScanInput, ctx: ToolContext, report_name: str, *,
               base: str | None = None) -> list[Finding]:
         """Findings in the worktree, or with ``base`` in a copy of that commit."""
-        report = ctx.report_dir / report_name
-        report.unlink(missing_ok=True)
+        ctx.reports.unlink(report_name)
         excluded = ",".join([f"./{AGENTIC_DIR}", *args.exclude])
         command = ["bandit", "--quiet", "--recursive", "--format", "json", "--exclude", excluded,
                    "--output", f"{ctx.report_dir_in_sandbox}/{report_name}", *args.paths]
@@ -48,17 +46,19 @@ class BanditTool(Tool):
         where = f"base {base[:12]}" if base else "the worktree"
         if base and result.exit_code == BASE_CHECKOUT_FAILED_EXIT:
             raise ToolError(f"could not copy the base snapshot for bandit:\n{result.combined_tail()}")
-        if result.exit_code not in (0, 1) or not report.exists():
+        report = ctx.reports.read_optional(report_name)
+        if result.exit_code not in (0, 1) or report is None:
             raise ToolError(f"bandit failed on {where} (exit code {result.exit_code}):\n"
                             f"{result.combined_tail()}")
         return [f for f in parse_bandit_report(report)
                 if at_least(f.severity, args.severity) and at_least(f.confidence, args.confidence)]
 
 
-def parse_bandit_report(path: Path) -> list[Finding]:
-    """Findings of a bandit JSON report; a file bandit could not parse is an error, not a pass."""
+def parse_bandit_report(report: bytes) -> list[Finding]:
+    """Findings of a bandit JSON report (its bytes, read through the workspace boundary);
+    a file bandit could not parse is an error, not a pass."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(report)
         if data.get("errors"):
             problems = "; ".join(f"{e.get('filename')}: {e.get('reason')}" for e in data["errors"])
             raise ToolError(f"bandit could not scan every file: {problems}")

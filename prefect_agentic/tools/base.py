@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import logging
 import shlex
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from prefect_agentic.boundary import WorkspaceFiles
 from prefect_agentic.errors import (
     SandboxLimitError,
     SecretUnavailableError,
@@ -27,7 +29,10 @@ from prefect_agentic.errors import (
 )
 from prefect_agentic.record.recorder import LoggingRecorder, Recorder
 from prefect_agentic.sandbox.result import CommandResult
-from prefect_agentic.sandbox.runner import Sandbox
+from prefect_agentic.sandbox.runner import WORKSPACE_MOUNT, Sandbox
+
+if TYPE_CHECKING:
+    from prefect_agentic.plan.models import Plan, Step
 
 
 class ToolInput(BaseModel):
@@ -89,17 +94,28 @@ class ToolContext:
     """What a running tool may use: the sandbox and the step's workspace.
 
     ``workspace`` is the host path of the run workspace (mounted at
-    ``/workspace`` in the sandbox). ``report_dir`` is a directory inside it,
+    ``/workspace`` in the sandbox); it is attacker-controlled, so a tool never
+    opens paths under it itself: it reads and writes through ``files`` (a
+    ``WorkspaceFiles`` that never follows links) and runs git through
+    ``prefect_agentic.workspace.run_git``. ``reports_path`` is a directory inside it,
     excluded from snapshots, where a tool may ask its command to write
-    machine-readable reports; ``report_dir_in_sandbox`` is the same place seen
-    from inside the container. ``recorder`` is the run's: a tool that decides
-    or spends something (a model call's tokens) records it there.
+    machine-readable reports: ``reports`` is the host-side view of it and
+    ``report_dir_in_sandbox`` the same place seen from inside the container.
+    ``recorder`` is the run's: a tool that decides or spends something (a
+    model call's tokens) records it there.
+
+    ``timeout_seconds`` is the step's time: ``deadline`` (a ``time.monotonic``
+    instant, by default ``timeout_seconds`` after the context was made) is when
+    it ends. Every command gets what is left, so a step of several commands
+    cannot outlast its timeout. The deadline is enforced here and by the
+    sandbox (which kills the container), not by a Prefect task timeout: a sync
+    task runs in a worker thread, where Prefect cannot cancel it and only logs
+    a warning.
     """
 
     sandbox: Sandbox
     workspace: Path
-    report_dir: Path
-    report_dir_in_sandbox: str
+    reports_path: str
     step_id: str
     base_snapshot: str
     attempt: int
@@ -108,9 +124,34 @@ class ToolContext:
     recorder: Recorder = field(default_factory=LoggingRecorder)
     network: str | None = None
     guard: CallGuard = field(default_factory=CallGuard)
+    deadline: float | None = None
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = logging.getLogger(
         "prefect_agentic.tools"
     )
+
+    def __post_init__(self) -> None:
+        if self.deadline is None:
+            object.__setattr__(self, "deadline", time.monotonic() + self.timeout_seconds)
+
+    def remaining(self) -> float:
+        """Seconds left until the step's deadline (never negative)."""
+        assert self.deadline is not None
+        return max(0.0, self.deadline - time.monotonic())
+
+    @property
+    def files(self) -> WorkspaceFiles:
+        """The step's worktree, as host code may touch it (no links followed, sizes capped)."""
+        return WorkspaceFiles(self.workspace)
+
+    @property
+    def reports(self) -> WorkspaceFiles:
+        """The step's report directory (``report_dir_in_sandbox`` on the host), same rules as ``files``."""
+        return self.files.sub(self.reports_path)
+
+    @property
+    def report_dir_in_sandbox(self) -> str:
+        """Where the sandboxed command sees ``reports``."""
+        return f"{WORKSPACE_MOUNT}/{self.reports_path}"
 
     def secret(self, name: str) -> str:
         """The value of the step's secret ``name``, for host-side use by the tool (a token for an API).
@@ -129,12 +170,16 @@ class ToolContext:
         return value
 
     def run(self, command: Sequence[str]) -> CommandResult:
-        """Run ``command`` in the sandbox with the step's timeout and environment.
+        """Run ``command`` in the sandbox with what is left of the step's time, and its environment.
 
         A timeout becomes a retryable ``StepTimeoutError``: the container is
         already gone, and a later attempt may be luckier.
         """
-        timeout = self.guard.before_command(command, self.timeout_seconds)
+        left = self.remaining()
+        if left <= 0:
+            raise StepTimeoutError(f"command {list(command)!r} did not start: the step used up its "
+                                   f"timeout of {self.timeout_seconds:g}s")
+        timeout = self.guard.before_command(command, left)
         env = {"AGENTIC_STEP_ID": self.step_id, "AGENTIC_STEP_ATTEMPT": str(self.attempt)}
         env.update(self.env)
         result = self.guard.after_command(
@@ -146,7 +191,7 @@ class ToolContext:
             also = f"; the process limit{processes} was reached" if result.pids_limit_hit else ""
             raise StepTimeoutError(
                 f"command {list(command)!r} exceeded the step timeout of "
-                f"{timeout:g}s and was killed{also}"
+                f"{self.timeout_seconds:g}s and was killed{also}"
             )
         if result.oom_killed:
             memory = f" ({limits.memory})" if limits else ""
@@ -196,6 +241,16 @@ class Tool(ABC):
     def command_preview(cls, args: ToolInput) -> str | None:
         """The command line this call will run, when the arguments alone tell (for policy
         checks before the run and for approvers); ``None`` when they do not."""
+        return None
+
+    @classmethod
+    def known_failure(cls, plan: Plan, step: Step) -> str | None:
+        """Why ``step`` of ``plan`` cannot succeed, when its place in the plan alone tells.
+
+        Validation rejects such a plan, so that nobody is asked to approve a step
+        that can only fail. ``step.args`` are valid arguments of this tool and the
+        step graph is acyclic with known dependencies. ``None``: no known failure.
+        """
         return None
 
     @abstractmethod

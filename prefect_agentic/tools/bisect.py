@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from git import GitCommandError
@@ -125,11 +124,11 @@ class BisectTool(Tool):
             raise ToolError(f"good commit {args.good} ({good[:12]}) is not an ancestor of bad commit "
                             f"{args.bad} ({bad[:12]})")
         _search(ctx, args.test, good, bad)
-        run_log = (ctx.report_dir / "run.txt").read_text(errors="replace")
+        run_log = _report(ctx, "run.txt")
         first = _first_bad(run_log)
         found: dict[str, Any] = {
             "exit_code": 0 if first else 1, "test": args.test, "good": good, "bad": bad,
-            "first_bad_commit": first, "probes": _probes(ctx.report_dir / "log.txt"),
+            "first_bad_commit": first, "probes": _probes(_report(ctx, "log.txt")),
             "candidates": [] if first else _SHA_LINE.findall(run_log),
         }
         if not first:
@@ -137,23 +136,23 @@ class BisectTool(Tool):
         if _is_ancestor(ctx, first, good) or not _is_ancestor(ctx, first, bad):
             raise ToolError(f"bisect named {first[:12]}, which is not between {good[:12]} and {bad[:12]}")
         found.update(_describe(ctx, first, args.max_diff_bytes))
-        found["failure_output"] = _tail(ctx.report_dir / "failure.txt")
+        found["failure_output"] = _report(ctx, "failure.txt")[-MAX_FAILURE_OUTPUT:]
         found["log"] = f"first bad commit {first[:12]} by {found['author']}: {found['subject']}"
         return found
 
 
 def _search(ctx: ToolContext, test: str, good: str, bad: str) -> None:
     """Run the bisect script in the sandbox; a range it cannot search is a ToolError saying why."""
-    out = ctx.report_dir
     for name in ("bad.txt", "good.txt", "run.txt", "log.txt", "failure.txt"):
-        (out / name).unlink(missing_ok=True)
+        ctx.reports.unlink(name)
     result = ctx.run(["sh", "-c", BISECT_SCRIPT, "bisect", good, bad, test, ctx.report_dir_in_sandbox])
     if result.exit_code in _SETUP_FAILURES:
         said = _SETUP_FAILURES[result.exit_code].format(test=test, good=good[:12], bad=bad[:12])
-        shown = next((_tail(out / n) for n in ("good.txt", "bad.txt") if (out / n).exists()), "")
+        shown = next((_report(ctx, n)[-MAX_FAILURE_OUTPUT:] for n in ("good.txt", "bad.txt")
+                      if ctx.reports.exists(n)), "")
         raise ToolError(said + (f"\n{shown}" if shown else "")
                         + (f"\n{result.combined_tail()}" if result.exit_code >= 70 else ""))
-    if result.exit_code != 0 or not (out / "run.txt").exists():
+    if result.exit_code != 0 or not ctx.reports.exists("run.txt"):
         raise ToolError(f"bisect failed (exit code {result.exit_code}):\n{result.combined_tail()}")
 
 
@@ -181,8 +180,7 @@ def _first_bad(run_log: str) -> str | None:
     return found.group(1) if found else None
 
 
-def _probes(log_path: Path) -> list[dict[str, str]]:
-    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+def _probes(text: str) -> list[dict[str, str]]:
     return [{"commit": sha, "verdict": verdict} for verdict, sha in _PROBE.findall(text)]
 
 
@@ -196,7 +194,7 @@ def _describe(ctx: ToolContext, sha: str, max_diff: int) -> dict[str, Any]:
             "diff_truncated": len(diff) > max_diff, "files_changed": [f for f in files if f]}
 
 
-def _tail(path: Path) -> str:
-    if not path.exists():
-        return ""
-    return path.read_text(errors="replace")[-MAX_FAILURE_OUTPUT:]
+def _report(ctx: ToolContext, name: str) -> str:
+    """Report file ``name`` the bisect script wrote ("" if it wrote none), read through the boundary."""
+    raw = ctx.reports.read_optional(name)
+    return "" if raw is None else raw.decode("utf-8", errors="replace")

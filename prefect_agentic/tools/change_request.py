@@ -109,7 +109,7 @@ class ChangeRequestTool(Tool):
             **{k: getattr(tests, k) for k in ("passed", "failed", "errors", "skipped", "tests_failed",
                                               "failing_tests")},
         }
-        (ctx.report_dir / "change-request.md").write_text(f"# {title}\n\n{body}")
+        ctx.reports.write_text("change-request.md", f"# {title}\n\n{body}")
         if args.backend == "github":
             found.update(_open_on_github(args, ctx, title, body))
         where = f"#{found['number']} {found['url']}" if args.backend == "github" else "written"

@@ -107,7 +107,7 @@ def measure(ctx: ToolContext, tests: Sequence[str], source: Sequence[str], omit:
     report = ["python3", "-m", "coverage", "json", "-q", "-o", f"{reports}/{tag}-coverage.json"]
     script = f"{env} {command_line(run)}; rc=$?; {env} {command_line(report)} >/dev/null 2>&1; exit $rc"
     for name in (f"{tag}-junit.xml", f"{tag}-coverage.json"):
-        (ctx.report_dir / name).unlink(missing_ok=True)
+        ctx.reports.unlink(name)
     result = ctx.run(at_base(script, base) if base else ["sh", "-c", script])
     where = f"at base {base[:12]}" if base else "in the worktree"
     log = result.combined_tail()
@@ -116,19 +116,20 @@ def measure(ctx: ToolContext, tests: Sequence[str], source: Sequence[str], omit:
     if result.exit_code in CRASH_EXIT_CODES:
         raise ToolError(f"pytest under coverage {where} stopped ({CRASH_EXIT_CODES[result.exit_code]}, "
                         f"exit code {result.exit_code}):\n{log}")
-    junit = ctx.report_dir / f"{tag}-junit.xml"
-    if result.exit_code not in (0, 1, _NO_TESTS) or not junit.exists():
+    junit = ctx.reports.read_optional(f"{tag}-junit.xml")
+    if result.exit_code not in (0, 1, _NO_TESTS) or junit is None:
         raise ToolError(f"pytest under coverage {where} exited {result.exit_code} without a report:\n{log}")
-    found = Measurement(counts={**parse_junit_xml(junit), "exit_code": result.exit_code, "log": log})
-    data = ctx.report_dir / f"{tag}-coverage.json"
-    if data.exists():
-        _read_coverage_json(data.read_text(), found)
+    found = Measurement(counts={**parse_junit_xml(junit, f"{tag}-junit.xml"), "exit_code": result.exit_code,
+                                "log": log})
+    data = ctx.reports.read_optional(f"{tag}-coverage.json")
+    if data is not None:
+        _read_coverage_json(data, found)
     elif result.exit_code != _NO_TESTS:
         raise ToolError(f"coverage wrote no report {where} (did the tests import {list(source)}?):\n{log}")
     return found
 
 
-def _read_coverage_json(text: str, into: Measurement) -> None:
+def _read_coverage_json(text: bytes, into: Measurement) -> None:
     try:
         data = json.loads(text)
         totals = data["totals"]

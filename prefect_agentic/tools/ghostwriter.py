@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import ast
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from prefect_agentic.errors import ToolError
+from prefect_agentic.boundary import WorkspaceFiles
+from prefect_agentic.errors import ToolError, WorkspaceBoundaryError
 from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput, command_line
 from prefect_agentic.tools.coverage import HYPOTHESIS_HOME, Measurement, measure
 
+MAX_MODULE_BYTES = 2 * 1024 * 1024
+"""Largest source module the host parses when looking for untested functions."""
 _IMPORT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 DERANDOMIZE = "@settings(derandomize=True, database=None)"
 HEADER = ("# Derandomized by prefect-agentic's ghostwrite tool: every run tries the same examples\n"
@@ -83,7 +87,7 @@ class GhostwriteTool(Tool):
 
     def run(self, args: GhostwriteInput, ctx: ToolContext) -> Mapping[str, Any]:
         suite = measure(ctx, args.test_paths, args.packages, tag="suite")
-        functions = untested_functions(ctx.workspace, args.packages, suite.executed)[: args.max_functions]
+        functions = untested_functions(ctx.files, args.packages, suite.executed)[: args.max_functions]
         written, rejected = self._write(functions, args.test_dir, ctx)
         covered = {path: set(lines) for path, lines in suite.executed.items()}
         kept = []
@@ -94,7 +98,7 @@ class GhostwriteTool(Tool):
             except ToolError as exc:  # e.g. the module does not even import
                 reason = f"does not run: {_first_error(str(exc))}"
             if reason:
-                (ctx.workspace / module).unlink()
+                ctx.files.unlink(module)
                 rejected[target] = reason
                 continue
             kept.append(module)
@@ -119,14 +123,15 @@ class GhostwriteTool(Tool):
         ctx.run(["sh", "-c", f"mkdir -p {command_line([test_dir])} && {loop}"])
         written, rejected = {}, {}
         for target, module in modules.items():
-            path = ctx.workspace / module
-            if path.is_file() and path.stat().st_size:
-                path.write_text(derandomized(path.read_text()))
+            found = ctx.files.lstat(module)
+            if found is not None and stat.S_ISREG(found.st_mode) and found.st_size:
+                ctx.files.write_text(module, derandomized(ctx.files.read_text(module)),
+                                     owner=(found.st_uid, found.st_gid))
                 written[target] = module
             else:
-                path.unlink(missing_ok=True)
-                error = ctx.report_dir / f"{target}.err"
-                tail = error.read_text().strip().splitlines()[-1:] if error.exists() else []
+                ctx.files.unlink(module)
+                error = (ctx.reports.read_optional(f"{target}.err") or b"").decode("utf-8", errors="replace")
+                tail = error.strip().splitlines()[-1:]
                 rejected[target] = f"the ghostwriter wrote nothing: {' '.join(tail) or 'no message'}"
         return written, rejected
 
@@ -160,16 +165,19 @@ def derandomized(source: str) -> str:
     return "".join([*lines[:top], HEADER, "" if found else "from hypothesis import settings\n", text])
 
 
-def untested_functions(root: Path, packages: list[str], executed: dict[str, set[int]]) -> list[str]:
-    """Dotted names of public top-level functions in ``packages`` none of whose lines ran."""
+def untested_functions(files: WorkspaceFiles, packages: list[str], executed: dict[str, set[int]]) -> list[str]:
+    """Dotted names of public top-level functions in ``packages`` none of whose lines ran.
+
+    The modules are workspace content: read through the boundary (no links, size cap), and
+    a module the parser cannot take (syntax, absurd nesting) is skipped.
+    """
     found = []
-    for path in _module_files(root, packages):
-        relative = path.relative_to(root).as_posix()
+    for relative in _module_files(files, packages):
         module = relative.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
         ran = executed.get(relative, set())
         try:
-            tree = ast.parse(path.read_text(), filename=relative)
-        except SyntaxError:
+            tree = ast.parse(files.read_text(relative, limit=MAX_MODULE_BYTES), filename=relative)
+        except (SyntaxError, RecursionError, MemoryError, ValueError, WorkspaceBoundaryError):
             continue
         for node in tree.body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
@@ -179,12 +187,15 @@ def untested_functions(root: Path, packages: list[str], executed: dict[str, set[
     return sorted(found)
 
 
-def _module_files(root: Path, packages: list[str]) -> list[Path]:
-    files: set[Path] = set()
+def _module_files(files: WorkspaceFiles, packages: list[str]) -> list[str]:
+    found: set[str] = set()
     for name in packages:
-        base = root / name.replace(".", "/")
-        if base.is_dir():
-            files.update(p for p in base.rglob("*.py") if not p.name.startswith("test_"))
-        elif base.with_suffix(".py").is_file():
-            files.add(base.with_suffix(".py"))
-    return sorted(files)
+        base = name.replace(".", "/")
+        if files.is_dir(base):
+            for here, _, names in files.sub(base).walk():
+                folder = f"{base}/{here}" if here else base
+                found.update(f"{folder}/{n}" for n in names if n.endswith(".py") and not n.startswith("test_")
+                             and files.is_file(f"{folder}/{n}"))
+        elif files.is_file(f"{base}.py"):
+            found.add(f"{base}.py")
+    return sorted(found)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from git import GitCommandError
 from pydantic import Field, field_validator, model_validator
@@ -27,7 +27,10 @@ from pydantic import Field, field_validator, model_validator
 from prefect_agentic.errors import ToolError
 from prefect_agentic.secrets import Redactor
 from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput
-from prefect_agentic.workspace import commit_identity, run_git
+from prefect_agentic.workspace import commit_identity, refuse_embedded_repositories, run_git
+
+if TYPE_CHECKING:
+    from prefect_agentic.plan.models import Plan, Step
 
 PUSH_REMOTE = "agentic-push"
 """Name of the remote a push goes to; its URL comes from a secret, through the environment."""
@@ -117,6 +120,30 @@ class GitTool(Tool):
             return None
         return f"git push {PUSH_REMOTE} HEAD:refs/heads/{args.branch}"
 
+    @classmethod
+    def known_failure(cls, plan: Plan, step: Step) -> str | None:
+        """A commit that can only find "nothing to commit".
+
+        Every step starts from a clean checkout of its snapshot, with HEAD at that
+        snapshot, so a commit ``onto: HEAD`` never has changes to record; one
+        ``onto: '@base'`` has none when no step before it writes the workspace.
+        """
+        from prefect_agentic.plan.graph import snapshot_sources
+
+        args = cls.parse_args(step.args)
+        assert isinstance(args, GitInput)
+        if args.op != "commit":
+            return None
+        if args.onto == "HEAD":
+            return ("args.onto: a commit onto HEAD always finds nothing to commit: the step starts "
+                    "from a clean checkout of its snapshot, so its worktree equals HEAD; use "
+                    "onto: '@base' to commit the changes of the steps it depends on")
+        if args.onto == "@base" and snapshot_sources(plan.steps)[step.id] is None:
+            return ("depends_on: a commit onto '@base' would find nothing to commit: no step it "
+                    "depends on (directly or not) writes the workspace; make it depend on the "
+                    "step that makes the changes")
+        return None
+
     def run(self, args: GitInput, ctx: ToolContext) -> Mapping[str, Any]:
         def git(*cmd: str, env: dict[str, str] | None = None) -> str:
             try:
@@ -124,6 +151,7 @@ class GitTool(Tool):
             except GitCommandError as exc:
                 raise ToolError(f"git {cmd[0]} failed: {exc.stderr.strip() or exc}") from None
 
+        refuse_embedded_repositories(ctx.workspace)  # git would enter one and obey its config
         status = git("status", "--porcelain=v1", "-z", "--untracked-files=all")
         changed = sorted({entry[3:] for entry in status.split("\0") if len(entry) > 3})
         result: dict[str, Any] = {"exit_code": 0, "changed_files": changed}
@@ -172,7 +200,7 @@ def _push(args: GitInput, ctx: ToolContext) -> dict[str, Any]:
     ref = f"refs/heads/{args.branch}"
     try:
         out = run_git(ctx.workspace, "push", "--porcelain", PUSH_REMOTE, f"{head}:{ref}", env=env,
-                      timeout=ctx.timeout_seconds)
+                      timeout=max(1.0, ctx.remaining()))
     except GitCommandError as exc:
         said = Redactor([*ctx.env.values(), *config.values()]).text(
             f"{_captured(exc.stdout)}\n{_captured(exc.stderr)}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import stat
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,7 +31,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from prefect_agentic.errors import ToolError
+from prefect_agentic.boundary import WorkspaceFiles
+from prefect_agentic.errors import ToolError, WorkspaceBoundaryError
 from prefect_agentic.sandbox.runner import WHEELHOUSE_MOUNT
 from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput
 
@@ -105,21 +107,22 @@ class PipTool(Tool):
 
     def run(self, args: PipInput, ctx: ToolContext) -> Mapping[str, Any]:
         if args.op == "pin":
-            return self._pin(args, ctx.workspace)
+            return self._pin(args, ctx.files)
         return self._install(args, ctx)
 
     @staticmethod
-    def _pin(args: PipInput, workspace: Path) -> Mapping[str, Any]:
+    def _pin(args: PipInput, files: WorkspaceFiles) -> Mapping[str, Any]:
         assert args.package and args.version
         pinned = {}
         for name in args.files:
-            path = workspace / name
-            if not path.is_file():
-                raise ToolError(f"pip pin: requirement file '{name}' is not in the workspace")
-            text, old = pin_requirement(path.read_text(), args.package, args.version,
-                                        quoted=path.suffix == ".toml")
+            found = files.lstat(name)
+            if found is None or not stat.S_ISREG(found.st_mode):
+                raise ToolError(f"pip pin: requirement file '{name}' is not in the workspace"
+                                + ("" if found is None else " (not a regular file; links are never followed)"))
+            text, old = pin_requirement(files.read_text(name), args.package, args.version,
+                                        quoted=name.endswith(".toml"))
             if old:
-                path.write_text(text)
+                files.write_text(name, text, owner=(found.st_uid, found.st_gid))
                 pinned[name] = ", ".join(old)
         if not pinned:
             raise ToolError(f"pip pin: no requirement on '{args.package}' in {args.files}")
@@ -130,7 +133,7 @@ class PipTool(Tool):
     @staticmethod
     def _install(args: PipInput, ctx: ToolContext) -> Mapping[str, Any]:
         listing = f"{VENV}/bin/python -m pip list --local --format=json --disable-pip-version-check"
-        script = install_script(ctx.workspace, args.files, args.wheelhouse)
+        script = install_script(ctx.files, args.files, args.wheelhouse)
         result = ctx.run(["sh", "-c", f"{script} && {listing}"])
         if result.exit_code != 0:
             raise ToolError(install_failure(args.files, args.wheelhouse, result.exit_code,
@@ -148,7 +151,7 @@ class PipTool(Tool):
                 "headline": "installed " + ", ".join(f"{n} {v}" for n, v in sorted(installed.items()))}
 
 
-def install_script(workspace: Path, files: Sequence[str], wheelhouse: str) -> str:
+def install_script(workspace: WorkspaceFiles, names: Sequence[str], wheelhouse: str) -> str:
     """Shell commands that make ``VENV`` and install ``files`` into it from ``wheelhouse`` only.
 
     The environment sees the image's own packages (``--system-site-packages``)
@@ -156,7 +159,7 @@ def install_script(workspace: Path, files: Sequence[str], wheelhouse: str) -> st
     it installs wins over the image's copies. A failure exits with
     ``INSTALL_FAILED_EXIT``.
     """
-    requirements = shlex.join(requirement_args(workspace, files))
+    requirements = shlex.join(requirement_args(workspace, names))
     return (f"{{ python3 -m venv --without-pip --system-site-packages {VENV} && "
             f"{VENV}/bin/python -m pip install --quiet --no-index --no-cache-dir "
             f"--disable-pip-version-check --find-links {shlex.quote(wheelhouse)} {requirements}; }} "
@@ -173,20 +176,20 @@ def install_failure(files: Sequence[str], wheelhouse: str, exit_code: int, log: 
     return f"installing {list(files)} from {wheelhouse} failed (exit code {exit_code}){hint}:\n{log}"
 
 
-def requirement_args(workspace: Path, files: Sequence[str]) -> list[str]:
-    """pip arguments installing ``files``: ``-r`` for requirement files, the
+def requirement_args(files: WorkspaceFiles, names: Sequence[str]) -> list[str]:
+    """pip arguments installing ``names``: ``-r`` for requirement files, the
     ``[project] dependencies`` of a pyproject.toml (pip cannot read those itself)."""
     args: list[str] = []
-    for name in files:
-        path = workspace / name
-        if not path.is_file():
-            raise ToolError(f"requirement file '{name}' is not in the workspace")
-        if path.suffix != ".toml":
+    for name in names:
+        if not files.is_file(name):
+            raise ToolError(f"requirement file '{name}' is not in the workspace (or not a regular file)")
+        if not name.endswith(".toml"):
             args += ["-r", name]
             continue
         try:
-            args += [str(d) for d in tomllib.loads(path.read_text()).get("project", {}).get("dependencies", [])]
-        except (tomllib.TOMLDecodeError, AttributeError) as exc:
+            text = files.read_text(name, limit=4 * 1024 * 1024)
+            args += [str(d) for d in tomllib.loads(text).get("project", {}).get("dependencies", [])]
+        except (tomllib.TOMLDecodeError, AttributeError, RecursionError, WorkspaceBoundaryError) as exc:
             raise ToolError(f"cannot read the dependencies of '{name}': {exc}") from None
     return args
 

@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 from pydantic_ai import Agent, ModelRetry
 
 from prefect_agentic.blocks.llm_endpoint import LLMEndpoint
-from prefect_agentic.errors import LLMOutputError, PatchRejectedError, ToolError
+from prefect_agentic.boundary import WorkspaceFiles
+from prefect_agentic.errors import (
+    LLMOutputError,
+    PatchRejectedError,
+    ToolError,
+    WorkspaceBoundaryError,
+)
 from prefect_agentic.llm.models import structured_output
 from prefect_agentic.llm.session import ModelSession
 from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput
@@ -113,7 +119,7 @@ class ProposePatchTool(Tool):
 
         try:
             with session.errors("patch"):
-                summary, diff, numstat = agent.run_sync(_request(args, ctx.workspace)).output
+                summary, diff, numstat = agent.run_sync(_request(args, ctx.files)).output
         except LLMOutputError:
             if applier.rejection is not None:
                 raise PatchRejectedError(
@@ -152,24 +158,27 @@ def load_endpoint(name: str) -> LLMEndpoint:
         ) from None
 
 
-def _request(args: ProposePatchInput, workspace: Path) -> str:
+def _request(args: ProposePatchInput, files: WorkspaceFiles) -> str:
     parts = [f"Instruction: {args.instruction}"]
     for name in args.files:
-        parts.append(f"File {name}:\n```\n{_read(workspace, name, args.max_file_bytes)}```")
+        parts.append(f"File {name}:\n```\n{_read(files, name, args.max_file_bytes)}```")
     return "\n\n".join(parts)
 
 
-def _read(workspace: Path, name: str, limit: int) -> str:
-    """A workspace file's text; a link out of the workspace or an oversized file is refused."""
-    root = workspace.resolve()
-    path = (root / name).resolve()
-    if not path.is_relative_to(root) or path.is_relative_to(root / ".git"):
+def _read(files: WorkspaceFiles, name: str, limit: int) -> str:
+    """A workspace file's text, through the boundary: a link, a name leaving the workspace,
+    ``.git`` or an oversized file is refused."""
+    if PurePosixPath(name).parts[:1] == (".git",):
         raise ToolError(f"file '{name}' is outside the workspace")
-    if not path.is_file():
+    try:
+        raw = files.read_optional(name, limit=limit)
+    except WorkspaceBoundaryError as exc:
+        if "limit" in str(exc):
+            raise ToolError(f"file '{name}' is larger than max_file_bytes ({limit})") from None
+        raise ToolError(f"file '{name}' is outside the workspace: {exc}") from None
+    if raw is None:
         return "(this file does not exist yet)\n"
-    if path.stat().st_size > limit:
-        raise ToolError(f"file '{name}' is larger than max_file_bytes ({limit})")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = raw.decode("utf-8", errors="replace")
     return text if text.endswith("\n") or not text else text + "\n"
 
 
@@ -189,7 +198,7 @@ class _Applier:
             raise InvalidAnswer(["the diff is empty; the instruction asks for a change"])
         self.count += 1
         name = f"proposed-{self.count}.diff"
-        (self.ctx.report_dir / name).write_text(diff, encoding="utf-8")
+        self.ctx.reports.write_text(name, diff)
         result = self.ctx.run(["sh", "-c", APPLY_SCRIPT, "sh", f"{self.ctx.report_dir_in_sandbox}/{name}"])
         if result.exit_code != 0:
             self.rejection = rejection(diff, result.stderr or result.stdout)

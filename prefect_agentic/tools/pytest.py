@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -57,8 +56,7 @@ class PytestTool(Tool):
         return "test"
 
     def run(self, args: PytestInput, ctx: ToolContext) -> Mapping[str, Any]:
-        report = ctx.report_dir / "junit.xml"
-        report.unlink(missing_ok=True)
+        ctx.reports.unlink("junit.xml")
         command = [
             "python3", "-m", "pytest", "-p", "no:cacheprovider", "-q",
             "-o", "junit_family=xunit1",
@@ -68,7 +66,7 @@ class PytestTool(Tool):
         command += ["-m", args.markers] if args.markers else []
         command += [*args.extra_args, *args.paths]
         if args.requirements:
-            install = install_script(ctx.workspace, args.requirements, args.wheelhouse)
+            install = install_script(ctx.files, args.requirements, args.wheelhouse)
             script = f'{install} && exec {VENV}/bin/python "$@"'
             command = ["sh", "-c", script, "sh", *command[1:]]
         result = ctx.run(command)
@@ -84,17 +82,21 @@ class PytestTool(Tool):
             raise ToolError(f"pytest collected no tests from {args.paths or ['.']}:\n{log}")
         if result.exit_code == 5:
             return _counts([], exit_code=5, log=log)
-        if not report.exists():
+        report = ctx.reports.read_optional("junit.xml")
+        if report is None:
             raise ToolError(f"pytest exited {result.exit_code} without writing its report:\n{log}")
         return {**parse_junit_xml(report), "exit_code": result.exit_code, "log": log}
 
 
-def parse_junit_xml(path: Path) -> dict[str, Any]:
-    """Counts and failing node ids from a pytest JUnit XML report (xunit1 family)."""
+def parse_junit_xml(report: bytes, name: str = "junit.xml") -> dict[str, Any]:
+    """Counts and failing node ids from a pytest JUnit XML report (xunit1 family).
+
+    ``report`` is the report's bytes, read through the workspace boundary.
+    """
     try:
-        root = ET.parse(path).getroot()
+        root = ET.fromstring(report)
     except ET.ParseError as exc:
-        raise ToolOutputError(f"pytest report {path.name} is not valid XML: {exc}") from None
+        raise ToolOutputError(f"pytest report {name} is not valid XML: {exc}") from None
     cases = list(root.iter("testcase"))
     duration = sum(float(s.get("time", 0) or 0) for s in root.iter("testsuite"))
     result = _counts(cases)

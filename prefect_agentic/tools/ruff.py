@@ -62,8 +62,7 @@ class RuffTool(Tool):
         return self._format(args, ctx)
 
     def _lint(self, args: RuffInput, ctx: ToolContext) -> Mapping[str, Any]:
-        report = ctx.report_dir / "ruff.json"
-        report.unlink(missing_ok=True)
+        ctx.reports.unlink("ruff.json")
         command = ["ruff", "check", "--no-cache", "--output-format", "json",
                    "--output-file", f"{ctx.report_dir_in_sandbox}/ruff.json"]
         command += ["--fix"] if args.mode == "fix" else []
@@ -71,10 +70,11 @@ class RuffTool(Tool):
         command += [f"--ignore={','.join(args.ignore)}"] if args.ignore else []
         result = ctx.run([*command, *args.paths])
         log = result.combined_tail()
-        if result.exit_code not in (0, 1) or not report.exists():
+        report = ctx.reports.read_optional("ruff.json")
+        if result.exit_code not in (0, 1) or report is None:
             raise ToolError(f"ruff check failed (exit code {result.exit_code}):\n{log}")
         try:
-            findings = json.loads(report.read_text() or "[]")
+            findings = json.loads(report or b"[]")
             rules = Counter(str(f.get("code") or "syntax-error") for f in findings)
         except (json.JSONDecodeError, AttributeError, TypeError) as exc:
             raise ToolOutputError(f"ruff wrote a report that is not its JSON format: {exc}") from None

@@ -1,0 +1,1 @@
+"""What ``prefect deploy`` runs for the pack's deployments (see ``steps``)."""

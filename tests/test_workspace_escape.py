@@ -1,0 +1,216 @@
+"""The workspace is hostile: attacks on the *host side* of a run, through real plan runs.
+
+Each attack is a small plan run on real Docker with real git: a step's
+commands plant something in the worktree (a link in place of a report
+directory, a report file or a file a tool edits; an embedded git repository
+whose configuration names a command; a file name that is not UTF-8; a secret
+written into a file) and the host's next operation must not follow, execute
+or store it. Every test here fails on the code before the workspace boundary
+(``prefect_agentic.boundary``) existed. docs/security.md lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from prefect_agentic.blocks.sandbox_settings import SandboxSettings
+from prefect_agentic.blocks.tool_policy import ToolPolicy
+from prefect_agentic.errors import PlanRunFailed
+from prefect_agentic.flows.run_plan import RunReport, StepReport, run_plan
+from prefect_agentic.plan import parse_plan
+from prefect_agentic.secrets import REDACTED
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+TOKEN = "tok-3f9a1c77e2b4d5"  # a fake secret the attack writes into a file
+
+
+@pytest.fixture(params=["runc", "runsc"])
+def runtime(request: pytest.FixtureRequest) -> str:
+    """Every attack runs under Docker's default runtime and under gVisor (`scripts/setup.sh runsc`)."""
+    return str(request.param)
+
+
+def run(repo: Path, image: str, steps: list[dict[str, Any]], *, runtime: str, policy: ToolPolicy | None = None,
+        secrets: dict[str, SecretStr] | None = None, user: str | None = None) -> RunReport:
+    plan = parse_plan(yaml.safe_dump({"id": "hostile", "goal": "attack the host side", "steps": steps}),
+                      policy=policy)
+    state = run_plan(plan=plan, repo=str(repo), sandbox=SandboxSettings(image=image, user=user, runtime=runtime), policy=policy,
+                     secrets=secrets, return_state=True, fresh=True)
+    outcome = state.result(raise_on_failure=False)
+    return outcome.report if isinstance(outcome, PlanRunFailed) else outcome
+
+
+def step(report: RunReport, step_id: str) -> StepReport:
+    return next(s for s in report.steps if s.step_id == step_id)
+
+
+def shell(step_id: str, script: str, **extra: Any) -> dict[str, Any]:
+    return {"id": step_id, "tool": "shell", "args": {"command": ["sh", "-c", script]}, **extra}
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Path:
+    """A host directory no run may touch, with a root-only file that looks like a pytest report."""
+    place = tmp_path / "host-only"
+    place.mkdir()
+    secret = place / "secret.xml"
+    secret.write_text('<testsuite><testcase classname="HOSTSECRET" name="leaked"><failure/></testcase>'
+                      "</testsuite>\n")
+    secret.chmod(0o600)
+    (place / "requirements.txt").write_text("requests==1.0\n")
+    return place
+
+
+def test_a_link_in_place_of_the_report_directory_is_not_followed(make_repo, sandbox_image: str, runtime: str,
+                                                                 host: Path) -> None:
+    repo = make_repo({"README": "x\n"})
+    report = run(repo, sandbox_image, runtime=runtime, steps=[
+        shell("plant", f"mkdir -p .agentic/reports/victim && ln -s {host} .agentic/reports/victim/1"),
+        shell("victim", "echo ran", depends_on=["plant"]),
+    ])
+    for entry in host.iterdir():  # the host directory's contents were not handed to the sandbox uid
+        assert entry.lstat().st_uid == os.getuid(), entry
+    assert step(report, "victim").status.value == "completed"
+
+
+def test_a_report_file_swapped_for_a_link_is_refused_not_read(make_repo, sandbox_image: str, runtime: str,
+                                                              host: Path) -> None:
+    # The suite under test is attacker-controlled: after pytest wrote its report,
+    # a hook replaces the report with a link to a root-only host file.
+    conftest = ("import os\n"
+                "def pytest_unconfigure(config):\n"
+                "    path = config.option.xmlpath\n"
+                "    os.remove(path)\n"
+                f"    os.symlink({str(host / 'secret.xml')!r}, path)\n")
+    repo = make_repo({"conftest.py": conftest, "test_ok.py": "def test_ok():\n    assert True\n"})
+    report = run(repo, sandbox_image, runtime=runtime, steps=[{"id": "tests", "tool": "pytest", "args": {"paths": ["test_ok.py"]}}])
+    tests = step(report, "tests")
+    assert tests.status.value == "failed"
+    assert "symbolic link" in (tests.reason or "")
+    assert "HOSTSECRET" not in report.model_dump_json()
+
+
+def test_a_file_a_tool_edits_on_the_host_swapped_for_a_link_is_not_written_through(
+        make_repo, sandbox_image: str, runtime: str, host: Path) -> None:
+    repo = make_repo({"requirements.txt": "requests==2.0\n"})
+    report = run(repo, sandbox_image, runtime=runtime, steps=[
+        shell("plant", f"rm requirements.txt && ln -s {host / 'requirements.txt'} requirements.txt",
+              writes_workspace=True),
+        {"id": "pin", "tool": "pip", "depends_on": ["plant"], "writes_workspace": True,
+         "args": {"op": "pin", "package": "requests", "version": "9.9"}},
+    ])
+    assert (host / "requirements.txt").read_text() == "requests==1.0\n"
+    pin = step(report, "pin")
+    assert pin.status.value == "failed" and "not a regular file" in (pin.reason or "")
+
+
+EMBEDDED_REPO = """
+set -e
+git init -q sub && cd sub
+echo data > file && git add file && git -c user.name=a -c user.email=a@a commit -qm init
+git config core.fsmonitor "touch {marker}; false"
+git config filter.evil.clean "touch {marker}; cat"
+echo '* filter=evil' > .gitattributes
+sleep 1 && touch file
+"""
+
+
+def test_an_embedded_repository_never_makes_host_git_run_its_commands(make_repo, sandbox_image: str, runtime: str,
+                                                                     tmp_path: Path) -> None:
+    # The sandbox runs as the caller's own uid (what a non-root install does), so git's
+    # safe.directory ownership check does not stop host git from obeying the embedded config.
+    marker = tmp_path / "host-command-ran"
+    repo = make_repo({"README": "x\n"})
+    report = run(repo, sandbox_image, runtime=runtime, steps=[shell("embed", EMBEDDED_REPO.format(marker=marker), writes_workspace=True)],
+                 user=f"{os.getuid()}:{os.getgid()}")
+    assert not marker.exists(), "a command named by the workspace ran on the host (snapshot)"
+    embed = step(report, "embed")
+    assert embed.status.value == "failed"
+    assert "embedded git repository at 'sub/.git'" in (embed.reason or "")
+
+
+def test_a_file_name_of_any_bytes_is_snapshotted_and_shown_escaped(make_repo, sandbox_image: str, runtime: str) -> None:
+    repo = make_repo({"README": "x\n"})
+    report = run(repo, sandbox_image, runtime=runtime, steps=[
+        shell("odd", "printf 'x\\n' > \"$(printf 'bad\\377name\\001.txt')\"", writes_workspace=True),
+    ])
+    odd = step(report, "odd")
+    assert odd.status.value == "completed", odd.reason
+    assert odd.diff_stat == "1 files, +1 -0"
+    names = subprocess.run(["git", "ls-tree", "-z", "--name-only", str(odd.snapshot)], cwd=report.workspace,
+                           capture_output=True, check=True).stdout.split(b"\0")
+    assert b"bad\xffname\x01.txt" in names  # the snapshot holds the name's exact bytes
+
+
+def test_a_secret_written_into_a_file_is_not_stored_in_clear(make_repo, sandbox_image: str, runtime: str) -> None:
+    repo = make_repo({"README": "x\n"})
+    policy = ToolPolicy(secret_grants={"leak": ["api-token"]})
+    report = run(repo, sandbox_image, runtime=runtime, steps=[
+        shell("leak", 'echo "token=$API_TOKEN" > leaked.txt && echo "$API_TOKEN" > "name-$API_TOKEN"',
+              writes_workspace=True, secrets=["api-token"]),
+    ], policy=policy, secrets={"api-token": SecretStr(TOKEN)})
+    leak = step(report, "leak")
+    assert leak.status.value == "completed", leak.reason
+    assert TOKEN not in report.model_dump_json()
+    stored = [p for p in Path(os.environ["AGENTIC_HOME"]).rglob("*")
+              if p.is_file() and "workspaces" not in p.parts and TOKEN.encode() in p.read_bytes()]
+    assert stored == []
+    audit = [p for p in (Path(os.environ["AGENTIC_HOME"]) / "audit").rglob("*") if p.is_file()]
+    assert any(REDACTED.encode() in p.read_bytes() for p in audit), "the diff was not stored redacted"
+
+
+def test_report_json_from_the_workspace_is_capped(make_repo, sandbox_image: str, runtime: str) -> None:
+    # A 40 MB "report" (over the 32 MiB read cap) fails the step, it is never loaded whole.
+    conftest = ("def pytest_unconfigure(config):\n"
+                "    with open(config.option.xmlpath, 'wb') as f:\n"
+                "        f.truncate(40 * 1024 * 1024)\n")
+    repo = make_repo({"conftest.py": conftest, "test_ok.py": "def test_ok():\n    assert True\n"})
+    report = run(repo, sandbox_image, runtime=runtime, steps=[{"id": "tests", "tool": "pytest", "args": {"paths": ["test_ok.py"]}}])
+    tests = step(report, "tests")
+    assert tests.status.value == "failed" and "limit for files the host reads" in (tests.reason or "")
+    assert json.loads(report.model_dump_json())  # the report itself stays small and valid
+
+
+def test_a_warm_container_keeps_no_process_a_step_left_behind(make_repo, sandbox_image: str, runtime: str) -> None:
+    import time
+
+    from prefect_agentic.sandbox.runner import open_sandbox
+
+    repo = make_repo({"README": "x\n"})
+    box = open_sandbox(SandboxSettings(image=sandbox_image, mode="warm", runtime=runtime), repo, f"settle-{os.getpid()}")
+    try:
+        started = box.run(["sh", "-c", "(sleep 2; echo late > late.txt) >/dev/null 2>&1 & echo started"],
+                          timeout=30)
+        assert started.exit_code == 0 and started.stdout == "started\n"
+        time.sleep(4)  # well past the leftover's write; nothing may have written it
+        assert not (repo / "late.txt").exists()
+        assert box.run(["sh", "-c", "echo next"], timeout=30).stdout == "next\n"  # the container still serves
+    finally:
+        box.close()
+
+
+def test_a_step_writing_past_the_workspace_size_limit_fails_naming_it(make_repo, sandbox_image: str, runtime: str) -> None:
+    from prefect_agentic.workspace import size_image
+
+    repo = make_repo({"README": "x\n"})
+    plan = parse_plan(yaml.safe_dump({"id": "fill", "goal": "fill the disk", "steps": [
+        shell("fill", "head -c 200M /dev/zero > big || true; echo done", writes_workspace=True)]}))
+    state = run_plan(plan=plan, repo=str(repo), sandbox=SandboxSettings(image=sandbox_image, workspace_size="64m", runtime=runtime),
+                     return_state=True, fresh=True)
+    outcome = state.result(raise_on_failure=False)
+    assert isinstance(outcome, PlanRunFailed)
+    fill = step(outcome.report, "fill")
+    assert fill.status.value == "failed"
+    assert "its size limit (64m) was reached" in (fill.reason or "")
+    image = size_image(Path(outcome.report.workspace))
+    assert image.stat().st_blocks * 512 <= 64 * 1024 * 1024  # the host disk holds no more than the limit
+    assert os.path.ismount(outcome.report.workspace)
