@@ -140,10 +140,10 @@ def _replay(records: list[AuditRecord], flow_run_id: str, store: AuditStore,
     model_calls: list[dict[str, Any]] = []
     for record in records:
         if record.kind == "model_call" and record.data.get("purpose") == "replan":
-            model_calls.append(store.resolve(record.data))
+            model_calls.append(record.data)
         elif record.kind == "plan":
             if model_calls and (record.data.get("planner") or {}).get("name") == "llm":
-                _replay_replan(report, plan, recorded_statuses, model_calls, policy, record.data)
+                _replay_replan(report, plan, recorded_statuses, model_calls, policy, record.data, store)
             model_calls = []
             plan = Plan.model_validate(record.data["plan"])
         elif record.step and record.kind in _SLOTS:
@@ -164,8 +164,10 @@ def _replay(records: list[AuditRecord], flow_run_id: str, store: AuditStore,
 
 
 def _replay_replan(report: ReplayReport, current: Plan, statuses: Mapping[str, str],
-                   calls: list[dict[str, Any]], policy: ToolPolicy, recorded: Mapping[str, Any]) -> None:
+                   recorded_calls: list[dict[str, Any]], policy: ToolPolicy, recorded: Mapping[str, Any],
+                   store: AuditStore) -> None:
     """The re-plan made again from the recorded model answers (see ``loop.replay``)."""
+    calls = [store.resolve(call) for call in recorded_calls]  # large answers are stored objects
     failed = [s.id for s in current.steps if statuses.get(s.id) == "failed"]
     replayed, problem, used = replan_from_log(current, statuses, calls, policy, failed)
     version = recorded.get("version")
