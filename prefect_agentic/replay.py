@@ -24,6 +24,7 @@ from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.errors import AgenticError, AuditError, StepFailed
 from prefect_agentic.evaluator import Verdict, VerdictKind, evaluate
 from prefect_agentic.executor import RunContext, close_run_resources, execute_step, run_resources
+from prefect_agentic.loop.replay import replan_from_log, same_plan
 from prefect_agentic.plan.models import Plan, Step
 from prefect_agentic.policy import check_tool_call
 from prefect_agentic.record.audit import AuditRecord, parse_log, verify
@@ -64,6 +65,16 @@ class ReplayedStep(BaseModel):
     attempts: list[ReplayedAttempt] = Field(default_factory=list)
 
 
+class ReplayedReplan(BaseModel):
+    """A re-plan made again from the model answers the log recorded."""
+
+    version: int | None
+    answers: int = Field(description="Model answers the log holds for it.")
+    used: int = Field(description="Answers the replayed planner used.")
+    same: bool
+    problem: str = ""
+
+
 class ReplayReport(BaseModel):
     flow_run_id: str
     plan_id: str
@@ -72,6 +83,7 @@ class ReplayReport(BaseModel):
     recorded_status: str | None = None
     replayed_status: str | None = None
     differences: list[Difference] = Field(default_factory=list)
+    replans: list[ReplayedReplan] = Field(default_factory=list)
 
     @property
     def same(self) -> bool:
@@ -124,8 +136,15 @@ def _replay(records: list[AuditRecord], flow_run_id: str, store: AuditStore,
                           mode="recorded" if live_run is None else "live")
     pending: dict[str, _Attempts] = {}
     statuses: dict[str, str] = {}
+    recorded_statuses: dict[str, str] = {}
+    model_calls: list[dict[str, Any]] = []
     for record in records:
-        if record.kind == "plan":
+        if record.kind == "model_call" and record.data.get("purpose") == "replan":
+            model_calls.append(record.data)
+        elif record.kind == "plan":
+            if model_calls and (record.data.get("planner") or {}).get("name") == "llm":
+                _replay_replan(report, plan, recorded_statuses, model_calls, policy, record.data, store)
+            model_calls = []
             plan = Plan.model_validate(record.data["plan"])
         elif record.step and record.kind in _SLOTS:
             by_number = getattr(pending.setdefault(record.step, _Attempts()), _SLOTS[record.kind])
@@ -135,12 +154,33 @@ def _replay(records: list[AuditRecord], flow_run_id: str, store: AuditStore,
             replayed = _replay_step(step, plan, policy, pending.pop(record.step, _Attempts()),
                                     record, statuses, report, live_run, store)
             statuses[step.id] = replayed.status
+            recorded_statuses[step.id] = record.data["status"]
             report.steps.append(replayed)
         elif record.kind == "run_finished":
             report.recorded_status = record.data.get("status")
             report.replayed_status = _run_status(plan, statuses, record.data)
             _compare(report, None, None, "run status", report.recorded_status, report.replayed_status)
     return report
+
+
+def _replay_replan(report: ReplayReport, current: Plan, statuses: Mapping[str, str],
+                   recorded_calls: list[dict[str, Any]], policy: ToolPolicy, recorded: Mapping[str, Any],
+                   store: AuditStore) -> None:
+    """The re-plan made again from the recorded model answers (see ``loop.replay``)."""
+    calls = [store.resolve(call) for call in recorded_calls]  # large answers are stored objects
+    failed = [s.id for s in current.steps if statuses.get(s.id) == "failed"]
+    replayed, problem, used = replan_from_log(current, statuses, calls, policy, failed)
+    version = recorded.get("version")
+    report.replans.append(ReplayedReplan(version=version, answers=len(calls), used=used,
+                                         same=replayed is not None and same_plan(recorded["plan"], replayed),
+                                         problem=problem))
+    if replayed is None:
+        _compare(report, None, None, f"re-plan v{version}", "a valid plan", problem)
+        return
+    _compare(report, None, None, f"re-plan v{version}: plan", recorded["plan"],
+             recorded["plan"] if same_plan(recorded["plan"], replayed)
+             else replayed.model_dump(mode="json", exclude_defaults=True))
+    _compare(report, None, None, f"re-plan v{version}: answers used", len(calls), used)
 
 
 def _replay_step(step: Step, plan: Plan, policy: ToolPolicy, attempts: _Attempts, finished: AuditRecord,

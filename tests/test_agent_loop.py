@@ -171,7 +171,7 @@ def test_a_planner_that_only_answers_garbage_stops_the_run_saying_so(make_repo, 
                                      f"LLM endpoint {llm_server.base_url} (model scripted-1) "
                                      "gave no valid plan in 2 answer(s)")
     assert "steps: Input should be a valid list" in report.stopped
-    assert "not valid JSON" in llm_server.user_messages(1)[-1]
+    assert "Invalid JSON" in llm_server.user_messages(1)[-1]
 
 
 def test_replanning_is_charged_to_the_runs_cost_budget(make_repo, sandbox_image, llm_server) -> None:  # type: ignore[no-untyped-def]
@@ -216,6 +216,7 @@ class Human:
         self.answer, self.before = answer, before
         self.question: str | None = None
         self.error: BaseException | None = None
+        self.earlier = {run.id for run in self._paused_runs()}  # other tests' runs still waiting
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -228,12 +229,17 @@ class Human:
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread by done()
             self.error = exc
 
+    @staticmethod
+    def _paused_runs() -> list[Any]:
+        with get_client(sync_client=True) as client:
+            return client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+
     def _wait_for_paused(self) -> Any:
         deadline = time.monotonic() + 120
         with get_client(sync_client=True) as client:
             while time.monotonic() < deadline:
-                paused = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+                paused = [run for run in self._paused_runs() if run.id not in self.earlier]
                 if paused:
                     keyset = paused[0].state.state_details.run_input_keyset
                     self.question = client.read_flow_run_input(paused[0].id, keyset["description"])

@@ -1,4 +1,7 @@
-"""The LLM planner against a real local chat-completions server with scripted answers."""
+"""The LLM planner over real HTTP against a local chat-completions server with scripted answers.
+
+Each test's server listens on a new port, and the base URL is part of every
+model call's cache key, so no test reads another test's cached answers."""
 
 from __future__ import annotations
 
@@ -9,12 +12,14 @@ from llm_server import API_KEY, ListRecorder
 from pydantic import SecretStr
 
 from prefect_agentic.blocks.llm_endpoint import LLMEndpoint
-from prefect_agentic.errors import LLMOutputError
+from prefect_agentic.errors import LLMOutputError, LLMRequestError, LLMUnavailableError
 from prefect_agentic.plan.models import Plan
 from prefect_agentic.planners.failure import FailedStep, FailureContext
 from prefect_agentic.planners.llm import LLMPlanner, slug
 from prefect_agentic.record.progress import StepStatus
 from prefect_agentic.report import StepReport
+
+pytestmark = pytest.mark.usefixtures("prefect_api")  # every model request is a Prefect task
 
 GOOD = {
     "id": "whatever-the-model-says",
@@ -42,12 +47,12 @@ def test_a_valid_answer_becomes_a_checked_plan_stamped_with_the_planner(llm_serv
     assert plan.id == "fix-lint" and plan.version == 1
     assert plan.goal == "Make ruff pass on the demo package"
     assert [s.id for s in plan.steps] == ["lint", "fix", "tests"]
-    assert plan.planner and (plan.planner.name, plan.planner.version) == ("llm", "1.0.0")
+    assert plan.planner and (plan.planner.name, plan.planner.version) == ("llm", "2.0.0")
     assert plan.planner.rationale == "lint, fix, then prove the tests still pass"
     body = llm_server.seen[0].body
     assert body["response_format"]["json_schema"]["name"] == "plan"
-    schema = body["response_format"]["json_schema"]["schema"]
-    assert "ruff" in schema["$defs"]["Step"]["properties"]["tool"]["enum"]
+    schema = json.dumps(body["response_format"]["json_schema"]["schema"])
+    assert '"ruff"' in schema and '"writes_workspace"' in schema
     system = body["messages"][0]["content"]
     assert "- pytest (v1.0.0)" in system and "writes_workspace" in system
     assert "Use the plan id 'fix-lint'" in body["messages"][1]["content"]
@@ -62,7 +67,7 @@ def test_malformed_json_is_fed_back_and_the_next_answer_is_used(llm_server) -> N
     assert [s.id for s in plan.steps] == ["lint", "fix", "tests"]
     second = llm_server.seen[1].body["messages"]
     assert second[2] == {"role": "assistant", "content": '{"id": "x", "steps": ['}
-    assert "not valid JSON: Expecting value (line 1, column 23)" in second[3]["content"]
+    assert "Invalid JSON: EOF while parsing a list at line 1 column 22" in second[-1]["content"]
     assert p.usage.calls == 2 and p.usage.cost > 0
 
 
@@ -130,3 +135,33 @@ def test_a_replan_keeps_completed_steps_and_continues_after_them(llm_server) -> 
 def test_slug_makes_a_valid_plan_id() -> None:
     assert slug("Fix the flaky test in calc.py!") == "fix-the-flaky-test-in-calc-py"
     assert slug("???") == "plan"
+
+
+def test_a_429_is_retried_after_the_servers_retry_after_and_then_answered(llm_server) -> None:  # type: ignore[no-untyped-def]
+    llm_server.fail(429, "slow down", headers={"Retry-After": "0"}).reply(GOOD)
+    p = planner(llm_server)
+    assert [s.id for s in p.plan("Make ruff pass", plan_id="fix-lint").steps] == ["lint", "fix", "tests"]
+    assert len(llm_server.seen) == 2 and p.usage.calls == 1
+
+
+def test_a_refused_request_is_an_error_quoting_the_server(llm_server) -> None:  # type: ignore[no-untyped-def]
+    endpoint = LLMEndpoint(base_url=llm_server.base_url, model="scripted-1", api_key="wrong-key")
+    with pytest.raises(LLMRequestError) as caught:
+        LLMPlanner(endpoint).plan("Make ruff pass")
+    assert "refused the request with HTTP 401" in str(caught.value) and "invalid api key" in str(caught.value)
+    assert len(llm_server.seen) == 1  # a 401 is not retried
+
+
+def test_a_closed_port_is_retried_then_reported_unavailable() -> None:
+    endpoint = LLMEndpoint(base_url="http://127.0.0.1:9/v1", model="m", max_retries=1)
+    with pytest.raises(LLMUnavailableError, match=r"cannot be reached after max_retries=1"):
+        LLMPlanner(endpoint).plan("Make ruff pass")
+
+
+def test_500s_are_retried_a_bounded_number_of_times_then_reported_unavailable(llm_server) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(3):
+        llm_server.fail(500, "overloaded", headers={"Retry-After": "0"})
+    endpoint = LLMEndpoint(base_url=llm_server.base_url, model="scripted-1", api_key=API_KEY, max_retries=2)
+    with pytest.raises(LLMUnavailableError) as caught:
+        LLMPlanner(endpoint).plan("Make ruff pass")
+    assert len(llm_server.seen) == 3 and "max_retries=2" in str(caught.value)

@@ -136,6 +136,11 @@ def _print_replay(report: ReplayReport) -> None:
         attempts = ", ".join(f"{a.attempt}:{a.outcome}" for a in step.attempts) or "-"
         table.add_row(step.step_id, f"v{step.plan_version}", step.recorded_status, step.status, attempts)
     out.print(table)
+    for replan in report.replans:
+        mark = "[green]=[/]" if replan.same else "[red]≠[/]"
+        out.print(f"{mark} re-plan v{replan.version}: made again from {replan.answers} recorded model "
+                  f"answer(s), {replan.used} used" + (f"; {escape(replan.problem)}" if replan.problem else ""),
+                  highlight=False)
     for diff in report.differences:
         where = f"{diff.step or 'run'}" + (f" attempt {diff.attempt}" if diff.attempt else "")
         out.print(f"[red]≠[/] {escape(where)} {escape(diff.what)}: recorded {escape(repr(diff.recorded))}, "

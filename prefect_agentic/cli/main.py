@@ -40,6 +40,7 @@ from prefect_agentic.cli.render import ProgressDisplay, report_table  # noqa: E4
 from prefect_agentic.errors import AgenticError, PlanError, SandboxError, WorkspaceError  # noqa: E402
 from prefect_agentic.loop.settings import LoopSettings  # noqa: E402
 from prefect_agentic.plan import load_plan, plan_json_schema  # noqa: E402
+from prefect_agentic.plan.models import Plan  # noqa: E402
 from prefect_agentic.tools.registry import default_registry  # noqa: E402
 
 if TYPE_CHECKING:
@@ -69,6 +70,18 @@ class SandboxMode(str, Enum):
     warm = "warm"
 
 
+def _plan_goal(goal: str | None, loop: LoopSettings | None, policy: ToolPolicy | None) -> Plan:
+    """A plan for ``goal`` from the loop's model (its request is a durable, cached model call)."""
+    from prefect_agentic.errors import LLMError
+    from prefect_agentic.planners.llm import LLMPlanner
+
+    assert goal is not None and loop is not None and loop.llm is not None
+    try:
+        return LLMPlanner(loop.llm, policy=policy, max_attempts=loop.planner_attempts).plan(goal)
+    except LLMError as exc:
+        raise _fail(f"--goal: {exc}", 1) from None
+
+
 def _fail(message: str, code: int) -> typer.Exit:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
@@ -76,6 +89,8 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 POLICY_HELP = "Name of a saved Agentic Tool Policy block (default: the built-in policy)."
 BUDGET_HELP = "Name of a saved Agentic Budget block (default: unlimited)."
+GOAL_HELP = ("Instead of a plan file: the goal in plain words, planned by the --llm-block model "
+             "(a durable model call: running the same goal again takes the same plan).")
 REPLAN_HELP = "Name of a saved Agentic LLM Endpoint block: a failed step is re-planned with it."
 GATE_HELP = "Name of a saved Agentic Gate Defaults block (approval timeouts, poll interval, mode)."
 CHAOS_HELP = "Inject faults: a chaos spec file (YAML/JSON) or inline JSON (see docs/chaos.md)."
@@ -136,7 +151,8 @@ def tools() -> None:
 
 @app.command()
 def run(
-    plan_file: Annotated[Path, typer.Argument(help="Plan file (YAML or JSON).")],
+    plan_file: Annotated[Optional[Path], typer.Argument(help="Plan file (YAML or JSON).")] = None,
+    goal: Annotated[Optional[str], typer.Option(help=GOAL_HELP)] = None,
     repo: Annotated[Path, typer.Option(help="Git repository to work on (only read).")] = Path("."),
     ref: Annotated[str, typer.Option(help="Commit, branch or tag to start from.")] = "HEAD",
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Steps run at once.")] = 4,
@@ -180,8 +196,12 @@ def run(
     if llm_block or escalate:
         llm = _load_block("--llm-block", LLMEndpoint, llm_block) if llm_block else None
         loop = LoopSettings(llm=llm, max_replans=max_replans, escalate=escalate)
+    if (plan_file is None) == (goal is None):
+        raise _fail("give a plan file or --goal (with --llm-block), not both or neither", 2)
+    if goal is not None and loop is None or goal is not None and loop.llm is None:
+        raise _fail("--goal needs --llm-block: the model that writes the plan", 2)
     try:
-        plan = load_plan(plan_file, policy=policy)
+        plan = load_plan(plan_file, policy=policy) if plan_file else _plan_goal(goal, loop, policy)
         chaos_spec = load_chaos_spec(chaos) if chaos else None
         if chaos_block:
             if chaos_spec is not None:

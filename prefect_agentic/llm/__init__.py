@@ -1,6 +1,6 @@
-"""Language models over the OpenAI-compatible chat-completions API: client, usage, JSON answers."""
+"""Language models through pydantic-ai: the endpoint's model, durable calls, usage and records."""
 
-from prefect_agentic.llm.client import Completion, LLMClient
+from prefect_agentic.llm.session import ModelSession
 from prefect_agentic.llm.usage import LLMUsage
 
-__all__ = ["Completion", "LLMClient", "LLMUsage"]
+__all__ = ["LLMUsage", "ModelSession"]

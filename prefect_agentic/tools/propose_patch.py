@@ -16,6 +16,7 @@ from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
+from pydantic_ai import Agent, ModelRetry
 
 from prefect_agentic.blocks.llm_endpoint import LLMEndpoint
 from prefect_agentic.boundary import WorkspaceFiles
@@ -25,8 +26,8 @@ from prefect_agentic.errors import (
     ToolError,
     WorkspaceBoundaryError,
 )
-from prefect_agentic.llm.client import LLMClient
-from prefect_agentic.llm.structured import InvalidAnswer, ask_for_json
+from prefect_agentic.llm.models import structured_output
+from prefect_agentic.llm.session import ModelSession
 from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput
 
 SYSTEM_PROMPT = """\
@@ -100,33 +101,50 @@ class ProposePatchTool(Tool):
         return True
 
     def run(self, args: ProposePatchInput, ctx: ToolContext) -> Mapping[str, Any]:
-        client = LLMClient(load_endpoint(args.endpoint), purpose="patch", recorder=ctx.recorder,
-                           step_id=ctx.step_id)
-        messages = [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": _request(args, ctx.files)},
-        ]
+        endpoint = load_endpoint(args.endpoint)
+        session = ModelSession(endpoint, purpose="patch", recorder=ctx.recorder, step_id=ctx.step_id)
+        model = session.model()
+        output = structured_output(model, ANSWER_SCHEMA, "patch", "A unified diff and its summary")
+        agent: Agent[None, Any] = Agent(model, output_type=output, system_prompt=SYSTEM_PROMPT,
+                                        retries={"output": args.attempts - 1},
+                                        model_settings={"temperature": endpoint.temperature})
         applier = _Applier(ctx)
+
+        @agent.output_validator
+        def _apply(answer: Any) -> Any:
+            try:
+                return applier.apply(answer)
+            except InvalidAnswer as exc:
+                raise ModelRetry("; ".join(exc.problems)) from None
+
         try:
-            summary, diff, numstat = ask_for_json(
-                client, messages, schema=ANSWER_SCHEMA, schema_name="patch", accept=applier.apply,
-                attempts=args.attempts, what="patch")
-        except LLMOutputError as exc:
-            if applier.rejection is not None and exc.problems == [applier.rejection]:
+            with session.errors("patch"):
+                summary, diff, numstat = agent.run_sync(_request(args, ctx.files)).output
+        except LLMOutputError:
+            if applier.rejection is not None:
                 raise PatchRejectedError(
                     f"no proposed patch applied in {args.attempts} answer(s); last: {applier.rejection}"
                 ) from None
             raise
         finally:
-            ctx.guard.spend("cost", client.usage.cost)  # charged to the run's budget, even if it failed
+            ctx.guard.spend("cost", session.usage.cost)  # charged to the run's budget, even if it failed
+        usage = session.usage
         return {
             "exit_code": 0, "log": summary, "summary": summary, "diff": diff,
             "files_changed": [path for _, _, path in numstat],
             "lines_added": sum(added for added, _, _ in numstat),
             "lines_deleted": sum(deleted for _, deleted, _ in numstat),
-            "answers": client.usage.calls, "prompt_tokens": client.usage.prompt_tokens,
-            "completion_tokens": client.usage.completion_tokens, "cost": client.usage.cost,
+            "answers": usage.calls, "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens, "cost": usage.cost,
         }
+
+
+class InvalidAnswer(Exception):
+    """An answer's problems, fed back to the model."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
 
 
 def load_endpoint(name: str) -> LLMEndpoint:
