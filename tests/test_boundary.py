@@ -48,6 +48,7 @@ ALLOWED: dict[str, str] = {
     "cli/main.py:run": USER_PATH, "cli/deploy.py:submit": USER_PATH, "flows/run_plan.py:run_plan": USER_PATH
     + " (and RunAudit.open, which opens no file)",
     "plan/loader.py:load_plan": "the user's plan file",
+    "chaos/spec.py:load_chaos_spec": "the user's chaos spec file (agentic run --chaos FILE)",
     "blocks/branding.py:logo_url": "the logos shipped inside the installed package",
     "gates/store.py:ApprovalStore._write": HOST_STATE, "gates/store.py:ApprovalStore.asked_at": HOST_STATE,
     "gates/store.py:ApprovalStore.forget_asked": HOST_STATE, "gates/store.py:ApprovalStore.get": HOST_STATE,
