@@ -41,8 +41,8 @@ def git(repo: Path, *args: str) -> str:
 
 def _verbose_run(repo: Path) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
-    result = agentic_cli("-v", "run", str(PLAN), "--repo", str(repo), env={**os.environ, "COLUMNS": "250",
-                                                                              "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"})
+    embedded = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the session server's, if set
+    result = agentic_cli("-v", "run", str(PLAN), "--repo", str(repo), env={**embedded, "COLUMNS": "250"})
     return result, time.monotonic() - started
 
 

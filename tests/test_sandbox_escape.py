@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.errors import PlanRunFailed
@@ -95,8 +96,11 @@ def attack_run(request, tmp_path_factory, sandbox_image: str) -> tuple[RunReport
                   for name, argv in steps.items()],
     }
     settings = SandboxSettings(image=sandbox_image, memory="256m", pids=64, tmp_size="16m", runtime=request.param)
-    state = run_plan(plan=parse_plan(yaml.safe_dump(plan)), repo=str(repo), sandbox=settings,
-                     return_state=True)
+    # One step at a time: parallel steps share a warm container and so its process limit, and the
+    # fork bomb running next to another step would starve that step of processes.
+    sequential = run_plan.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))
+    state = sequential(plan=parse_plan(yaml.safe_dump(plan)), repo=str(repo), sandbox=settings,
+                       return_state=True)
     outcome = state.result(raise_on_failure=False)
     assert isinstance(outcome, PlanRunFailed), outcome
     yield outcome.report, listener, secret

@@ -73,10 +73,37 @@ class RateLimitedModel(WrapperModel):
         return await super().request(messages, model_settings, model_request_parameters)
 
 
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with every local ``#/$defs/NAME`` reference replaced by its definition.
+
+    pydantic-ai inlines ``$defs`` itself, but not under ``if``/``then`` (where the
+    plan schema keeps each tool's arguments): a tool argument model with a nested
+    model left a dangling reference there. The plan schema has no recursive
+    definitions; a recursive one is refused rather than expanded forever.
+    """
+    defs = schema.get("$defs", {})
+
+    def expand(node: Any, seen: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [expand(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref.removeprefix("#/$defs/")
+            if name in seen:
+                raise ValueError(f"recursive JSON schema definition '{name}' cannot be inlined")
+            siblings = {k: expand(v, seen) for k, v in node.items() if k != "$ref"}
+            return {**expand(defs[name], (*seen, name)), **siblings}
+        return {k: expand(v, seen) for k, v in node.items() if k != "$defs"}
+
+    return expand(schema, ())
+
+
 def structured_output(model: Model, schema: dict[str, Any], name: str, description: str) -> Any:
     """JSON of ``schema`` as the answer: the API's json_schema response format where the model
     takes it, else the schema in the instructions (a JSON answer in the text either way)."""
-    output = StructuredDict(schema, name=name, description=description)
+    output = StructuredDict(inline_refs(schema), name=name, description=description)
     profile = model.profile
     native = profile.get("supports_json_schema_output") if isinstance(profile, dict) else getattr(
         profile, "supports_json_schema_output", False)
