@@ -289,6 +289,7 @@ _audit.register(app)
 _deploy.register(app)
 _export.register(app)
 _canaries.register(app)
+__import__("prefect_agentic.cli.chaos", fromlist=["register"]).register(app)
 
 if __name__ == "__main__":
     from prefect_agentic.cli.errors import run as _run_guarded

@@ -1,0 +1,172 @@
+"""Invariants of a chaos run, checked on its audit records: pure functions, no I/O.
+
+Each check takes what a run left behind (its audit log lines or records, its
+final state, the clean re-run's records) and returns the violations it found
+as ``Violation``s; an empty list means the invariant held. The campaign
+(``prefect_agentic.chaos.campaign``) gathers the inputs; keeping the checks
+apart from it makes every check testable on hand-built records that break it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from enum import Enum
+
+from pydantic import BaseModel
+
+from prefect_agentic.record.audit import AuditRecord, verify
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "stopped"})
+"""``run_finished`` statuses that end a run as designed (``crashed`` is the run's own error)."""
+
+FAILURE_KINDS = frozenset({"tool_exit", "tool_timeout"})
+"""Fault kinds that end the attempt they hit (the others only delay it)."""
+
+
+class Invariant(str, Enum):
+    terminal = "terminal"
+    """The run ended in a terminal state within the bound."""
+    no_reexecution = "no_reexecution"
+    """No step that completed was executed again (later attempts, or the clean re-run, are cache hits)."""
+    no_concurrent_attempts = "no_concurrent_attempts"
+    """No step had two attempts running at once."""
+    audit_verifies = "audit_verifies"
+    """The run's audit log verifies (hashes, chain, ends with run_finished)."""
+    same_final_snapshot = "same_final_snapshot"
+    """The clean re-run ends on the fault-free reference run's final snapshot."""
+    no_leftover_containers = "no_leftover_containers"
+    """No container with the run's labels is left afterwards."""
+
+
+class Violation(BaseModel):
+    invariant: Invariant
+    detail: str
+    step: str | None = None
+
+
+def check_terminal(records: list[AuditRecord], *, final_state: str | None, elapsed_s: float,
+                   bound_s: float) -> list[Violation]:
+    """The log ends with a terminal ``run_finished``, the flow run is final, and it took at most ``bound_s``."""
+    found: list[Violation] = []
+    last = records[-1] if records else None
+    status = last.data.get("status") if last is not None and last.kind == "run_finished" else None
+    if status not in TERMINAL_STATUSES:
+        ended = f"run_finished status {status!r}" if status else f"last record {last.kind if last else 'none'}"
+        found.append(Violation(invariant=Invariant.terminal, detail=f"the run did not end in a terminal state ({ended})"))
+    if final_state is not None and final_state not in ("Completed", "Failed"):
+        found.append(Violation(invariant=Invariant.terminal, detail=f"the flow run ended in state {final_state}"))
+    if elapsed_s > bound_s:
+        found.append(Violation(invariant=Invariant.terminal,
+                               detail=f"the run took {elapsed_s:.1f} s, over the bound of {bound_s:.0f} s"))
+    return found
+
+
+def completed_steps(records: list[AuditRecord]) -> set[str]:
+    """Steps that ended completed or cached in this log."""
+    return {r.step for r in records if r.kind == "step_finished" and r.step
+            and r.data.get("status") in ("completed", "cached")}
+
+
+def check_no_reexecution(records: list[AuditRecord], rerun: list[AuditRecord] | None = None) -> list[Violation]:
+    """After a step's attempt finished ``ok``, no attempt of it starts again, in this run or the clean re-run."""
+    found: list[Violation] = []
+    done: dict[str, int] = {}
+    for record in records:
+        if not record.step:
+            continue
+        if record.kind == "attempt_started" and record.step in done:
+            found.append(Violation(invariant=Invariant.no_reexecution, step=record.step,
+                                   detail=f"attempt {record.data.get('attempt')} started (seq {record.seq}) after "
+                                          f"the step completed (seq {done[record.step]})"))
+        elif record.kind == "attempt_finished" and record.data.get("outcome") == "ok":
+            done.setdefault(record.step, record.seq)
+    if rerun is not None:
+        completed = completed_steps(records)
+        for record in rerun:
+            if record.kind == "attempt_started" and record.step in completed:
+                found.append(Violation(invariant=Invariant.no_reexecution, step=record.step,
+                                       detail="the clean re-run executed the step again instead of a cache hit"))
+    return found
+
+
+def check_no_concurrent_attempts(records: list[AuditRecord]) -> list[Violation]:
+    """No ``attempt_started`` of a step while an earlier attempt of it has not finished."""
+    found: list[Violation] = []
+    running: dict[str, int] = {}
+    for record in records:
+        if not record.step or record.kind not in ("attempt_started", "attempt_finished"):
+            continue
+        attempt = record.data.get("attempt")
+        if record.kind == "attempt_started":
+            if record.step in running:
+                found.append(Violation(invariant=Invariant.no_concurrent_attempts, step=record.step,
+                                       detail=f"attempt {attempt} started while attempt "
+                                              f"{running[record.step]} was still running"))
+            running[record.step] = attempt
+        elif running.get(record.step) == attempt:
+            del running[record.step]
+    return found
+
+
+def check_audit_verifies(lines: list[bytes]) -> list[Violation]:
+    """The log verifies as ``agentic audit verify`` checks it (hashes, chain, complete)."""
+    result = verify(lines)
+    found = [Violation(invariant=Invariant.audit_verifies, detail=problem) for problem in result.problems]
+    if not result.complete:
+        found.append(Violation(invariant=Invariant.audit_verifies, detail="the log does not end with run_finished"))
+    return found
+
+
+def check_same_final_snapshot(rerun_snapshot: str | None, reference_snapshot: str) -> list[Violation]:
+    if rerun_snapshot == reference_snapshot:
+        return []
+    return [Violation(invariant=Invariant.same_final_snapshot,
+                      detail=f"the clean re-run ended on {rerun_snapshot}, the fault-free run on {reference_snapshot}")]
+
+
+def check_no_leftover_containers(names: list[str]) -> list[Violation]:
+    return [Violation(invariant=Invariant.no_leftover_containers, detail=f"container {name} is left")
+            for name in names]
+
+
+class FaultOutcomes(BaseModel):
+    """What the faults of one kind did in one run (or summed over runs)."""
+
+    injected: int = 0
+    recovered: int = 0
+    """A failure fault whose step completed on a later attempt."""
+    failed_cleanly: int = 0
+    """A fault whose step did not complete (the run's invariants say whether it ended cleanly)."""
+    absorbed: int = 0
+    """A latency fault: it delays an attempt, it does not end it."""
+    violations: int = 0
+    """Invariant violations in runs this kind was injected into."""
+
+    def add(self, other: FaultOutcomes) -> None:
+        for name in type(self).model_fields:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def fault_outcomes(records: list[AuditRecord], violations: int) -> dict[str, FaultOutcomes]:
+    """Per fault kind: injected, recovered by retry, failed cleanly, absorbed; from one run's records."""
+    status = {r.step: r.data.get("status") for r in records if r.kind == "step_finished" and r.step}
+    outcomes: dict[str, FaultOutcomes] = {}
+    for record in records:
+        if record.kind != "chaos_fault":
+            continue
+        kind = str(record.data.get("kind"))
+        counts = outcomes.setdefault(kind, FaultOutcomes())
+        counts.injected += 1
+        if kind not in FAILURE_KINDS:
+            counts.absorbed += 1
+        elif status.get(record.step) == "completed":
+            counts.recovered += 1
+        else:
+            counts.failed_cleanly += 1
+    for counts in outcomes.values():
+        counts.violations = violations
+    return outcomes
+
+
+def violation_counts(violations: list[Violation]) -> Counter[str]:
+    return Counter(v.invariant.value for v in violations)

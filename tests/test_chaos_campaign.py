@@ -1,0 +1,171 @@
+"""`agentic chaos`: a plan run N times with faults, every run checked against the invariants.
+
+The unit tests hand-build audit records that break each invariant, so every
+check is seen failing; the end-to-end test runs the command on real Docker
+and the embedded Prefect API, as `agentic run` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from conftest import agentic_cli
+
+from prefect_agentic.chaos import ChaosSpec
+from prefect_agentic.chaos import invariants as inv
+from prefect_agentic.record.audit import GENESIS, AuditRecord, parse_log
+
+Event = tuple[str, str | None, dict[str, Any]]
+
+
+def sealed(events: list[Event]) -> list[bytes]:
+    """A hash-chained log of (kind, step, data) records, as the audit log writes it."""
+    lines, prev = [], GENESIS
+    for seq, (kind, step, data) in enumerate(events):
+        record = AuditRecord(seq=seq, at=datetime.now(timezone.utc), kind=kind, step=step, data=data, prev=prev)
+        lines.append(record.seal())
+        prev = record.hash
+    return lines
+
+
+def records(events: list[Event]) -> list[AuditRecord]:
+    return parse_log(sealed(events))
+
+
+def attempt(step: str, number: int, outcome: str = "ok") -> list[Event]:
+    return [("attempt_started", step, {"attempt": number}),
+            ("attempt_finished", step, {"attempt": number, "outcome": outcome})]
+
+
+CLEAN: list[Event] = [
+    ("run_started", None, {"run_key": "k"}),
+    ("chaos_fault", "a", {"kind": "tool_exit", "attempt": 1}),
+    *attempt("a", 1, "retry"), *attempt("a", 2),
+    ("step_finished", "a", {"status": "completed", "attempts": 2}),
+    ("run_finished", None, {"status": "completed", "final_snapshot": "f" * 40}),
+]
+
+
+def test_a_clean_chaos_run_breaks_no_invariant() -> None:
+    log = records(CLEAN)
+    rerun = records([("step_finished", "a", {"status": "cached"}), ("run_finished", None, {"status": "completed"})])
+    assert inv.check_terminal(log, final_state="Completed", elapsed_s=1.0, bound_s=60) == []
+    assert inv.check_no_reexecution(log, rerun) == []
+    assert inv.check_no_concurrent_attempts(log) == []
+    assert inv.check_audit_verifies(sealed(CLEAN)) == []
+    assert inv.check_same_final_snapshot("f" * 40, "f" * 40) == []
+    assert inv.check_no_leftover_containers([]) == []
+    assert inv.fault_outcomes(log, 0) == {"tool_exit": inv.FaultOutcomes(injected=1, recovered=1)}
+
+
+def test_a_run_that_did_not_end_or_ended_late_breaks_the_terminal_invariant() -> None:
+    unfinished = records(CLEAN[:-1])
+    found = inv.check_terminal(unfinished, final_state="Completed", elapsed_s=1.0, bound_s=60)
+    assert [v.detail for v in found] == ["the run did not end in a terminal state (last record step_finished)"]
+    crashed = records([*CLEAN[:-1], ("run_finished", None, {"status": "crashed"})])
+    assert "run_finished status 'crashed'" in inv.check_terminal(
+        crashed, final_state="Crashed", elapsed_s=1.0, bound_s=60)[0].detail
+    late = inv.check_terminal(records(CLEAN), final_state="TimedOut", elapsed_s=75.0, bound_s=60)
+    assert [v.detail for v in late] == ["the flow run ended in state TimedOut",
+                                        "the run took 75.0 s, over the bound of 60 s"]
+
+
+def test_a_completed_step_run_again_breaks_the_no_reexecution_invariant() -> None:
+    again = records([*CLEAN[:-1], *attempt("a", 3), CLEAN[-1]])
+    found = inv.check_no_reexecution(again)
+    assert [(v.invariant, v.step) for v in found] == [(inv.Invariant.no_reexecution, "a")]
+    assert "attempt 3 started" in found[0].detail
+    rerun_executed = records([*attempt("a", 1), ("step_finished", "a", {"status": "completed"})])
+    found = inv.check_no_reexecution(records(CLEAN), rerun_executed)
+    assert [v.detail for v in found] == ["the clean re-run executed the step again instead of a cache hit"]
+
+
+def test_two_attempts_of_a_step_at_once_break_the_concurrency_invariant() -> None:
+    overlapping = records([("attempt_started", "a", {"attempt": 1}), ("attempt_started", "a", {"attempt": 2}),
+                           ("attempt_finished", "a", {"attempt": 1, "outcome": "retry"}),
+                           ("attempt_finished", "a", {"attempt": 2, "outcome": "ok"}),
+                           *attempt("b", 1)])  # another step's attempt is not a clash
+    found = inv.check_no_concurrent_attempts(overlapping)
+    assert [(v.step, v.detail) for v in found] == [("a", "attempt 2 started while attempt 1 was still running")]
+
+
+def test_an_edited_or_cut_log_breaks_the_audit_invariant() -> None:
+    lines = sealed(CLEAN)
+    edited = [*lines[:2], lines[2].replace(b'"attempt": 1', b'"attempt": 7'), *lines[3:]]
+    assert edited != lines
+    assert any("content does not match its hash" in v.detail for v in inv.check_audit_verifies(edited))
+    cut = inv.check_audit_verifies(lines[:-1])
+    assert [v.detail for v in cut] == ["the log does not end with run_finished"]
+
+
+def test_another_final_snapshot_or_a_leftover_container_breaks_its_invariant() -> None:
+    assert [v.invariant for v in inv.check_same_final_snapshot("e" * 40, "f" * 40)] == [
+        inv.Invariant.same_final_snapshot]
+    assert [v.detail for v in inv.check_no_leftover_containers(["agentic-k-1"])] == [
+        "container agentic-k-1 is left"]
+
+
+def test_faults_are_counted_by_what_became_of_their_step() -> None:
+    log = records([("chaos_fault", "a", {"kind": "tool_exit", "attempt": 1}), *attempt("a", 1, "retry"),
+                   *attempt("a", 2), ("step_finished", "a", {"status": "completed"}),
+                   ("chaos_fault", "b", {"kind": "latency_before", "attempt": 1}),
+                   ("chaos_fault", "b", {"kind": "tool_timeout", "attempt": 1}), *attempt("b", 1, "retry"),
+                   ("step_finished", "b", {"status": "failed"})])
+    assert inv.fault_outcomes(log, 2) == {
+        "tool_exit": inv.FaultOutcomes(injected=1, recovered=1, violations=2),
+        "latency_before": inv.FaultOutcomes(injected=1, absorbed=1, violations=2),
+        "tool_timeout": inv.FaultOutcomes(injected=1, failed_cleanly=1, violations=2)}
+
+
+PLAN = """\
+id: chaos-campaign-demo
+goal: survive faults
+steps:
+  - {id: a, tool: shell, retries: 1, writes_workspace: true, args: {command: 'echo a > a.txt'}}
+  - {id: b, tool: shell, depends_on: [a], args: {command: 'cat a.txt'}}
+"""
+SPEC = {"seed": 99, "faults": [  # the campaign replaces the seed: run i gets --seed + i
+    {"kind": "tool_exit", "steps": "a", "attempts": [1]},        # a's retry recovers
+    {"kind": "latency_before", "steps": "b", "seconds": 0.1},    # delays b
+    {"kind": "tool_timeout", "steps": "b", "rate": 0.5}]}        # b has no retry: fails the run when it hits
+
+
+def test_agentic_chaos_runs_the_plan_with_faults_and_every_invariant_holds(
+        make_repo, sandbox_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN)
+    repo = make_repo({"f": "x"})
+    seed = 0
+    hits = [ChaosSpec.model_validate({**SPEC, "seed": seed + i}).hits(2, "b", 1) for i in range(2)]
+    assert hits == [False, True]  # the seed was chosen so one run survives b's timeout and one fails cleanly
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the embedded API, as `agentic run`
+    result = agentic_cli("chaos", str(plan), "--repo", str(repo), "--runs", "2", "--seed", str(seed),
+                         "--image", sandbox_image, "--chaos", json.dumps(SPEC), "--json", env=env)
+    assert result.returncode == 0, result.stderr + result.stdout[-3000:]
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["violations"] == []
+    assert [(r["seed"], r["status"]) for r in report["runs"]] == [(0, "completed"), (1, "failed")]
+    kinds = {kind: {k: v for k, v in counts.items() if v} for kind, counts in report["kinds"].items()}
+    assert kinds == {"tool_exit": {"injected": 2, "recovered": 2},
+                     "latency_before": {"injected": 2, "absorbed": 2},
+                     "tool_timeout": {"injected": 1, "failed_cleanly": 1}}
+    assert "reference run" in result.stderr and "run 2/2 (seed 1)" in result.stderr
+
+    table = agentic_cli("chaos", str(plan), "--repo", str(repo), "--runs", "1", "--seed", "1",
+                        "--image", sandbox_image, "--chaos", json.dumps(SPEC), env=env)
+    assert table.returncode == 0, table.stderr
+    rows = {line.split()[1]: line.split()[3:13:2] for line in table.stdout.splitlines() if line.startswith("│")}
+    assert rows["tool_timeout"] == ["1", "0", "1", "0", "0"]
+    assert "1 run(s): all invariants held" in table.stdout
+
+
+def test_agentic_chaos_refuses_a_bad_spec_before_anything_runs(make_repo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN)
+    result = agentic_cli("chaos", str(plan), "--repo", str(make_repo({"f": "x"})), "--chaos", '{"faults": [{"kind": "meteor"}]}')
+    assert result.returncode == 2
+    assert "chaos spec" in result.stderr and "faults.0.kind" in result.stderr
