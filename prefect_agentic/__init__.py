@@ -16,7 +16,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_BLOCKS = ("AuditStorage", "Budget", "GateDefaults", "LLMEndpoint", "SandboxSettings", "ToolPolicy")
+_BLOCKS = ("AuditStorage", "Budget", "ChaosSettings", "GateDefaults", "LLMEndpoint", "SandboxSettings", "ToolPolicy")
 
 
 def __getattr__(name: str) -> Any:

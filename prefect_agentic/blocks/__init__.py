@@ -12,7 +12,8 @@ from prefect_agentic.blocks.llm_endpoint import LLMEndpoint
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.blocks.tool_policy import CommandRule, ToolPolicy
 
-BLOCK_TYPES = ("SandboxSettings", "ToolPolicy", "Budget", "GateDefaults", "LLMEndpoint", "AuditStorage")
+BLOCK_TYPES = ("SandboxSettings", "ToolPolicy", "Budget", "GateDefaults", "LLMEndpoint", "AuditStorage",
+               "ChaosSettings")
 """The block types, in the order the blocks reference lists them."""
 
 __all__ = [

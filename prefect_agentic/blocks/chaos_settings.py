@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field
 
+from prefect_agentic.blocks.branding import documentation_url, logo_url
 from prefect_agentic.chaos.spec import ChaosSpec, Fault
 
 
@@ -13,6 +14,8 @@ class ChaosSettings(Block):
 
     _block_type_name = "Agentic Chaos Settings"
     _block_type_slug = "agentic-chaos-settings"
+    _logo_url = logo_url("agentic-chaos-settings")  # type: ignore[assignment]
+    _documentation_url = documentation_url("agentic-chaos-settings")  # type: ignore[assignment]
     _description = "Faults to inject into prefect-agentic runs on purpose, with a seed for reproducibility."
 
     seed: int = Field(default=0, description="Same seed, same plan: the same faults.")

@@ -277,6 +277,7 @@ class _Interrupts:
 from prefect_agentic.cli import approvals as _approvals  # noqa: E402
 from prefect_agentic.cli import audit as _audit  # noqa: E402
 from prefect_agentic.cli import canaries as _canaries  # noqa: E402
+from prefect_agentic.cli import chaos as _chaos  # noqa: E402
 from prefect_agentic.cli import deploy as _deploy  # noqa: E402
 from prefect_agentic.cli import llm as _llm  # noqa: E402
 from prefect_agentic.cli import recipes as _recipes  # noqa: E402
@@ -289,7 +290,7 @@ _audit.register(app)
 _deploy.register(app)
 _export.register(app)
 _canaries.register(app)
-__import__("prefect_agentic.cli.chaos", fromlist=["register"]).register(app)
+_chaos.register(app)
 
 if __name__ == "__main__":
     from prefect_agentic.cli.errors import run as _run_guarded
