@@ -248,7 +248,7 @@ def run(
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
     else:
-        out.print(report_table(report, wall=clock.summary(report.duration_s)))
+        out.print(report_table(report, wall=clock.summary(report.duration_s)), soft_wrap=True)  # paths stay whole
     raise typer.Exit(0 if report.ok else 1)
 
 
