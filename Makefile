@@ -12,7 +12,7 @@ demo: setup
 
 test: setup
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet -d build/site
-	$(PY) -m pytest -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -ra --durations=30 $(PYTEST_ARGS)
 
 # Build the documentation site strictly, then serve it on 127.0.0.1:8000 (where the block
 # types' logos and documentation links point by default; see docs/reference/blocks.md).

@@ -18,6 +18,8 @@ class CommandResult:
     pids_limit_hit: bool = False
     cpu_seconds: float | None = None
     output_truncated: bool = False
+    #: The container itself stopped while the command ran (its exit code), not just the command.
+    sandbox_exit_code: int | None = None
 
     def combined_tail(self, limit: int = 4000) -> str:
         """The end of stdout and stderr, for logs and failure reasons."""

@@ -32,7 +32,7 @@ import docker
 import docker.errors
 import requests
 from docker.models.containers import Container
-from docker.types import LogConfig, Mount
+from docker.types import LogConfig, Mount, Ulimit
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.concurrency import holding
@@ -187,7 +187,7 @@ class _ContainerSandbox:
                 mounts=mounts,
                 mem_limit=s.memory,
                 nano_cpus=int(s.cpus * 1e9),
-                pids_limit=s.pids,
+                **_process_limits(s),
                 labels={LABEL_MANAGED: "true", LABEL_RUN: self.run_key},
                 runtime=s.runtime,
                 log_config=LogConfig(type=LogConfig.types.NONE),
@@ -363,11 +363,14 @@ class WarmContainer(_ContainerSandbox):
                 return _result(-9, out, err, duration, True, counters)
             info = api.exec_inspect(exec_id)
             counters = _delta(read_counters(container.id), before)
+            stopped = _stopped_with(container)
         except docker.errors.APIError as exc:
             raise SandboxError(f"sandbox exec failed: {exc.explanation or exc}") from None
         exit_code = int(info.get("ExitCode") or 0)
         timed_out = duration >= timeout and exit_code in (124, 137)
-        return _result(exit_code, out, err, duration, timed_out, counters)
+        if stopped is not None:  # never exec into it again: the next command gets a new one
+            self._discard(container)
+        return _result(exit_code, out, err, duration, timed_out, counters, sandbox_exit_code=stopped)
 
     def settle(self, container: Container) -> None:
         """Kill every process commands left behind in the warm container (all but its init).
@@ -414,6 +417,7 @@ def _result(
     counters: CgroupCounters | None,
     *,
     oom_flag: bool = False,
+    sandbox_exit_code: int | None = None,
 ) -> CommandResult:
     return CommandResult(
         exit_code=exit_code,
@@ -425,7 +429,37 @@ def _result(
         pids_limit_hit=bool(counters and counters.pids_refused > 0),
         cpu_seconds=round(counters.cpu_ns / 1e9, 3) if counters else None,
         output_truncated=out.truncated or err.truncated,
+        sandbox_exit_code=sandbox_exit_code,
     )
+
+
+def _stopped_with(container: Container) -> int | None:
+    """The exit code of a warm container that is no longer running, None while it runs.
+
+    Under gVisor on the ptrace platform the sandbox's own threads count towards
+    the container's process limit, so a command that reaches the limit can stop
+    the whole sandbox rather than see a refused fork.
+    """
+    container.reload()
+    state = container.attrs["State"]
+    return None if state.get("Running") else int(state.get("ExitCode") or 0)
+
+
+def _process_limits(s: SandboxSettings) -> dict[str, Any]:
+    """How ``pids`` becomes a limit on the command's processes under either runtime.
+
+    Under runc the container's pids cgroup holds exactly the command's processes.
+    Under gVisor on the ptrace platform it also holds the sandbox kernel's own
+    threads and a host stub per address space (3-4 host pids per process here),
+    so a cgroup limit of ``pids`` stops the whole sandbox long before the command
+    has that many processes. There the limit is RLIMIT_NPROC, which gVisor
+    enforces inside its own kernel (a refused fork, as under runc), and the
+    cgroup keeps a generous backstop. (Not under runc: there RLIMIT_NPROC would
+    count every process of the sandbox uid on the host.)
+    """
+    if s.runtime != "runsc":
+        return {"pids_limit": s.pids}
+    return {"pids_limit": s.pids * 8 + 256, "ulimits": [Ulimit(name="nproc", soft=s.pids, hard=s.pids)]}
 
 
 def _kill(container: Container) -> None:
