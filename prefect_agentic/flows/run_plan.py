@@ -38,7 +38,7 @@ from prefect_agentic.export import (
 from prefect_agentic.flows.audit import RunAudit
 from prefect_agentic.flows.hooks import BudgetHook
 from prefect_agentic.gates import ApprovalGate
-from prefect_agentic.loop import AgentLoop, LoopSettings
+from prefect_agentic.loop.settings import LoopSettings
 from prefect_agentic.plan.models import Plan
 from prefect_agentic.record.events import RunIds
 from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe
@@ -210,6 +210,8 @@ def run_hooks(plan: Plan, run: RunContext, loop: LoopSettings | None = None,
     hooks: list[RunHook] = [BudgetHook(run)]
     agent = None
     if loop is not None and (loop.llm is not None or loop.escalate):
+        from prefect_agentic.loop.agent import AgentLoop  # the LLM planner: imported only when used
+
         agent = AgentLoop(run, loop)
         hooks.append(agent)
     changes = agent if agent is not None and loop is not None and loop.llm is not None else None
