@@ -16,6 +16,7 @@ from llm_server import API_KEY
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import StateType
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.flow_runs import resume_flow_run
 from pydantic import SecretStr
 
@@ -62,7 +63,7 @@ NO_OP = {"id": "fix-mean", "goal": "g", "steps": [
 def loop_settings(server: Any, **kwargs: Any) -> LoopSettings:
     llm = LLMEndpoint(base_url=server.base_url, model="scripted-1", api_key=SecretStr(API_KEY),
                       prompt_price_per_1k=0.01, completion_price_per_1k=0.03)
-    return LoopSettings(**{"llm": llm, "escalation_poll_seconds": 1, **kwargs})
+    return LoopSettings(**{"llm": llm, "escalation_poll_seconds": 1, "escalation_timeout_seconds": 300, **kwargs})
 
 
 def run(plan_text: str, repo: Path, image: str, loop: LoopSettings, **kwargs: Any) -> RunReport:
@@ -242,8 +243,12 @@ class Human:
                 paused = [run for run in self._paused_runs() if run.id not in self.earlier]
                 if paused:
                     keyset = paused[0].state.state_details.run_input_keyset
-                    self.question = client.read_flow_run_input(paused[0].id, keyset["description"])
-                    return paused[0]
+                    try:
+                        self.question = client.read_flow_run_input(paused[0].id, keyset["description"])
+                        return paused[0]
+                    except PrefectHTTPStatusError as exc:  # Prefect saves it just after pausing
+                        if exc.response.status_code != 404:
+                            raise
                 time.sleep(0.5)
         raise TimeoutError("no flow run paused within 120 s")
 
@@ -268,7 +273,8 @@ def test_escalation_retry_runs_the_failed_step_again_after_the_human_fixed_thing
     repo = make_repo({"f": "x"})
     workspace = agentic_home() / "workspaces" / run_key("gated", repo, resolve_base(repo, "HEAD"))
     human = Human({"action": "retry"}, before=lambda: (workspace / ".agentic" / "go-ahead").touch())
-    report = run(GATED, repo, sandbox_image, LoopSettings(escalate=True, escalation_poll_seconds=1))
+    report = run(GATED, repo, sandbox_image,
+                 LoopSettings(escalate=True, escalation_poll_seconds=1, escalation_timeout_seconds=300))
     human.done()
     assert "Step `check` (shell) failed" in human.question and "exit code 1, expected 0" in human.question
     assert "no LLM endpoint is set for re-planning" in human.question
@@ -288,7 +294,7 @@ def test_escalation_retry_runs_the_failed_step_again_after_the_human_fixed_thing
 def test_escalation_skip_goes_on_without_the_step_and_abort_stops(make_repo, sandbox_image, action) -> None:  # type: ignore[no-untyped-def]
     human = Human({"action": action})
     report = run(GATED, make_repo({"f": "x"}), sandbox_image,
-                 LoopSettings(escalate=True, escalation_poll_seconds=1))
+                 LoopSettings(escalate=True, escalation_poll_seconds=1, escalation_timeout_seconds=300))
     human.done()
     if action == "skip":
         assert report.ok and report.plan_version == 2
