@@ -35,8 +35,9 @@ def make_handler(cache: Cache, metrics: Metrics, rng: random.Random | None = Non
                 return self._send(200 if ok else 503, json.dumps({"ok": ok, "version": config.VERSION}))
             started = time.perf_counter()
             code, body = self._visit()
-            self._send(code, body)
+            # Counted before the reply: a client that reads /metrics right after sees its request.
             metrics.observe(code, time.perf_counter() - started)
+            self._send(code, body)
 
         def _visit(self) -> tuple[int, str]:
             if config.ADDED_LATENCY_MS:
