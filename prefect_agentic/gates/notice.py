@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
-from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_UI_URL
 from pydantic import BaseModel
 
@@ -76,12 +75,7 @@ def notice_for(flow_run: FlowRun) -> WaitingNotice | None:
     if not key or not key.startswith("approve-"):
         return None
     with get_client(sync_client=True) as client:
-        try:
-            raw = client.read_flow_run_input(flow_run.id, GateSummary.input_key(key))
-        except PrefectHTTPStatusError as exc:
-            if exc.response.status_code == 404:  # saved just after the pause: ask again later
-                return None
-            raise
+        raw = client.read_flow_run_input(flow_run.id, GateSummary.input_key(key))
     if not raw:
         return None
     summary = GateSummary.model_validate_json(raw)

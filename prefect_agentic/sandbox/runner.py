@@ -363,10 +363,10 @@ class WarmContainer(_ContainerSandbox):
                 return _result(-9, out, err, duration, True, counters)
             info = api.exec_inspect(exec_id)
             counters = _delta(read_counters(container.id), before)
-            stopped = _stopped_with(container)
+            exit_code = int(info.get("ExitCode") or 0)
+            stopped = _stopped_with(container) if exit_code != 0 else None
         except docker.errors.APIError as exc:
             raise SandboxError(f"sandbox exec failed: {exc.explanation or exc}") from None
-        exit_code = int(info.get("ExitCode") or 0)
         timed_out = duration >= timeout and exit_code in (124, 137)
         if stopped is not None:  # never exec into it again: the next command gets a new one
             self._discard(container)
@@ -436,9 +436,9 @@ def _result(
 def _stopped_with(container: Container) -> int | None:
     """The exit code of a warm container that is no longer running, None while it runs.
 
-    Under gVisor on the ptrace platform the sandbox's own threads count towards
-    the container's process limit, so a command that reaches the limit can stop
-    the whole sandbox rather than see a refused fork.
+    Asked only after a command failed (a container that died under a command
+    fails it): a command can take the sandbox down with it, e.g. gVisor's kernel
+    reaching the container's cgroup backstop (see ``_process_limits``).
     """
     container.reload()
     state = container.attrs["State"]

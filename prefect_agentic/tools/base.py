@@ -199,12 +199,9 @@ class ToolContext:
                 f"command {list(command)!r} was killed: out of memory (sandbox memory limit{memory})"
             )
         if result.sandbox_exit_code is not None:
-            why = (f"; under gVisor the sandbox's own threads count towards the process "
-                   f"limit{processes}, so reaching it (or the memory limit) ends the whole sandbox"
-                   if limits and limits.runtime == "runsc" else "")
             raise SandboxLimitError(
-                f"command {list(command)!r} stopped the sandbox itself (its container exited "
-                f"with code {result.sandbox_exit_code}){why}"
+                f"command {list(command)!r} stopped the sandbox itself (its container exited with "
+                f"code {result.sandbox_exit_code}); the next command starts a new sandbox"
             )
         if result.pids_limit_hit and result.exit_code != 0:
             raise SandboxLimitError(
