@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.errors import AgenticError
 from prefect_agentic.policy import PolicyDecision, check_command
+from prefect_agentic.workspace import mounted
 
 PUSH_OPERATION = "export:push"
 _SAFE_UPLOAD_PACK = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false upload-pack"
@@ -78,8 +79,9 @@ def export_snapshot(workspace: Path, snapshot: str, into: Path, branch: str, *,
             raise ExportError(f"branch '{branch}' is checked out in {into}; exporting never moves a "
                               "checked-out branch: choose another name with --branch")
     try:
-        _git(into, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
-             f"--upload-pack={_SAFE_UPLOAD_PACK}", str(workspace), snapshot)
+        with mounted(workspace):  # a run unmounts its size-limited workspace when it ends
+            _git(into, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+                 f"--upload-pack={_SAFE_UPLOAD_PACK}", str(workspace), snapshot)
     except ExportError as exc:
         raise ExportError(f"could not read snapshot {snapshot[:12]} from the run's workspace {workspace} "
                           f"(removed? re-run the plan to make it again): {exc}") from None

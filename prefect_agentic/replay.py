@@ -31,7 +31,7 @@ from prefect_agentic.record.audit import AuditRecord, parse_log, verify
 from prefect_agentic.record.outcome import error_kind
 from prefect_agentic.record.store import AuditStore
 from prefect_agentic.tools.registry import default_registry
-from prefect_agentic.workspace import ChangeSummary, Workspace
+from prefect_agentic.workspace import ChangeSummary, mounted, workspace_lock
 
 WOULD_RUN = "would run"
 """A step the run did not run that the replay would have started: the log holds no answer for it."""
@@ -119,8 +119,9 @@ def replay_run(store: AuditStore, flow_run_id: str, *, live: bool = False) -> Re
     records = load_records(store, flow_run_id)
     if not live:
         return _replay(records, flow_run_id, store, None)
-    run = _live_context(records[0].data, flow_run_id)
-    with Workspace(run.workspace).run_lock():  # no run may move the workspace under the replay
+    workspace = Path(records[0].data["workspace"])
+    with workspace_lock(workspace), mounted(workspace):  # no run may move the workspace under the replay
+        run = _live_context(records[0].data, flow_run_id)
         try:
             return _replay(records, flow_run_id, store, run)
         finally:

@@ -164,3 +164,9 @@ def _unmount_size_limited_workspaces(tmp_path_factory: pytest.TempPathFactory) -
     for point in reversed(points):
         if point.startswith(roots) and "/workspaces/" in point:
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A passing session leaves no state behind (its workspace images add up over many runs)."""
+    if exitstatus == 0:
+        shutil.rmtree(_STATE, ignore_errors=True)

@@ -32,7 +32,7 @@ from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe
 from prefect_agentic.record.store import AuditStore
 from prefect_agentic.replay import replay_run
 from prefect_agentic.settings import agentic_home
-from prefect_agentic.workspace import resolve_base, run_key
+from prefect_agentic.workspace import mounted, resolve_base, run_key
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -109,11 +109,12 @@ def test_a_failed_step_is_replanned_and_the_new_version_completes_the_run(  # ty
     assert (revision.version, revision.reason, revision.steps) == (2, "step 'tests' failed", ["repair", "tests"])
     assert revision.planner.name == "llm" and revision.planner.rationale == "divide by the count"
     note, repair, _ = report.steps
-    final = subprocess.run(["git", "show", f"{report.final_snapshot}:demo/calc.py"], cwd=report.workspace,
-                           capture_output=True, text=True, check=True).stdout
+    with mounted(Path(report.workspace)):  # the run unmounted its workspace when it ended
+        final = subprocess.run(["git", "show", f"{report.final_snapshot}:demo/calc.py"], cwd=report.workspace,
+                               capture_output=True, text=True, check=True).stdout
+        ancestry = subprocess.run(["git", "merge-base", "--is-ancestor", note.snapshot, repair.snapshot],
+                                  cwd=report.workspace, check=False)
     assert "/ len(values)" in final and report.final_snapshot == repair.snapshot
-    ancestry = subprocess.run(["git", "merge-base", "--is-ancestor", note.snapshot, repair.snapshot],
-                              cwd=report.workspace, check=False)
     assert ancestry.returncode == 0  # the revised work went on from the completed step's snapshot
     request = llm_server.user_messages(0)[0]
     assert "Failed step 'tests'" in request and "tests/test_calc.py::test_mean" in request

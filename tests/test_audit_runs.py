@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audit_check import expect_broken_audit
 import typer
+from audit_check import expect_broken_audit
 from conftest import agentic_cli, git_commit_all
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId

@@ -67,7 +67,8 @@ ALLOWED: dict[str, str] = {
     "workspace.py:Workspace.prepare": "the clone's staging path next to the worktree (host-owned parent)",
     "workspace.py:mount_size_limited": "the image file in the host-owned .images directory, and the new "
                                        "filesystem's own lost+found before any step ran",
-    "workspace.py:Workspace.run_lock": "lock file next to the worktree, in its host-owned parent",
+    "workspace.py:workspace_lock": "lock file next to the worktree, in its host-owned parent",
+    "workspace.py:mounted": "the image file in the host-owned .images directory",
     "workspace.py:Workspace._ensure_commit": USER_PATH + " (the source repository)",
     "workspace.py:run_key": USER_PATH + " (the source repository)",
     "record/store.py:AuditStore.run_ids": HOST_STATE,

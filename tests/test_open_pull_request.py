@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from github_server import FakeGitHub
 from prefect.blocks.system import Secret
 from pydantic import SecretStr
+from test_secrets import files_containing
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.blocks.tool_policy import ToolPolicy
@@ -19,9 +21,7 @@ from prefect_agentic.github import GitHubClient, GitHubError
 from prefect_agentic.planners.recipes import OpenPullRequestParams, RecipePlanner
 from prefect_agentic.policy import approval_rules, auto_approves
 from prefect_agentic.tools.registry import default_registry
-
-from github_server import FakeGitHub
-from test_secrets import files_containing
+from prefect_agentic.workspace import mounted
 
 BRANCH = "fix/mean-division"
 TOKEN = "ghp-test-7d41c09a5e"
@@ -90,8 +90,9 @@ def test_the_branch_is_pushed_and_the_change_request_written(stats, sandbox_imag
     passed = steps["tests"].output["passed"]
     assert passed > 0 and f"{passed} passed, 0 failed, 0 errors, 0 skipped" in body
     assert (request["risk"], request["risk_reasons"]) == ("medium", ["changes code without changing tests"])
-    written = Path(report.workspace, ".agentic", "reports", "pull-request", "1", "change-request.md")
-    assert written.read_text() == f"# {request['title']}\n\n{body}"
+    with mounted(Path(report.workspace)):  # the run unmounted its workspace when it ended
+        written = Path(report.workspace, ".agentic", "reports", "pull-request", "1", "change-request.md")
+        assert written.read_text() == f"# {request['title']}\n\n{body}"
     assert str(remote) not in report.model_dump_json()
     assert files_containing(STATE_DIRS[0], str(remote)) == files_containing(STATE_DIRS[1], str(remote)) == []
 

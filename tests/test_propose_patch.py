@@ -16,6 +16,7 @@ from prefect_agentic.errors import PlanError, PlanRunFailed
 from prefect_agentic.flows.run_plan import RunReport, run_plan
 from prefect_agentic.plan import parse_plan
 from prefect_agentic.tools.propose_patch import rejection
+from prefect_agentic.workspace import mounted
 
 BUGGY = {
     "pyproject.toml": '[tool.pytest.ini_options]\npythonpath = ["."]\n',
@@ -75,8 +76,9 @@ def test_a_diff_that_does_not_apply_goes_back_and_the_next_one_is_applied(  # ty
     assert (patch.output["lines_added"], patch.output["lines_deleted"]) == (1, 1)
     assert patch.output["cost"] > 0 and patch.diff_stat == "1 files, +1 -1"
     assert tests.output["passed"] == 1
-    fixed = subprocess.run(["git", "show", f"{patch.snapshot}:demo/calc.py"], cwd=report.workspace,
-                           capture_output=True, text=True, check=True).stdout
+    with mounted(Path(report.workspace)):  # the run unmounted its workspace when it ended
+        fixed = subprocess.run(["git", "show", f"{patch.snapshot}:demo/calc.py"], cwd=report.workspace,
+                               capture_output=True, text=True, check=True).stdout
     assert "return sum(values) / len(values)" in fixed
     first_request = llm_server.user_messages(0)[0]
     assert "mean() divides by one too many" in first_request and "def test_mean" in first_request

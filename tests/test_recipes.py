@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
+from conftest import agentic_cli
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.flows import recipes as recipe_flows
 from prefect_agentic.planners.recipes import FixLintParams, RecipeError, RecipePlanner
-
-from conftest import agentic_cli
+from prefect_agentic.workspace import mounted
 
 
 def test_the_same_parameters_always_make_the_same_plan() -> None:
@@ -55,8 +56,9 @@ def test_fix_lint_fixes_the_demo_repo_and_commits_on_a_branch(make_repo, sandbox
     assert steps["lint"].output["lint_violations"] == 5
     assert steps["fix"].output["lint_violations"] == 0
     assert steps["tests-after"].output["passed"] == 4
-    branch_head = subprocess.run(["git", "rev-parse", "agentic/lint"], cwd=report.workspace,
-                                 capture_output=True, text=True, check=True).stdout.strip()
+    with mounted(Path(report.workspace)):  # the run unmounted its workspace when it ended
+        branch_head = subprocess.run(["git", "rev-parse", "agentic/lint"], cwd=report.workspace,
+                                     capture_output=True, text=True, check=True).stdout.strip()
     assert branch_head == steps["commit"].output["commit"] == report.final_snapshot
     assert subprocess.run(["git", "branch", "--list", "agentic/lint"], cwd=repo, capture_output=True,
                           text=True).stdout == ""  # the user's repository gets no branch

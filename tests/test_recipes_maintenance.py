@@ -28,6 +28,7 @@ from prefect_agentic.planners.recipes import (
     UpgradeDependencyParams,
 )
 from prefect_agentic.report import RunReport
+from prefect_agentic.workspace import mounted
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +96,11 @@ def test_upgrade_dependency_pins_installs_tests_and_commits(make_repo, sandbox_i
     assert steps["tests"].output["passed"] == 2
     assert steps["lint"].output["lint_violations"] == 0
     branch = "agentic/upgrade-centlib"
-    assert git(report.workspace, "rev-parse", branch).strip() == steps["commit"].output["commit"]
-    assert "centlib==2.0.0" in git(report.workspace, "show", f"{branch}:requirements.txt")
-    assert 'dependencies = ["centlib==2.0.0"]' in git(report.workspace, "show", f"{branch}:pyproject.toml")
-    assert git(report.workspace, "log", "--format=%s", "-1", branch).strip() == "Upgrade centlib to 2.0.0"
+    with mounted(Path(report.workspace)):  # the run unmounted its workspace when it ended
+        assert git(report.workspace, "rev-parse", branch).strip() == steps["commit"].output["commit"]
+        assert "centlib==2.0.0" in git(report.workspace, "show", f"{branch}:requirements.txt")
+        assert 'dependencies = ["centlib==2.0.0"]' in git(report.workspace, "show", f"{branch}:pyproject.toml")
+        assert git(report.workspace, "log", "--format=%s", "-1", branch).strip() == "Upgrade centlib to 2.0.0"
 
 
 @pytest.mark.usefixtures("prefect_api")
@@ -140,7 +142,8 @@ def test_generate_tests_keeps_passing_tests_that_raise_coverage(make_repo, sandb
     coverage = steps["coverage"].output
     assert coverage["tests_failed"] == 0 and coverage["passed"] == 3
     assert coverage["coverage_gain"] > 0 and coverage["coverage_percent"] > coverage["base_coverage_percent"]
-    committed = git(report.workspace, "show", "--name-only", "--format=", "agentic/generate-tests").split()
+    with mounted(Path(report.workspace)):  # the run unmounted its workspace when it ended
+        committed = git(report.workspace, "show", "--name-only", "--format=", "agentic/generate-tests").split()
     assert committed == generated["kept"]
 
 

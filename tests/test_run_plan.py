@@ -14,6 +14,7 @@ from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.flows.run_plan import RunReport, run_plan
 from prefect_agentic.plan import load_plan, parse_plan
 from prefect_agentic.tools.registry import default_registry
+from prefect_agentic.workspace import mounted
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -49,7 +50,8 @@ def test_demo_plan_fixes_lint_and_keeps_the_tests_green(make_repo, sandbox_image
     assert fix.diff_stat == "1 files, +2 -4"
     assert tests.output["passed"] == 4 and tests.output["tests_failed"] == 0
     assert report.final_snapshot == fix.snapshot != report.base_snapshot
-    fixed = show(report.workspace, f"{report.final_snapshot}:demo/calc.py")
+    with mounted(Path(report.workspace)):  # the run unmounted its workspace when it ended
+        fixed = show(report.workspace, f"{report.final_snapshot}:demo/calc.py")
     assert "import sys" not in fixed and 'ValueError("mean of nothing")' in fixed
     assert "import sys" in (repo / "demo" / "calc.py").read_text()  # the user's tree is untouched
 

@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import EXAMPLES, ROOT, agentic_cli
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.flows.recipes import triage_failure
 from prefect_agentic.planners.recipes import RECIPES, TriageFailureParams
-
-from conftest import EXAMPLES, ROOT, agentic_cli
+from prefect_agentic.workspace import mounted
 
 FAILING = "tests/test_stats.py::test_mean_of_uneven_values"
 
@@ -54,8 +54,9 @@ def test_triage_failure_names_the_commit_that_broke_the_test(history_repo, sandb
         is_ancestor = subprocess.run(["git", "merge-base", "--is-ancestor", culprit, probe["commit"]],
                                      cwd=repo, check=False).returncode == 0
         assert probe["verdict"] == ("bad" if is_ancestor else "good"), probe
-    for where in (repo, Path(report.workspace)):  # bisect ran in the sandbox's own /tmp
-        assert git(where, "for-each-ref", "refs/bisect") == ""
+    with mounted(Path(report.workspace)):  # the run unmounted its workspace when it ended
+        for where in (repo, Path(report.workspace)):  # bisect ran in the sandbox's own /tmp
+            assert git(where, "for-each-ref", "refs/bisect") == ""
 
 
 @pytest.mark.usefixtures("prefect_api")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -9,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from prefect_agentic.errors import SnapshotMissingError, WorkspaceError
-from prefect_agentic.workspace import Workspace, resolve_base, run_key
+from prefect_agentic.workspace import (
+    Workspace,
+    mounted,
+    resolve_base,
+    run_key,
+    size_image,
+    unmount_size_limited,
+    workspace_lock,
+)
 
 
 def git(repo: Path, *args: str) -> str:
@@ -112,10 +121,10 @@ def test_a_missing_snapshot_is_reported_with_the_way_out(workspace: Workspace) -
 
 def test_only_one_run_per_workspace(workspace: Workspace) -> None:
     errors: list[Exception] = []
-    with workspace.run_lock():
+    with workspace_lock(workspace.path):
         def second() -> None:
             try:
-                with workspace.run_lock():
+                with workspace_lock(workspace.path):
                     pass
             except WorkspaceError as exc:
                 errors.append(exc)
@@ -150,3 +159,22 @@ def test_hooks_in_the_workspace_never_run(repo: Path, workspace: Workspace, tmp_
     with workspace.checkout(after, exclusive=False):
         pass
     assert not marker.exists()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="mounting a size-limited workspace needs root")
+def test_a_size_limited_workspace_costs_little_disk_and_is_mounted_only_while_used(repo: Path,
+                                                                                   tmp_path: Path) -> None:
+    path = tmp_path / "limited"
+    workspace = Workspace.prepare(repo, resolve_base(repo, "HEAD"), path, size=8 * 1024**3)
+    assert workspace.size_problem is None and os.path.ismount(path)
+    image = size_image(path)
+    assert image.stat().st_size == 8 * 1024**3
+    assert image.stat().st_blocks * 512 < 32 * 1024**2  # sparse: an 8g limit is not 8g (nor 70 MB) of disk
+    assert unmount_size_limited(path) is None and not os.path.ismount(path)
+    assert not (path / ".git").exists()  # what a finished run leaves: the image, no mount, no loop device
+    with mounted(path):  # how export and live replay read it again
+        assert os.path.ismount(path) and Workspace(path).has_commit(resolve_base(repo, "HEAD"))
+    assert not os.path.ismount(path)
+    again = Workspace.prepare(repo, resolve_base(repo, "HEAD"), path, size=8 * 1024**3)  # a resumed run
+    assert os.path.ismount(path) and again.epoch == workspace.epoch
+    unmount_size_limited(path)

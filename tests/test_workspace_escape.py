@@ -27,6 +27,7 @@ from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.flows.run_plan import RunReport, StepReport, run_plan
 from prefect_agentic.plan import parse_plan
 from prefect_agentic.secrets import REDACTED
+from prefect_agentic.workspace import mounted
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -146,8 +147,9 @@ def test_a_file_name_of_any_bytes_is_snapshotted_and_shown_escaped(make_repo, sa
     odd = step(report, "odd")
     assert odd.status.value == "completed", odd.reason
     assert odd.diff_stat == "1 files, +1 -0"
-    names = subprocess.run(["git", "ls-tree", "-z", "--name-only", str(odd.snapshot)], cwd=report.workspace,
-                           capture_output=True, check=True).stdout.split(b"\0")
+    with mounted(Path(report.workspace)):  # the run unmounted its workspace when it ended
+        names = subprocess.run(["git", "ls-tree", "-z", "--name-only", str(odd.snapshot)], cwd=report.workspace,
+                               capture_output=True, check=True).stdout.split(b"\0")
     assert b"bad\xffname\x01.txt" in names  # the snapshot holds the name's exact bytes
 
 
@@ -215,4 +217,4 @@ def test_a_step_writing_past_the_workspace_size_limit_fails_naming_it(make_repo,
     assert "its size limit (64m) was reached" in (fill.reason or "")
     image = size_image(Path(outcome.report.workspace))
     assert image.stat().st_blocks * 512 <= 64 * 1024 * 1024  # the host disk holds no more than the limit
-    assert os.path.ismount(outcome.report.workspace)
+    assert not os.path.ismount(outcome.report.workspace)  # the run gave its mount (and loop device) back

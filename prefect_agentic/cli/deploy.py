@@ -70,7 +70,13 @@ def submit(
     from prefect_agentic.blocks import Budget, SandboxSettings, ToolPolicy
     from prefect_agentic.plan import load_plan
     from prefect_agentic.planners.recipes import RecipeError, parse_assignments
-    from prefect_agentic.submit import block_values, flow_run_url, require_server, submit_plan, wait_for
+    from prefect_agentic.submit import (
+        block_values,
+        flow_run_url,
+        require_server,
+        submit_plan,
+        wait_for,
+    )
 
     try:
         require_server()

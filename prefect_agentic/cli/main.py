@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import sys
 
-from prefect_agentic.cli.startup import RunClock, start_embedded_api  # the clock starts before Prefect's import
+from prefect_agentic.cli.startup import (  # the clock starts before Prefect's import
+    RunClock,
+    start_embedded_api,
+)
 
 # The run's own progress display replaces Prefect's console log lines (the logs
 # still reach the Prefect API); `agentic -v` brings them back. Prefect reads
@@ -175,8 +178,8 @@ def run(
     """Run a plan on a git repository; completed steps of earlier runs come from the cache."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from prefect_agentic.blocks.sandbox_settings import SandboxSettings
     from prefect_agentic.blocks.chaos_settings import ChaosSettings
+    from prefect_agentic.blocks.sandbox_settings import SandboxSettings
     from prefect_agentic.chaos import load_chaos_spec
     from prefect_agentic.chaos.spec import ChaosSpecError
     from prefect_agentic.cli.approvals import answer_in_terminal
@@ -279,9 +282,9 @@ from prefect_agentic.cli import audit as _audit  # noqa: E402
 from prefect_agentic.cli import canaries as _canaries  # noqa: E402
 from prefect_agentic.cli import chaos as _chaos  # noqa: E402
 from prefect_agentic.cli import deploy as _deploy  # noqa: E402
+from prefect_agentic.cli import export as _export  # noqa: E402
 from prefect_agentic.cli import llm as _llm  # noqa: E402
 from prefect_agentic.cli import recipes as _recipes  # noqa: E402
-from prefect_agentic.cli import export as _export  # noqa: E402
 
 _recipes.register(app)
 _llm.register(app)

@@ -7,6 +7,8 @@ never changes under it) and is compiled into tasks when the flow starts.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,7 +47,14 @@ from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe
 from prefect_agentic.report import RunReport, StepReport
 from prefect_agentic.scheduler import RunHook, StepScheduler
 from prefect_agentic.settings import agentic_home
-from prefect_agentic.workspace import Workspace, parse_size, resolve_base, run_key
+from prefect_agentic.workspace import (
+    Workspace,
+    parse_size,
+    resolve_base,
+    run_key,
+    unmount_size_limited,
+    workspace_lock,
+)
 
 DEFAULT_CONCURRENCY = 4
 
@@ -109,19 +118,21 @@ def run_plan(
     key = run_key(plan.id, source, base)
     sandbox = sandbox or SandboxSettings()
     size = parse_size(sandbox.workspace_size) if sandbox.workspace_size else None
-    workspace = Workspace.prepare(source, base, agentic_home() / "workspaces" / key, size=size)
-    if workspace.size_problem:
-        logger.warning("Workspace size limit %s is NOT enforced: %s", sandbox.workspace_size, workspace.size_problem)
-    run = RunContext(run_key=key, plan_id=plan.id, workspace=workspace.path,
-                     workspace_epoch=workspace.epoch, base_snapshot=base, sandbox=sandbox,
-                     policy=policy, budget=budget or Budget(), secrets=secrets or {}, chaos=chaos)
-    logger.info("Plan %s v%s on %s@%s (workspace %s)", plan.id, plan.version, source, base[:12],
-                workspace.path)
-    if export is not None:  # a target that cannot take the result is refused before any step runs
-        check_target(export, export.branch or default_branch(plan.id, str(flow_run_runtime.id)))
-    ids = RunIds(str(flow_run_runtime.id), key, plan.id,
-                 request_id or str(flow_run_runtime.root_flow_run_id))
-    with workspace.run_lock():  # one process at a time: a run's processes never write its log at once
+    path = agentic_home() / "workspaces" / key
+    # One process at a time per workspace: a run's processes never write its log at once.
+    with workspace_lock(path), _unmounted_at_end(path):
+        workspace = Workspace.prepare(source, base, path, size=size)
+        if workspace.size_problem:
+            logger.warning("Workspace size limit %s is NOT enforced: %s", sandbox.workspace_size, workspace.size_problem)
+        run = RunContext(run_key=key, plan_id=plan.id, workspace=workspace.path,
+                         workspace_epoch=workspace.epoch, base_snapshot=base, sandbox=sandbox,
+                         policy=policy, budget=budget or Budget(), secrets=secrets or {}, chaos=chaos)
+        logger.info("Plan %s v%s on %s@%s (workspace %s)", plan.id, plan.version, source, base[:12],
+                    workspace.path)
+        if export is not None:  # a target that cannot take the result is refused before any step runs
+            check_target(export, export.branch or default_branch(plan.id, str(flow_run_runtime.id)))
+        ids = RunIds(str(flow_run_runtime.id), key, plan.id,
+                     request_id or str(flow_run_runtime.root_flow_run_id))
         trail = RunAudit.open(plan, run, ids, audit, repo=str(source), ref=ref, fresh=fresh)
         scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run, loop, gates), refresh_cache=fresh)
         reports = _run_steps(scheduler, trail, key)
@@ -167,6 +178,17 @@ def export_result(target: ExportTarget, report: RunReport, policy: ToolPolicy) -
             result.push_refused = f"policy rule '{decision.rule}': {decision.reason}"
             logger.warning("Branch %s not pushed to %s: %s", branch, target.push, result.push_refused)
     return result
+
+
+@contextmanager
+def _unmounted_at_end(path: Path) -> Iterator[None]:
+    """Unmount the run's size-limited workspace when the run ends, however it ends (see ``unmount_size_limited``)."""
+    try:
+        yield
+    finally:
+        problem = unmount_size_limited(path)
+        if problem is not None:
+            get_run_logger().warning("%s", problem)
 
 
 def _run_steps(scheduler: StepScheduler, trail: RunAudit, key: str) -> dict[str, StepReport]:

@@ -15,13 +15,13 @@ from typing import Any
 from openai import APIConnectionError, APITimeoutError
 from pydantic_ai.exceptions import (
     ModelAPIError,
-    ModelRateLimitError,
-    ModelServerError,
-    ModelUnavailableError,
     ModelConnectionError,
     ModelHTTPError,
+    ModelRateLimitError,
     ModelRequestTimeout,
+    ModelServerError,
     ModelTimeoutError,
+    ModelUnavailableError,
     UnexpectedModelBehavior,
 )
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelResponse

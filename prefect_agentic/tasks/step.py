@@ -24,6 +24,7 @@ from prefect_agentic.plan.models import Step
 from prefect_agentic.record.progress import StepEvent, StepStatus, publish
 from prefect_agentic.tools.registry import default_registry
 
+
 def input_snapshot_of(run: RunContext, input_result: StepResult | None) -> str:
     return input_result.snapshot if input_result is not None else run.base_snapshot
 
