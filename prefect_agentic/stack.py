@@ -75,8 +75,8 @@ def start_stack(host: str = "127.0.0.1", port: int = 4200, pool: str = PROCESS_P
     except StackError:
         _stop(server.pid)
         raise
-    worker = _spawn([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
-                     "--type", "process", "--name", f"agentic-local-{pool}"], home / "worker.log",
+    worker = _spawn([sys.executable, "-m", "prefect_agentic.cli.main", "worker", "--pool", pool,
+                     "--name", f"agentic-local-{pool}"], home / "worker.log",
                     {**env, **worker_settings()})
     stack = Stack(api_url=api_url, ui_url=f"http://{host}:{port}", pool=pool,
                   server_pid=server.pid, worker_pid=worker.pid)

@@ -87,8 +87,11 @@ class PrefectStack:
             os.killpg(self.server.pid, signal.SIGKILL)
             self.server.wait()
 
-    def start_worker(self, name: str, pool: str = "agentic-process", limit: int | None = None) -> None:
-        command = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--name", name]
+    def start_worker(self, name: str, pool: str = "agentic-process", limit: int | None = None,
+                     warm: bool = False) -> None:
+        """`prefect worker start`, or with ``warm`` `agentic worker` (flow runs forked warm)."""
+        command = ([str(BIN / "agentic"), "worker", "--pool", pool, "--name", name] if warm else
+                   [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--name", name])
         if limit:
             command += ["--limit", str(limit)]
         log = (self.home / f"worker-{name}.log").open("ab")

@@ -285,6 +285,7 @@ from prefect_agentic.cli import deploy as _deploy  # noqa: E402
 from prefect_agentic.cli import export as _export  # noqa: E402
 from prefect_agentic.cli import llm as _llm  # noqa: E402
 from prefect_agentic.cli import recipes as _recipes  # noqa: E402
+from prefect_agentic.cli import worker as _worker  # noqa: E402
 
 _recipes.register(app)
 _llm.register(app)
@@ -294,6 +295,7 @@ _deploy.register(app)
 _export.register(app)
 _canaries.register(app)
 _chaos.register(app)
+_worker.register(app)
 
 if __name__ == "__main__":
     from prefect_agentic.cli.errors import run as _run_guarded

@@ -1,0 +1,48 @@
+"""``agentic worker``: Prefect's process worker, launching flow runs through the warm process."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from prefect.utilities.processutils import command_to_string, get_sys_executable
+from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from prefect.client.schemas.objects import Flow as APIFlow
+    from prefect.client.schemas.objects import FlowRun, WorkPool
+    from prefect.client.schemas.responses import DeploymentResponse
+
+LAUNCH_MODULE = "prefect_agentic.warm.launch"
+
+
+class WarmProcessJobConfiguration(ProcessJobConfiguration):
+    """A process job whose default command is the warm launcher (a command the pool or the
+    deployment sets is kept as it is)."""
+
+    def prepare_for_flow_run(
+        self,
+        flow_run: FlowRun,
+        deployment: DeploymentResponse | None = None,
+        flow: APIFlow | None = None,
+        work_pool: WorkPool | None = None,
+        worker_name: str | None = None,
+        worker_id: UUID | None = None,
+    ) -> None:
+        super().prepare_for_flow_run(flow_run, deployment, flow, work_pool, worker_name, worker_id=worker_id)
+        if not self._command_configured:
+            self.command = command_to_string([get_sys_executable(), "-m", LAUNCH_MODULE])
+            self._command_configured = True
+
+
+async def serve_pool(pool: str, name: str | None = None, limit: int | None = None, **options: Any) -> None:
+    """Serve ``pool`` until stopped, like ``prefect worker start --type process``, with warm starts.
+
+    The worker is Prefect's own ``ProcessWorker``; only its job configuration
+    differs, so the pool stays of type ``process`` and any process worker can
+    serve it next to this one.
+    """
+    worker = ProcessWorker(work_pool_name=pool, name=name, limit=limit, **options)
+    worker.job_configuration = WarmProcessJobConfiguration
+    await worker.start()
