@@ -25,7 +25,7 @@ from test_agent_loop import GATED
 from test_gate_suspend import SHIP  # notes (writes), then publish (gated, reads)
 
 from prefect_agentic.concurrency import holding, wait_for_rate
-from prefect_agentic.workspace import resolve_base, run_key
+from prefect_agentic.workspace import mounted, resolve_base, run_key
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -112,9 +112,10 @@ def test_from_a_fresh_clone_init_deploy_and_submit_run_a_plan_end_to_end(  # typ
     assert flow_run.parameters["plan"]["id"] == "tiny"
     assert flow_run.parameters["sandbox"]["block_type_slug"] == "agentic-sandbox-settings"
     workspace = stack.home / "agentic" / "workspaces" / run_key("tiny", repo, resolve_base(repo, "HEAD"))
-    shown = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(workspace), "show",
-                            "refs/agentic/snapshots/tiny/hello:out.txt"], check=False, capture_output=True,
-                           text=True)
+    with mounted(workspace):  # the run unmounted its workspace when it ended
+        shown = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(workspace), "show",
+                                "refs/agentic/snapshots/tiny/hello:out.txt"], check=False, capture_output=True,
+                               text=True)
     assert shown.stdout == "hello\n", shown.stderr
 
 
@@ -168,9 +169,10 @@ WRITES_DEFAULT = ('    writes_workspace: bool = Field(\n        default=False,',
 def _snapshot_steps(stack: PrefectStack, plan_id: str, repo) -> set[str]:  # type: ignore[no-untyped-def]
     """The steps of ``plan_id`` on ``repo`` that committed a workspace snapshot."""
     workspace = stack.home / "agentic" / "workspaces" / run_key(plan_id, repo, resolve_base(repo, "HEAD"))
-    refs = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(workspace), "for-each-ref",
-                           "--format=%(refname)", f"refs/agentic/snapshots/{plan_id}/"],
-                          check=True, capture_output=True, text=True).stdout.split()
+    with mounted(workspace):  # the run unmounted its workspace when it ended
+        refs = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(workspace), "for-each-ref",
+                               "--format=%(refname)", f"refs/agentic/snapshots/{plan_id}/"],
+                              check=True, capture_output=True, text=True).stdout.split()
     return {ref.rsplit("/", 1)[1] for ref in refs}
 
 

@@ -23,7 +23,7 @@ from deploy_helpers import PrefectStack, free_port
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from test_deploy import TINY, _submitted_id
 
-from prefect_agentic.workspace import resolve_base, run_key
+from prefect_agentic.workspace import mounted, resolve_base, run_key
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -108,7 +108,8 @@ def test_a_docker_worker_runs_a_plan_in_a_flow_run_container_with_sandboxes_on_t
     # both at the host path, so the snapshot is here.
     key = run_key("tiny", repo, resolve_base(repo, "HEAD"))
     workspace = Path(docker_stack.env["AGENTIC_HOME"]) / "workspaces" / key
-    shown = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(workspace), "show",
-                            "refs/agentic/snapshots/tiny/hello:out.txt"],
-                           check=False, capture_output=True, text=True)
+    with mounted(workspace):  # a size-limited workspace is unmounted when its run ends
+        shown = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(workspace), "show",
+                                "refs/agentic/snapshots/tiny/hello:out.txt"],
+                               check=False, capture_output=True, text=True)
     assert shown.stdout == "hello\n", shown.stderr
