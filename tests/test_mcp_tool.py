@@ -169,11 +169,8 @@ def test_an_http_mcp_server_not_on_the_allow_list_is_denied(
         f"steps[0] 'shout': denied by policy rule 'mcp_servers': MCP server {http_server} is not in "
         "the policy's mcp_servers []"]
 
-    report = run(text, make_repo(files={"README.md": "x\n"}), sandbox_image)  # the default policy
-    [step] = report.steps
-    assert step.status == "failed" and "mcp_servers" in step.reason
-    [denial] = audit_records(report, "policy_decision", "shout")
-    assert denial.data["allowed"] is False and denial.data["rule"] == "mcp_servers"
+    with pytest.raises(PlanError, match="mcp_servers"):  # run_plan checks again, with the default policy
+        run(text, make_repo(files={"README.md": "x\n"}), sandbox_image)
 
 
 def test_mcp_approval_and_denial_follow_the_operation_rules() -> None:
@@ -187,7 +184,7 @@ def test_mcp_approval_and_denial_follow_the_operation_rules() -> None:
                    policy=ToolPolicy(denied_operations=["mcp:add"]))
     assert "denied by policy rule 'denied_operations:mcp:add'" in caught.value.problems[0]
     with pytest.raises(PlanError) as caught:
-        parse_plan(plan_text(mcp_step("wipe", {"command": ["rm", "-rf", "/"]}, "x", {})))
+        parse_plan(plan_text(mcp_step("wipe", {"command": ["rm", "-rf", "/"]}, "x", {})), policy=ToolPolicy())
     assert "args: denied by policy rule 'rm-rf-root'" in caught.value.problems[0]
 
 

@@ -73,7 +73,8 @@ class Session:
         self.next_id = 1
         self.stderr = bytearray()
         threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self.stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self.stderr_reader.start()
 
     def _read_stdout(self):
         stream = self.server.stdout
@@ -103,6 +104,12 @@ class Session:
             del self.stderr[:-STDERR_TAIL]
 
     def stderr_tail(self):
+        """What the server last wrote to stderr (waiting a moment for a server that just exited)."""
+        try:
+            self.server.wait(timeout=1)
+            self.stderr_reader.join(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
         return self.stderr.decode("utf-8", "replace").strip()
 
     def send(self, message):
