@@ -29,7 +29,7 @@ from prefect_agentic.tools.mcp.client import (
 )
 
 CLIENT_FILE = "mcp_client.py"
-SCRIPT_MARGIN_SECONDS = 2.0
+SCRIPT_MARGIN_SECONDS = 5.0
 """The in-container client gives up this long before the step's deadline, so it can still report."""
 
 
@@ -115,7 +115,8 @@ class McpTool(Tool):
 
 
 def _client_timeout(ctx: ToolContext) -> float:
-    return max(1.0, ctx.remaining() - SCRIPT_MARGIN_SECONDS)
+    left = ctx.remaining()
+    return max(1.0, min(left - SCRIPT_MARGIN_SECONDS, left * 0.8))
 
 
 def _output(result: McpCallResult, server: str, args: McpInput) -> dict[str, Any]:
