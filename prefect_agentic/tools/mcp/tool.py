@@ -70,7 +70,7 @@ class McpTool(Tool):
     """Calls a tool of an MCP server; the step fails when the server reports an error."""
 
     name: ClassVar[str] = "mcp"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "1.0.0"
     description: ClassVar[str] = "Call a tool of an MCP server (stdio in the sandbox, or HTTP on the allow-list)."
     Input: ClassVar[type[ToolInput]] = McpInput
     Output: ClassVar[type[ToolOutput]] = McpOutput
