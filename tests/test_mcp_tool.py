@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +69,16 @@ def server_repo(make_repo):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def http_server() -> Iterator[str]:
     """The test HTTP MCP server on a free 127.0.0.1 port; yields its endpoint URL."""
+    with serve("http_server.py") as url:
+        yield url
+
+
+@contextmanager
+def serve(script: str, *args: str) -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, str(HERE / "mcp_servers" / "http_server.py"), str(port)],
+    process = subprocess.Popen([sys.executable, str(HERE / "mcp_servers" / script), str(port), *args],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(600):  # up to a minute on a loaded machine: wait for the port, not a time
@@ -168,13 +175,24 @@ def test_an_http_mcp_server_not_on_the_allow_list_is_denied(
     with pytest.raises(PlanError) as caught:
         parse_plan(text, policy=ToolPolicy())
     assert caught.value.problems == [
-        f"steps[0] 'shout': denied by policy rule 'mcp_servers': MCP server {http_server} is not in "
-        "the policy's mcp_servers []"]
+        (f"steps[0] 'shout': denied by policy rule 'mcp_servers': MCP server {http_server} is not in "
+        "the policy's mcp_servers []")]
 
     state = run_plan(plan=parse_plan(text), repo=str(make_repo(files={"README.md": "x\n"})),
                      sandbox=SandboxSettings(image=sandbox_image), return_state=True)
     outcome = state.result(raise_on_failure=False)  # run_plan checks again, with the default policy
     assert isinstance(outcome, PlanError) and "'mcp_servers'" in str(outcome)
+
+
+@pytest.mark.parametrize(("mode", "error"), [
+    ("flood", "sent a response over 16777216 bytes"),
+    ("silent", "did not answer within 3s"),
+])
+def test_a_hostile_http_server_is_cut_off(mode: str, error: str) -> None:
+    from prefect_agentic.tools.mcp.client import McpError, http_call_tool
+
+    with serve("hostile_http_server.py", mode) as url, pytest.raises(McpError, match=error):
+        http_call_tool(url, "add", {"a": 1, "b": 2}, timeout=3)
 
 
 def test_mcp_approval_and_denial_follow_the_operation_rules() -> None:
@@ -208,8 +226,8 @@ def test_agentic_tools_lists_the_tools_of_a_stdio_mcp_server_in_a_sandbox(
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[:2] == [
         "add  Add two integers.",
-        '  input: {"additionalProperties": false, "properties": {"a": {"type": "integer"}, '
-        '"b": {"type": "integer"}}, "required": ["a", "b"], "type": "object"}']
+        ('  input: {"additionalProperties": false, "properties": {"a": {"type": "integer"}, '
+        '"b": {"type": "integer"}}, "required": ["a", "b"], "type": "object"}')]
     missing = agentic_cli("tools", "--mcp", "python3 missing.py", "--repo", str(server_repo),
                           "--image", sandbox_image)
     assert missing.returncode == 1

@@ -25,6 +25,8 @@ CLIENT_SCRIPT = "stdio_client.py"
 RESULT_PREFIX = "AGENTIC-MCP-RESULT "
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """The longest single message (JSON-RPC line, or the client's result line) accepted from a server."""
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+"""The most bytes one HTTP response (a JSON answer, or an event stream) may carry."""
 MAX_SCHEMA_BYTES = 256 * 1024
 MAX_TOOLS = 1000
 
@@ -211,8 +213,9 @@ def _run_http(url: str, timeout: float, tool: str | None,
         from mcp.client.streamable_http import streamable_http_client
 
         with anyio.fail_after(timeout):
-            transport = streamable_http_client(url, max_sse_event_size=MAX_MESSAGE_BYTES)
-            async with Client(transport, read_timeout_seconds=timeout, mode="legacy",
+            http = _capped_http_client(url, timeout)
+            transport = streamable_http_client(url, http_client=http, max_sse_event_size=MAX_MESSAGE_BYTES)
+            async with http, Client(transport, read_timeout_seconds=timeout, mode="legacy",
                               cache=None) as client:
                 listed = await client.list_tools()
                 tools = parse_tools(listed.model_dump(mode="json", by_alias=True))
@@ -224,13 +227,45 @@ def _run_http(url: str, timeout: float, tool: str | None,
 
     try:
         return anyio.run(session)
-    except Exception as exc:  # the SDK's task groups wrap failures in exception groups
+    except Exception as exc:  # noqa: BLE001 - the SDK wraps any failure in exception groups
         cause = _root_cause(exc)
         if isinstance(cause, ToolError):
             raise cause from None
         if isinstance(cause, TimeoutError):
             raise McpError(f"MCP server {url} did not answer within {timeout:g}s") from None
         raise McpError(f"MCP server {url} failed: {type(cause).__name__}: {str(cause)[:500]}") from None
+
+
+def _capped_http_client(url: str, timeout: float) -> Any:
+    """An HTTP client (the SDK's ``httpx2``) whose responses end with an error past ``MAX_RESPONSE_BYTES``.
+
+    The SDK caps a server-sent event but reads a JSON answer whole; this caps both.
+    """
+    import httpx2
+
+    class CappedStream(httpx2.AsyncByteStream):
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __aiter__(self) -> Any:
+            seen = 0
+            async for chunk in self.inner:
+                seen += len(chunk)
+                if seen > MAX_RESPONSE_BYTES:
+                    raise McpError(f"MCP server {url} sent a response over {MAX_RESPONSE_BYTES} bytes")
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    class CappedTransport(httpx2.AsyncHTTPTransport):
+        async def handle_async_request(self, request: Any) -> Any:
+            response = await super().handle_async_request(request)
+            return httpx2.Response(response.status_code, headers=response.headers,
+                                   stream=CappedStream(response.stream),
+                                   extensions=response.extensions, request=request)
+
+    return httpx2.AsyncClient(transport=CappedTransport(), timeout=httpx2.Timeout(timeout))
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -68,7 +68,7 @@ def list_server_tools(server: str, *, repo: Path, settings: SandboxSettings,
 def _export_head(repo: Path, target: Path) -> None:
     """The committed files of ``repo`` at HEAD into ``target`` (nothing when it is not a repository)."""
     probe = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "-q", "HEAD"],
-                           capture_output=True, text=True)
+                           check=False, capture_output=True, text=True)
     if probe.returncode != 0:
         return
     archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", "HEAD"],
