@@ -21,6 +21,7 @@ import pytest
 import yaml
 from conftest import EXAMPLES, agentic_cli
 
+from prefect_agentic.blocks.budget import Budget
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.errors import PlanError, PlanRunFailed
@@ -45,9 +46,10 @@ def mcp_step(step_id: str, server: dict[str, Any], tool: str, arguments: dict[st
             **extra}
 
 
-def run(text: str, repo: Path, image: str, policy: ToolPolicy | None = None) -> RunReport:
+def run(text: str, repo: Path, image: str, policy: ToolPolicy | None = None,
+        budget: Budget | None = None) -> RunReport:
     state = run_plan(plan=parse_plan(text), repo=str(repo), sandbox=SandboxSettings(image=image),
-                     policy=policy, return_state=True)
+                     policy=policy, budget=budget, return_state=True)
     outcome = state.result(raise_on_failure=False)
     return outcome.report if isinstance(outcome, PlanRunFailed) else outcome
 
@@ -166,6 +168,18 @@ def test_an_http_mcp_server_on_the_allow_list_is_called_from_the_host(
     assert f"MCP tool 'refuse' on {http_server} reported an error" in steps["refused"].reason
     [verdict] = audit_records(report, "verdict", "shout")
     assert verdict.data["output"]["text"] == "HELLO"
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_mcp_calls_count_against_the_budget(http_server: str, make_repo, sandbox_image: str) -> None:  # type: ignore[no-untyped-def]
+    policy = ToolPolicy(mcp_servers=[http_server])
+    report = run(plan_text(
+        mcp_step("first", {"url": http_server}, "add", {"a": 1, "b": 2}),
+        mcp_step("second", {"url": http_server}, "add", {"a": 3, "b": 4}, depends_on=["first"]),
+    ), make_repo(files={"README.md": "x\n"}), sandbox_image, policy=policy, budget=Budget(max_tool_calls=1))
+    first, second = report.steps
+    assert first.status == "completed" and first.output["text"] == "3"
+    assert second.status == "failed" and "tool_calls limit of 1 reached" in second.reason
 
 
 @pytest.mark.usefixtures("prefect_api")
