@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import EXAMPLES, agentic_cli
+from pydantic import SecretStr
 
 from prefect_agentic.blocks.budget import Budget
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
@@ -180,6 +181,28 @@ def test_mcp_calls_count_against_the_budget(http_server: str, make_repo, sandbox
     first, second = report.steps
     assert first.status == "completed" and first.output["text"] == "3"
     assert second.status == "failed" and "tool_calls limit of 1 reached" in second.reason
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_step_secret_is_the_bearer_token_of_an_http_server(make_repo, sandbox_image: str) -> None:  # type: ignore[no-untyped-def]
+    token = "mcp-token-7f3a9c"
+    with serve("http_server.py", token) as url:
+        policy = ToolPolicy(mcp_servers=[url], secret_grants={"with-token": ["tracker-token"]})
+        secret = {"server": {"url": url, "bearer_secret": "tracker-token"}}
+        state = run_plan(
+            plan=parse_plan(plan_text(
+                {**mcp_step("with-token", secret["server"], "shout", {"text": "hello"}),
+                 "secrets": ["tracker-token"]},
+                mcp_step("without", {"url": url}, "shout", {"text": "hi"}))),
+            repo=str(make_repo(files={"README.md": "x\n"})), sandbox=SandboxSettings(image=sandbox_image),
+            policy=policy, secrets={"tracker-token": SecretStr(token)}, return_state=True)
+        outcome = state.result(raise_on_failure=False)
+    report = outcome.report if isinstance(outcome, PlanRunFailed) else outcome
+    steps = steps_of(report)
+    assert steps["with-token"].status == "completed", steps["with-token"].reason
+    assert steps["with-token"].output["text"] == "HELLO"
+    assert not any(token.encode() in line for line in AuditStore().read_log(str(report.flow_run_id)))
+    assert steps["without"].status == "failed" and "failed (HTTP 401)" in steps["without"].reason
 
 
 @pytest.mark.usefixtures("prefect_api")

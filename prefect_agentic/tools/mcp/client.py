@@ -192,28 +192,31 @@ def describe_stdio(server: Sequence[str]) -> str:
 
 # -- streamable HTTP, from the host --------------------------------------------------------
 
-def http_list_tools(url: str, timeout: float) -> list[McpToolInfo]:
+def http_list_tools(url: str, timeout: float, headers: Mapping[str, str] | None = None) -> list[McpToolInfo]:
     """``tools/list`` of the HTTP server at ``url``."""
-    return _run_http(url, timeout, None, {})[0]
+    return _run_http(url, timeout, None, {}, headers or {})[0]
 
 
-def http_call_tool(url: str, tool: str, arguments: Mapping[str, Any], timeout: float) -> McpCallResult:
+def http_call_tool(url: str, tool: str, arguments: Mapping[str, Any], timeout: float,
+                   headers: Mapping[str, str] | None = None) -> McpCallResult:
     """List the server's tools, check ``arguments`` against ``tool``'s schema, then call it."""
-    result = _run_http(url, timeout, tool, arguments)[1]
+    result = _run_http(url, timeout, tool, arguments, headers or {})[1]
     assert result is not None
     return result
 
 
-def _run_http(url: str, timeout: float, tool: str | None,
-              arguments: Mapping[str, Any]) -> tuple[list[McpToolInfo], McpCallResult | None]:
+def _run_http(url: str, timeout: float, tool: str | None, arguments: Mapping[str, Any],
+              headers: Mapping[str, str]) -> tuple[list[McpToolInfo], McpCallResult | None]:
     import anyio
+
+    refused: list[int] = []  # HTTP error statuses, which the SDK's own errors do not name
 
     async def session() -> tuple[list[McpToolInfo], McpCallResult | None]:
         from mcp import Client
         from mcp.client.streamable_http import streamable_http_client
 
         with anyio.fail_after(timeout):
-            http = _capped_http_client(url, timeout)
+            http = _capped_http_client(url, timeout, headers, refused)
             transport = streamable_http_client(url, http_client=http, max_sse_event_size=MAX_MESSAGE_BYTES)
             async with http, Client(transport, read_timeout_seconds=timeout, mode="legacy",
                               cache=None) as client:
@@ -233,13 +236,15 @@ def _run_http(url: str, timeout: float, tool: str | None,
             raise cause from None
         if isinstance(cause, TimeoutError):
             raise McpError(f"MCP server {url} did not answer within {timeout:g}s") from None
-        raise McpError(f"MCP server {url} failed: {type(cause).__name__}: {str(cause)[:500]}") from None
+        status = f" (HTTP {refused[0]})" if refused else ""
+        raise McpError(f"MCP server {url} failed{status}: {type(cause).__name__}: {str(cause)[:500]}") from None
 
 
-def _capped_http_client(url: str, timeout: float) -> Any:
+def _capped_http_client(url: str, timeout: float, headers: Mapping[str, str], refused: list[int]) -> Any:
     """An HTTP client (the SDK's ``httpx2``) whose responses end with an error past ``MAX_RESPONSE_BYTES``.
 
     The SDK caps a server-sent event but reads a JSON answer whole; this caps both.
+    Error statuses (401, 403, 404...) are noted in ``refused`` for the error message.
     """
     import httpx2
 
@@ -261,11 +266,14 @@ def _capped_http_client(url: str, timeout: float) -> Any:
     class CappedTransport(httpx2.AsyncHTTPTransport):
         async def handle_async_request(self, request: Any) -> Any:
             response = await super().handle_async_request(request)
+            if response.status_code >= 400:
+                refused.append(response.status_code)
             return httpx2.Response(response.status_code, headers=response.headers,
                                    stream=CappedStream(response.stream),
                                    extensions=response.extensions, request=request)
 
-    return httpx2.AsyncClient(transport=CappedTransport(), timeout=httpx2.Timeout(timeout))
+    return httpx2.AsyncClient(transport=CappedTransport(), timeout=httpx2.Timeout(timeout),
+                              headers=dict(headers))
 
 
 def _root_cause(exc: BaseException) -> BaseException:

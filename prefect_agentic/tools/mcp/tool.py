@@ -47,6 +47,8 @@ class HttpServer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(pattern=r"^https?://\S+$", max_length=2000, description="The server's MCP endpoint.")
+    bearer_secret: str | None = Field(
+        default=None, description="A secret of the step sent as `Authorization: Bearer <value>`.")
 
 
 class McpInput(ToolInput):
@@ -96,7 +98,10 @@ class McpTool(Tool):
         try:
             if isinstance(server, HttpServer):
                 described = server.url
-                result = http_call_tool(server.url, args.tool, args.arguments, timeout=ctx.remaining())
+                headers = ({"Authorization": f"Bearer {ctx.secret(server.bearer_secret)}"}
+                           if server.bearer_secret else {})
+                result = http_call_tool(server.url, args.tool, args.arguments, timeout=ctx.remaining(),
+                                        headers=headers)
             else:
                 described = describe_stdio(server.command)
                 result = self._call_stdio(server.command, args, ctx)
