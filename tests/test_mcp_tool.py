@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import EXAMPLES, agentic_cli
+from conftest import EXAMPLES, agentic_cli, git_commit_all
 from pydantic import SecretStr
 
 from prefect_agentic.blocks.budget import Budget
@@ -65,8 +65,21 @@ def audit_records(report: RunReport, kind: str, step: str) -> list[Any]:
 
 
 @pytest.fixture
-def server_repo(make_repo):  # type: ignore[no-untyped-def]
-    return make_repo(files={"stdio_server.py": STDIO_SERVER, "notes.txt": "one two three four\n"})
+def victim(tmp_path: Path) -> Path:
+    """A host file the repository links to from where the tool writes its client script."""
+    path = tmp_path / "victim.txt"
+    path.write_text("host data\n")
+    return path
+
+
+@pytest.fixture
+def server_repo(make_repo, victim: Path):  # type: ignore[no-untyped-def]
+    repo = make_repo(files={"stdio_server.py": STDIO_SERVER, "notes.txt": "one two three four\n"})
+    planted = repo / ".agentic" / "reports" / "count" / "1" / "mcp_client.py"
+    planted.parent.mkdir(parents=True)
+    planted.symlink_to(victim)
+    git_commit_all(repo, "plant a link where the client script goes")
+    return repo
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +113,7 @@ def serve(script: str, *args: str) -> Iterator[str]:
 
 @pytest.mark.usefixtures("prefect_api")
 def test_stdio_mcp_tools_run_in_the_sandbox_with_checked_arguments_and_an_audit_record(
-        server_repo: Path, sandbox_image: str) -> None:
+        server_repo: Path, victim: Path, sandbox_image: str) -> None:
     report = run(plan_text(
         mcp_step("count", {"command": SERVER}, "word_count", {"path": "notes.txt"}),
         mcp_step("bad-args", {"command": SERVER}, "add", {"a": "one", "b": 2}),
@@ -111,6 +124,7 @@ def test_stdio_mcp_tools_run_in_the_sandbox_with_checked_arguments_and_an_audit_
 
     count = steps["count"]
     assert count.status == "completed", count.reason
+    assert victim.read_text() == "host data\n"  # the planted link was replaced, not written through
     assert count.output["text"] == "4 words" and count.output["structured"] == {"words": 4}
     assert count.output["server"] == "'python3 stdio_server.py' (stdio, in the sandbox)"
     [verdict] = audit_records(report, "verdict", "count")
@@ -230,6 +244,27 @@ def test_a_hostile_http_server_is_cut_off(mode: str, error: str) -> None:
 
     with serve("hostile_http_server.py", mode) as url, pytest.raises(McpError, match=error):
         http_call_tool(url, "add", {"a": 1, "b": 2}, timeout=3)
+
+
+@pytest.mark.parametrize(("schema", "error"), [
+    ({"$ref": "http://127.0.0.1:9/schema.json"}, "has an invalid input schema: Unresolvable: http://127.0.0.1:9"),
+    ({"$ref": "#"}, "has an input schema that refers to itself without end"),
+    ({"type": "no-such-type"}, "has an invalid input schema"),
+])
+def test_a_hostile_input_schema_is_an_error_not_a_fetch_or_a_crash(schema: dict[str, Any], error: str) -> None:
+    from prefect_agentic.tools.mcp.client import McpError, McpToolInfo, check_arguments
+
+    with pytest.raises(McpError, match=error):
+        check_arguments([McpToolInfo(name="t", inputSchema=schema)], "t", {"a": 1})
+
+
+def test_a_hostile_pattern_in_an_input_schema_cannot_hang_the_host() -> None:
+    from prefect_agentic.tools.mcp.client import McpToolInfo, check_arguments
+
+    started = time.monotonic()
+    schema = {"properties": {"a": {"type": "string", "pattern": "^(a+)+$"}}}
+    check_arguments([McpToolInfo(name="t", inputSchema=schema)], "t", {"a": "a" * 64 + "!"})
+    assert time.monotonic() - started < 5  # backtracking over 64 characters would take ages
 
 
 def test_mcp_approval_and_denial_follow_the_operation_rules() -> None:

@@ -101,12 +101,14 @@ def check_arguments(tools: Sequence[McpToolInfo], tool: str, arguments: Mapping[
     """Raise ``McpArgumentsError`` unless ``tool`` exists and ``arguments`` fit its input schema.
 
     The schema comes from the server: no remote reference is ever fetched
-    (``jsonschema`` resolves only what the schema itself contains) and the
-    ``pattern`` keyword is not checked, so a hostile regular expression cannot
-    hang the host; the server still checks its own input.
+    (``jsonschema`` resolves only what the schema itself contains), a schema
+    that refers to itself without end is an error, and the ``pattern`` keyword
+    is not checked, so a hostile regular expression cannot hang the host; the
+    server still checks its own input.
     """
     import jsonschema
     from jsonschema import validators
+    from referencing.exceptions import Unresolvable
 
     found = next((t for t in tools if t.name == tool), None)
     if found is None:
@@ -118,8 +120,10 @@ def check_arguments(tools: Sequence[McpToolInfo], tool: str, arguments: Mapping[
     try:
         checker.check_schema(schema)
         errors = sorted(checker(schema).iter_errors(dict(arguments)), key=lambda e: list(e.path))
-    except (jsonschema.SchemaError, jsonschema.exceptions._WrappedReferencingError) as exc:
+    except (jsonschema.SchemaError, Unresolvable) as exc:
         raise McpError(f"tool '{tool}' has an invalid input schema: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise McpError(f"tool '{tool}' has an input schema that refers to itself without end") from None
     if errors:
         lines = [f"{'.'.join(str(p) for p in e.path) or '(arguments)'}: {e.message[:300]}"
                  for e in errors[:10]]
