@@ -48,8 +48,8 @@ def mcp_step(step_id: str, server: dict[str, Any], tool: str, arguments: dict[st
 
 
 def run(text: str, repo: Path, image: str, policy: ToolPolicy | None = None,
-        budget: Budget | None = None) -> RunReport:
-    state = run_plan(plan=parse_plan(text), repo=str(repo), sandbox=SandboxSettings(image=image),
+        budget: Budget | None = None, mode: str = "per_step") -> RunReport:
+    state = run_plan(plan=parse_plan(text), repo=str(repo), sandbox=SandboxSettings(image=image, mode=mode),
                      policy=policy, budget=budget, return_state=True)
     outcome = state.result(raise_on_failure=False)
     return outcome.report if isinstance(outcome, PlanRunFailed) else outcome
@@ -151,7 +151,9 @@ def test_a_hostile_stdio_server_is_cut_off_and_the_host_is_unharmed(
                         timeout_seconds=15)
 
     started = time.monotonic()
-    report = run(plan_text(hostile("flood"), hostile("garbage"), hostile("hang")), server_repo, sandbox_image)
+    # One warm container for all three: what a hostile server leaves running is killed between steps.
+    report = run(plan_text(hostile("flood"), hostile("garbage"), hostile("hang")), server_repo, sandbox_image,
+                 mode="warm")
     elapsed = time.monotonic() - started
     steps = steps_of(report)
     assert all(step.status == "failed" for step in steps.values()), steps
