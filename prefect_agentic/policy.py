@@ -49,6 +49,10 @@ def check_tool_call(policy: ToolPolicy, tool: type[Tool], args: ToolInput) -> Po
         if fnmatch.fnmatchcase(operation, pattern):
             return PolicyDecision(operation, False, f"denied_operations:{pattern}",
                                   f"operation '{operation}' is denied")
+    url = tool.mcp_server_url(args)
+    if url is not None and not any(fnmatch.fnmatchcase(url, p) for p in policy.mcp_servers):
+        return PolicyDecision(operation, False, "mcp_servers",
+                              f"MCP server {url} is not in the policy's mcp_servers {policy.mcp_servers}")
     return PolicyDecision(operation, True)
 
 

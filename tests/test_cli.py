@@ -53,7 +53,7 @@ def test_schema_validates_plan_files_in_an_editor() -> None:
 def test_tools_lists_the_built_in_tools() -> None:
     result = agentic_cli("tools")
     assert [line.split()[0] for line in result.stdout.splitlines()] == [
-        "bandit", "bisect", "change_request", "coverage", "ghostwrite", "git", "pip", "propose_patch",
+        "bandit", "bisect", "change_request", "coverage", "ghostwrite", "git", "mcp", "pip", "propose_patch",
         "pytest", "ruff", "service_canary", "service_deploy", "service_image", "service_integration",
         "service_promote", "service_rollback", "service_traffic", "shell"]
 

@@ -119,6 +119,13 @@ class ToolPolicy(Block):
         default_factory=list,
         description="Docker networks a step may ask for (`network:` in the plan); none by default.",
     )
+    mcp_servers: list[str] = Field(
+        default_factory=list,
+        description=(
+            "URLs (globs, e.g. `https://mcp.example.com/*`) of HTTP MCP servers the `mcp` tool may "
+            "call from the host; none by default. Stdio MCP servers run inside the sandbox instead."
+        ),
+    )
     secret_grants: dict[str, list[str]] = Field(
         default_factory=dict,
         description="Step ids (globs) to the secrets (Prefect Secret block names) they may receive.",

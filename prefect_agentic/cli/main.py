@@ -146,10 +146,36 @@ def schema(
 
 
 @app.command()
-def tools() -> None:
-    """List the registered tools with their versions."""
-    for tool in default_registry():
-        out.print(f"[bold]{tool.name}[/] v{tool.version}  {tool.description}")
+def tools(
+    mcp: Annotated[Optional[str], typer.Option(
+        "--mcp", help="List the tools of this MCP server instead: an http(s) URL, or the command line "
+                      "of a stdio server (started in a sandbox container, like a step would).")] = None,
+    repo: Annotated[Path, typer.Option(
+        help="With a stdio --mcp server: the repository whose committed files are its workspace.")] = Path("."),
+    sandbox_block: Annotated[
+        Optional[str], typer.Option(help="Name of a saved Agentic Sandbox Settings block.")
+    ] = None,
+    image: Annotated[Optional[str], typer.Option(help="Sandbox image (overrides the block).")] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds the server has to answer.")] = 60,
+) -> None:
+    """List the registered tools with their versions, or the tools of an MCP server."""
+    if mcp is None:
+        for tool in default_registry():
+            out.print(f"[bold]{tool.name}[/] v{tool.version}  {tool.description}")
+        return
+    from prefect_agentic.blocks.sandbox_settings import SandboxSettings
+    from prefect_agentic.tools.mcp.discover import list_server_tools
+
+    settings = _load_block("--sandbox-block", SandboxSettings, sandbox_block)
+    if image:
+        settings = settings.model_copy(update={"image": image})
+    try:
+        found = list_server_tools(mcp, repo=repo, settings=settings, timeout=timeout)
+    except AgenticError as exc:
+        raise _fail(str(exc), 1) from None
+    for info in found:
+        typer.echo(f"{info.name}  {' '.join((info.description or '').split())}".rstrip())
+        typer.echo(f"  input: {json.dumps(info.input_schema, sort_keys=True)}")
 
 
 @app.command()

@@ -249,6 +249,12 @@ class Tool(ABC):
         return None
 
     @classmethod
+    def mcp_server_url(cls, args: ToolInput) -> str | None:
+        """The MCP server URL this call reaches from the host, which the policy's ``mcp_servers``
+        must allow; ``None`` for a call that reaches none."""
+        return None
+
+    @classmethod
     def known_failure(cls, plan: Plan, step: Step) -> str | None:
         """Why ``step`` of ``plan`` cannot succeed, when its place in the plan alone tells.
 

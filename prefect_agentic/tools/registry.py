@@ -63,13 +63,14 @@ def _builtin_tools() -> list[type[Tool]]:
     from prefect_agentic.tools.bisect import BisectTool
     from prefect_agentic.tools.change_request import ChangeRequestTool
     from prefect_agentic.tools.git import GitTool
+    from prefect_agentic.tools.mcp import McpTool
     from prefect_agentic.tools.propose_patch import ProposePatchTool
     from prefect_agentic.tools.pytest import PytestTool
     from prefect_agentic.tools.ruff import RuffTool
     from prefect_agentic.tools.shell import ShellTool
 
     return [ShellTool, GitTool, PytestTool, RuffTool, ProposePatchTool, BisectTool,
-            ChangeRequestTool]
+            ChangeRequestTool, McpTool]
 
 
 @lru_cache(maxsize=1)
