@@ -8,6 +8,7 @@ steps.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -176,10 +177,13 @@ def _attempt(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> 
         )
         chaos = None if run.chaos is None else ChaosInjector(run.chaos, recorder, tool_cls.name, step.id, attempt)
         with resources.sandbox.step_slot():
-            if chaos is not None:
+            if chaos is None:
+                output = tool_cls().invoke(step.args, ctx)
+            else:
                 chaos.before_tool()
-            output = tool_cls().invoke(step.args, ctx)
-            if chaos is not None:
+                ctx = dataclasses.replace(ctx, reports_filter=chaos.reports_filter())
+                with chaos.around_tool(resources.sandbox):
+                    output = tool_cls().invoke(step.args, ctx)
                 chaos.after_tool()
         if resources.workspace.is_full():
             raise SandboxLimitError(
