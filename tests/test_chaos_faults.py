@@ -36,9 +36,9 @@ class Records:
 
 
 def test_a_garble_mode_belongs_to_garbled_output_only() -> None:
-    with pytest.raises(ChaosSpecError, match=r"faults\.0: .*mode is only for garbled_output"):
+    with pytest.raises(ChaosSpecError, match=r"faults\.0: .*mode is only for garbled_output and llm_malformed"):
         load_chaos_spec('{"faults": [{"kind": "tool_exit", "mode": "huge"}]}')
-    with pytest.raises(ChaosSpecError, match=r"mode 'melted' is not one of truncated, garbled"):
+    with pytest.raises(ChaosSpecError, match=r"mode .melted. of garbled_output is not one of truncated, garbled"):
         load_chaos_spec('{"faults": [{"kind": "garbled_output", "mode": "melted"}]}')
     spec = ChaosSpec(seed=4, faults=[Fault(kind="garbled_output")])
     modes = {spec.choice(0, step, 1, ("truncated", "garbled", "wrong_type", "huge")) for step in "abcdefghij"}

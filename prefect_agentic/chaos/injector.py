@@ -25,8 +25,9 @@ from docker.models.containers import Container
 
 from prefect_agentic.boundary import WorkspaceFiles
 from prefect_agentic.chaos import engine
+from prefect_agentic.chaos import llm as chaos_llm
 from prefect_agentic.chaos.garble import SpoiledReports
-from prefect_agentic.chaos.spec import GARBLE_MODES, ChaosSpec, Fault, FaultKind
+from prefect_agentic.chaos.spec import ChaosSpec, Fault, FaultKind
 from prefect_agentic.errors import ToolError
 from prefect_agentic.record.recorder import Recorder
 from prefect_agentic.sandbox.runner import Sandbox, command_started
@@ -63,7 +64,8 @@ class ChaosInjector:
 
     @contextmanager
     def around_tool(self, sandbox: Sandbox) -> Iterator[None]:
-        """While the tool runs: the engine refusing its calls, its container killed, as the spec says."""
+        """While the tool runs: the engine refusing its calls, its container killed, its model's
+        answers spoiled, as the spec says."""
         outage = self._hit(FaultKind.docker_unavailable)
         kill = self._hit(FaultKind.container_kill)
         outage_token = kill_token = None
@@ -75,7 +77,8 @@ class ChaosInjector:
         if kill is not None:
             kill_token = command_started.set(self._killer(*kill))
         try:
-            yield
+            with chaos_llm.spoiled_answers(self.spec, self.recorder):
+                yield
         finally:
             if kill_token is not None:
                 command_started.reset(kill_token)
@@ -88,7 +91,7 @@ class ChaosInjector:
         if hit is None:
             return None
         index, fault = hit
-        mode = fault.mode or self.spec.choice(index, self.step_id, self.attempt, GARBLE_MODES)
+        mode = fault.pick_mode(self.spec, index, self.step_id, self.attempt)
 
         def spoiled(view: WorkspaceFiles) -> WorkspaceFiles:
             return SpoiledReports(view.root, view.prefix, view.read_limit, mode=mode,

@@ -40,10 +40,15 @@ class FaultKind(str, Enum):
     """The step's Docker engine calls fail as a refused engine socket would, for ``seconds`` of the attempt."""
     garbled_output = "garbled_output"
     """Every report the tool reads is ``mode``: truncated, garbled, of the wrong type, or too big to read."""
+    llm_malformed = "llm_malformed"
+    """A model's answer arrives as ``mode``: invalid JSON, a schema violation, empty, or a plan with a cycle."""
 
 
 GARBLE_MODES = ("truncated", "garbled", "wrong_type", "huge")
 """How ``garbled_output`` spoils a report (``mode``; unset: chosen by the seed per attempt)."""
+LLM_MODES = ("invalid_json", "schema_violation", "empty", "cycle")
+"""How ``llm_malformed`` spoils an answer (``mode``; unset: chosen by the seed per answer)."""
+MODES = {FaultKind.garbled_output: GARBLE_MODES, FaultKind.llm_malformed: LLM_MODES}
 
 
 class Fault(BaseModel):
@@ -59,17 +64,23 @@ class Fault(BaseModel):
         None, description="Only these attempt numbers (e.g. [1]: the retry runs clean); default all.")
     seconds: Annotated[float, Field(ge=0.0, le=600.0)] = 1.0
     """Latency of the latency kinds; delay of ``container_kill``; outage of ``docker_unavailable``."""
-    mode: str | None = Field(None, description="garbled_output: one of truncated, garbled, wrong_type, huge "
-                                               "(default: chosen by the seed for each attempt).")
+    mode: str | None = Field(None, description="garbled_output: truncated, garbled, wrong_type or huge; "
+                                               "llm_malformed: invalid_json, schema_violation, empty or cycle "
+                                               "(default: chosen by the seed each time).")
 
     @model_validator(mode="after")
     def _mode_fits_kind(self) -> Fault:
         if self.mode is not None:
-            if self.kind is not FaultKind.garbled_output:
-                raise ValueError(f"mode is only for garbled_output, not {self.kind.value}")
-            if self.mode not in GARBLE_MODES:
-                raise ValueError(f"mode {self.mode!r} is not one of {', '.join(GARBLE_MODES)}")
+            modes = MODES.get(self.kind)
+            if modes is None:
+                raise ValueError(f"mode is only for garbled_output and llm_malformed, not {self.kind.value}")
+            if self.mode not in modes:
+                raise ValueError(f"mode {self.mode!r} of {self.kind.value} is not one of {', '.join(modes)}")
         return self
+
+    def pick_mode(self, spec: ChaosSpec, index: int, step_id: str, attempt: int) -> str:
+        """``mode``, or one of the kind's modes chosen by the seed for this attempt."""
+        return self.mode or spec.choice(index, step_id, attempt, MODES[self.kind])
 
     def selects(self, tool: str, step_id: str, attempt: int) -> bool:
         return (fnmatch.fnmatchcase(tool, self.tools) and fnmatch.fnmatchcase(step_id, self.steps)
