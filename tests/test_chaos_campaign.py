@@ -169,3 +169,21 @@ def test_agentic_chaos_refuses_a_bad_spec_before_anything_runs(make_repo, tmp_pa
     result = agentic_cli("chaos", str(plan), "--repo", str(make_repo({"f": "x"})), "--chaos", '{"faults": [{"kind": "meteor"}]}')
     assert result.returncode == 2
     assert "chaos spec" in result.stderr and "faults.0.kind" in result.stderr
+
+
+def test_a_fault_whose_attempt_survived_is_absorbed_and_a_malformed_answer_counts_by_its_step() -> None:
+    log = records([("chaos_fault", "a", {"kind": "container_kill", "attempt": 1}), *attempt("a", 1),
+                   ("step_finished", "a", {"status": "completed"}),  # the command had ended: the kill missed
+                   ("chaos_fault", "b", {"kind": "docker_unavailable", "attempt": 1}), *attempt("b", 1, "retry"),
+                   *attempt("b", 2), ("step_finished", "b", {"status": "completed"}),
+                   ("chaos_fault", "p", {"kind": "llm_malformed", "attempt": 1}), *attempt("p", 1),
+                   ("step_finished", "p", {"status": "completed"}),  # answer 2 of the same attempt was good
+                   ("chaos_fault", None, {"kind": "llm_malformed", "attempt": 1}),  # the re-planner's
+                   ("chaos_fault", "g", {"kind": "garbled_output", "attempt": 1}), *attempt("g", 1, "fail"),
+                   ("step_finished", "g", {"status": "failed"}),
+                   ("run_finished", None, {"status": "failed"})])
+    assert inv.fault_outcomes(log, 0) == {
+        "container_kill": inv.FaultOutcomes(injected=1, absorbed=1),
+        "docker_unavailable": inv.FaultOutcomes(injected=1, recovered=1),
+        "llm_malformed": inv.FaultOutcomes(injected=2, recovered=1, failed_cleanly=1),
+        "garbled_output": inv.FaultOutcomes(injected=1, failed_cleanly=1)}

@@ -62,9 +62,15 @@ def test_a_replan_survives_a_malformed_first_answer(llm_server) -> None:  # type
     assert [(f["tool"], f["mode"]) for f in recorder.of("chaos_fault")] == [("llm.replan", "cycle")]
 
 
+@pytest.mark.usefixtures("endpoint_block")
 def test_propose_patch_in_a_chaos_run_retries_a_malformed_answer_then_applies_the_next(  # type: ignore[no-untyped-def]
-        make_repo, sandbox_image, llm_server, endpoint_block, tmp_path) -> None:
-    from prefect_agentic.executor import RunContext, execute_step, run_resources
+        make_repo, sandbox_image, llm_server, tmp_path) -> None:
+    from prefect_agentic.executor import (
+        RunContext,
+        close_run_resources,
+        execute_step,
+        run_resources,
+    )
     from prefect_agentic.workspace import Workspace, resolve_base
 
     llm_server.reply({"summary": "s", "diff": GOOD_DIFF}).reply({"summary": "fix", "diff": GOOD_DIFF})
@@ -80,7 +86,6 @@ def test_propose_patch_in_a_chaos_run_retries_a_malformed_answer_then_applies_th
     try:
         result = execute_step(parse_plan(PLAN).step("patch"), run_ctx, base, 1)
     finally:
-        from prefect_agentic.executor import close_run_resources
         close_run_resources("chaos-patch")
     assert result.output["summary"] == "fix" and result.output["answers"] == 2
     [fault] = recorder.of("chaos_fault")

@@ -21,6 +21,9 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "stopped"})
 
 DELAY_KINDS = frozenset({"latency_before", "latency_after"})
 """Fault kinds that only delay the attempt they hit; the others may end it (or be survived by it)."""
+ANSWER_KINDS = frozenset({"llm_malformed"})
+"""Fault kinds on a model's answer: a validation retry (a new answer) recovers them, whose ``attempt`` is
+the answer's number; with no step (the re-planner), the run's status says whether they were survived."""
 
 
 class Invariant(str, Enum):
@@ -148,8 +151,14 @@ class FaultOutcomes(BaseModel):
 
 
 def fault_outcomes(records: list[AuditRecord], violations: int) -> dict[str, FaultOutcomes]:
-    """Per fault kind: injected, recovered by retry, failed cleanly, absorbed; from one run's records."""
+    """Per fault kind: injected, recovered by retry, failed cleanly, absorbed; from one run's records.
+
+    A fault whose attempt still succeeded was absorbed (a latency always is); one that failed its
+    attempt was recovered if its step completed later, else it failed cleanly. A malformed model
+    answer counts as recovered when its step (or, for the re-planner, the run) completed.
+    """
     status = {r.step: r.data.get("status") for r in records if r.kind == "step_finished" and r.step}
+    run_status = next((r.data.get("status") for r in records if r.kind == "run_finished"), None)
     attempt_ok = {(r.step, r.data.get("attempt")) for r in records
                   if r.kind == "attempt_finished" and r.data.get("outcome") == "ok"}
     outcomes: dict[str, FaultOutcomes] = {}
@@ -159,9 +168,9 @@ def fault_outcomes(records: list[AuditRecord], violations: int) -> dict[str, Fau
         kind = str(record.data.get("kind"))
         counts = outcomes.setdefault(kind, FaultOutcomes())
         counts.injected += 1
-        if kind in DELAY_KINDS or (record.step, record.data.get("attempt")) in attempt_ok:
+        if kind in DELAY_KINDS or (kind not in ANSWER_KINDS and (record.step, record.data.get("attempt")) in attempt_ok):
             counts.absorbed += 1
-        elif status.get(record.step) == "completed":
+        elif (status.get(record.step) if record.step else run_status) == "completed":
             counts.recovered += 1
         else:
             counts.failed_cleanly += 1
