@@ -24,7 +24,8 @@ from prefect_agentic.blocks.budget import Budget
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings, run_limit_name
 from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.budget import BudgetMeter, BudgetWarning
-from prefect_agentic.chaos import ChaosInjector, ChaosSpec
+from prefect_agentic.chaos.injector import ChaosInjector
+from prefect_agentic.chaos.spec import ChaosSpec
 from prefect_agentic.concurrency import forget_limit
 from prefect_agentic.errors import PolicyDeniedError, SandboxLimitError, StepFailed
 from prefect_agentic.evaluator import Verdict, VerdictKind, evaluate

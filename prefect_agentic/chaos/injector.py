@@ -25,7 +25,6 @@ from docker.models.containers import Container
 
 from prefect_agentic.boundary import WorkspaceFiles
 from prefect_agentic.chaos import engine
-from prefect_agentic.chaos import llm as chaos_llm
 from prefect_agentic.chaos.garble import SpoiledReports
 from prefect_agentic.chaos.spec import ChaosSpec, Fault, FaultKind
 from prefect_agentic.errors import ToolError
@@ -76,6 +75,8 @@ class ChaosInjector:
             outage_token = engine.engine_outage.set(time.monotonic() + fault.seconds)
         if kill is not None:
             kill_token = command_started.set(self._killer(*kill))
+        from prefect_agentic.chaos import llm as chaos_llm  # pydantic-ai: loaded by chaos runs only
+
         try:
             with chaos_llm.spoiled_answers(self.spec, self.recorder):
                 yield
