@@ -91,3 +91,24 @@ def test_propose_patch_in_a_chaos_run_retries_a_malformed_answer_then_applies_th
     [fault] = recorder.of("chaos_fault")
     assert (fault["tool"], fault["mode"], fault["attempt"]) == ("llm.patch", "invalid_json", 1)
     assert "Invalid JSON" in llm_server.user_messages(1)[-1]
+
+
+def test_a_chaos_runs_replanner_gets_a_cyclic_plan_first_and_replans_with_the_next_answer(  # type: ignore[no-untyped-def]
+        make_repo, sandbox_image, llm_server) -> None:
+    from test_agent_loop import BUGGY as FAILING, PLAN_V1, REPAIR, loop_settings, run, statuses
+
+    from prefect_agentic.chaos import invariants as inv
+    from prefect_agentic.record.audit import parse_log
+    from prefect_agentic.record.store import AuditStore
+
+    llm_server.reply(REPAIR).reply(REPAIR)
+    report = run(PLAN_V1, make_repo(FAILING), sandbox_image, loop_settings(llm_server),
+                 chaos=spec({"mode": "cycle", "tools": "llm.replan", "attempts": [1]}))
+    assert report.ok, report
+    assert report.plan_version == 2
+    assert statuses(report) == [("note", "completed"), ("repair", "completed"), ("tests", "completed")]
+    assert "cycle" in llm_server.user_messages(1)[-1]  # the cyclic plan's problem went back to the model
+    records = parse_log(AuditStore().read_log(report.flow_run_id))
+    faults = [(r.step, r.data["tool"], r.data["mode"]) for r in records if r.kind == "chaos_fault"]
+    assert faults == [(None, "llm.replan", "cycle")]
+    assert inv.fault_outcomes(records, 0) == {"llm_malformed": inv.FaultOutcomes(injected=1, recovered=1)}
