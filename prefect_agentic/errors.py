@@ -56,6 +56,14 @@ class SandboxError(AgenticError):
     retryable: bool = True
 
 
+class SandboxUnavailableError(SandboxError):
+    """The Docker engine refused a call (its socket gone, the daemon restarting): a retry may find it back."""
+
+
+class SandboxLostError(SandboxError):
+    """The sandbox container was killed under a running command; the retry starts a new one."""
+
+
 class SandboxImageMissingError(SandboxError):
     """The configured sandbox image is not present on the Docker engine."""
 

@@ -8,6 +8,7 @@ steps.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -23,7 +24,8 @@ from prefect_agentic.blocks.budget import Budget
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings, run_limit_name
 from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.budget import BudgetMeter, BudgetWarning
-from prefect_agentic.chaos import ChaosInjector, ChaosSpec
+from prefect_agentic.chaos.injector import ChaosInjector
+from prefect_agentic.chaos.spec import ChaosSpec
 from prefect_agentic.concurrency import forget_limit
 from prefect_agentic.errors import PolicyDeniedError, SandboxLimitError, StepFailed
 from prefect_agentic.evaluator import Verdict, VerdictKind, evaluate
@@ -176,10 +178,13 @@ def _attempt(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> 
         )
         chaos = None if run.chaos is None else ChaosInjector(run.chaos, recorder, tool_cls.name, step.id, attempt)
         with resources.sandbox.step_slot():
-            if chaos is not None:
+            if chaos is None:
+                output = tool_cls().invoke(step.args, ctx)
+            else:
                 chaos.before_tool()
-            output = tool_cls().invoke(step.args, ctx)
-            if chaos is not None:
+                ctx = dataclasses.replace(ctx, reports_filter=chaos.reports_filter())
+                with chaos.around_tool(resources.sandbox):
+                    output = tool_cls().invoke(step.args, ctx)
                 chaos.after_tool()
         if resources.workspace.is_full():
             raise SandboxLimitError(

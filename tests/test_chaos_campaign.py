@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from conftest import agentic_cli
+from conftest import EXAMPLES, agentic_cli
 
 from prefect_agentic.chaos import ChaosSpec
 from prefect_agentic.chaos import invariants as inv
@@ -169,3 +169,53 @@ def test_agentic_chaos_refuses_a_bad_spec_before_anything_runs(make_repo, tmp_pa
     result = agentic_cli("chaos", str(plan), "--repo", str(make_repo({"f": "x"})), "--chaos", '{"faults": [{"kind": "meteor"}]}')
     assert result.returncode == 2
     assert "chaos spec" in result.stderr and "faults.0.kind" in result.stderr
+
+
+def test_a_fault_whose_attempt_survived_is_absorbed_and_a_malformed_answer_counts_by_its_step() -> None:
+    log = records([("chaos_fault", "a", {"kind": "container_kill", "attempt": 1}), *attempt("a", 1),
+                   ("step_finished", "a", {"status": "completed"}),  # the command had ended: the kill missed
+                   ("chaos_fault", "b", {"kind": "docker_unavailable", "attempt": 1}), *attempt("b", 1, "retry"),
+                   *attempt("b", 2), ("step_finished", "b", {"status": "completed"}),
+                   ("chaos_fault", "p", {"kind": "llm_malformed", "attempt": 1}), *attempt("p", 1),
+                   ("step_finished", "p", {"status": "completed"}),  # answer 2 of the same attempt was good
+                   ("chaos_fault", None, {"kind": "llm_malformed", "attempt": 1}),  # the re-planner's
+                   ("chaos_fault", "g", {"kind": "garbled_output", "attempt": 1}), *attempt("g", 1, "fail"),
+                   ("step_finished", "g", {"status": "failed"}),
+                   ("run_finished", None, {"status": "failed"})])
+    assert inv.fault_outcomes(log, 0) == {
+        "container_kill": inv.FaultOutcomes(injected=1, absorbed=1),
+        "docker_unavailable": inv.FaultOutcomes(injected=1, recovered=1),
+        "llm_malformed": inv.FaultOutcomes(injected=2, recovered=1, failed_cleanly=1),
+        "garbled_output": inv.FaultOutcomes(injected=1, failed_cleanly=1)}
+
+
+SANDBOX_FAULTS = """\
+seed: 0
+faults:
+  # fix's first attempt loses its container as its command starts; fix has retries: 2
+  - {kind: container_kill, steps: fix, attempts: [1], seconds: 0}
+  # half of the time the engine refuses lint's calls for 5 s; lint has no retries
+  - {kind: docker_unavailable, steps: lint, rate: 0.5, seconds: 5}
+  # half of pytest's reports arrive spoiled (the mode is chosen by the seed)
+  - {kind: garbled_output, tools: pytest, rate: 0.5}
+"""
+
+
+def test_the_demo_plan_survives_a_killed_container_and_fails_cleanly_on_a_refusing_engine_or_a_spoiled_report(
+        make_repo, sandbox_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The campaign of docs/chaos.md: its table's counts, and every invariant held."""
+    spec = tmp_path / "sandbox-faults.yaml"
+    spec.write_text(SANDBOX_FAULTS)
+    repo = make_repo(example="demo")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    result = agentic_cli("chaos", str(EXAMPLES / "plans" / "fix-lint-demo.yaml"), "--repo", str(repo),
+                         "--runs", "3", "--seed", "3", "--image", sandbox_image, "--chaos", str(spec), "--json",
+                         env=env)
+    assert result.returncode == 0, result.stderr + result.stdout[-3000:]
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert [(r["seed"], r["status"]) for r in report["runs"]] == [(3, "failed"), (4, "failed"), (5, "failed")]
+    kinds = {kind: {k: v for k, v in counts.items() if v} for kind, counts in report["kinds"].items()}
+    assert kinds == {"container_kill": {"injected": 1, "recovered": 1},
+                     "docker_unavailable": {"injected": 2, "failed_cleanly": 2},
+                     "garbled_output": {"injected": 1, "failed_cleanly": 1}}

@@ -32,8 +32,11 @@ DEFAULT_SPEC = ChaosSpec(faults=[
     Fault(kind=FaultKind.tool_exit, rate=0.5, attempts=[1]),
     Fault(kind=FaultKind.tool_timeout, rate=0.25, attempts=[1]),
     Fault(kind=FaultKind.latency_before, rate=0.5, seconds=0.5),
+    Fault(kind=FaultKind.container_kill, rate=0.25, attempts=[1], seconds=0.0),
+    Fault(kind=FaultKind.docker_unavailable, rate=0.25, attempts=[1], seconds=5.0),
 ])
-"""Faults of ``agentic chaos`` without ``--chaos``: first attempts fail now and then, some calls wait."""
+"""Faults of ``agentic chaos`` without ``--chaos``: first attempts fail now and then (stood-in
+failures, a killed container, a refusing engine), some calls wait."""
 
 
 class CampaignError(AgenticError):

@@ -19,8 +19,11 @@ from prefect_agentic.record.audit import AuditRecord, verify
 TERMINAL_STATUSES = frozenset({"completed", "failed", "stopped"})
 """``run_finished`` statuses that end a run as designed (``crashed`` is the run's own error)."""
 
-FAILURE_KINDS = frozenset({"tool_exit", "tool_timeout"})
-"""Fault kinds that end the attempt they hit (the others only delay it)."""
+DELAY_KINDS = frozenset({"latency_before", "latency_after"})
+"""Fault kinds that only delay the attempt they hit; the others may end it (or be survived by it)."""
+ANSWER_KINDS = frozenset({"llm_malformed"})
+"""Fault kinds on a model's answer: a validation retry (a new answer) recovers them, whose ``attempt`` is
+the answer's number; with no step (the re-planner), the run's status says whether they were survived."""
 
 
 class Invariant(str, Enum):
@@ -134,11 +137,11 @@ class FaultOutcomes(BaseModel):
 
     injected: int = 0
     recovered: int = 0
-    """A failure fault whose step completed on a later attempt."""
+    """A fault that failed its attempt, whose step completed on a later attempt."""
     failed_cleanly: int = 0
-    """A fault whose step did not complete (the run's invariants say whether it ended cleanly)."""
+    """A fault that failed its attempt, whose step did not complete (the invariants say whether cleanly)."""
     absorbed: int = 0
-    """A latency fault: it delays an attempt, it does not end it."""
+    """A fault whose attempt still succeeded (a latency, a kill after the command ended), or a latency."""
     violations: int = 0
     """Invariant violations in runs this kind was injected into."""
 
@@ -148,8 +151,16 @@ class FaultOutcomes(BaseModel):
 
 
 def fault_outcomes(records: list[AuditRecord], violations: int) -> dict[str, FaultOutcomes]:
-    """Per fault kind: injected, recovered by retry, failed cleanly, absorbed; from one run's records."""
+    """Per fault kind: injected, recovered by retry, failed cleanly, absorbed; from one run's records.
+
+    A fault whose attempt still succeeded was absorbed (a latency always is); one that failed its
+    attempt was recovered if its step completed later, else it failed cleanly. A malformed model
+    answer counts as recovered when its step (or, for the re-planner, the run) completed.
+    """
     status = {r.step: r.data.get("status") for r in records if r.kind == "step_finished" and r.step}
+    run_status = next((r.data.get("status") for r in records if r.kind == "run_finished"), None)
+    attempt_ok = {(r.step, r.data.get("attempt")) for r in records
+                  if r.kind == "attempt_finished" and r.data.get("outcome") == "ok"}
     outcomes: dict[str, FaultOutcomes] = {}
     for record in records:
         if record.kind != "chaos_fault":
@@ -157,9 +168,9 @@ def fault_outcomes(records: list[AuditRecord], violations: int) -> dict[str, Fau
         kind = str(record.data.get("kind"))
         counts = outcomes.setdefault(kind, FaultOutcomes())
         counts.injected += 1
-        if kind not in FAILURE_KINDS:
+        if kind in DELAY_KINDS or (kind not in ANSWER_KINDS and (record.step, record.data.get("attempt")) in attempt_ok):
             counts.absorbed += 1
-        elif status.get(record.step) == "completed":
+        elif (status.get(record.step) if record.step else run_status) == "completed":
             counts.recovered += 1
         else:
             counts.failed_cleanly += 1

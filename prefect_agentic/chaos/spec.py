@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from prefect_agentic.errors import AgenticError
 
@@ -34,6 +34,21 @@ class FaultKind(str, Enum):
     """The tool call fails as a command exiting non-zero would (retryable)."""
     tool_timeout = "tool_timeout"
     """The tool call fails as a command killed at its timeout would (retryable)."""
+    container_kill = "container_kill"
+    """The step's sandbox container is killed (``docker kill``) ``seconds`` after its first command started."""
+    docker_unavailable = "docker_unavailable"
+    """The step's Docker engine calls fail as a refused engine socket would, for ``seconds`` of the attempt."""
+    garbled_output = "garbled_output"
+    """Every report the tool reads is ``mode``: truncated, garbled, of the wrong type, or too big to read."""
+    llm_malformed = "llm_malformed"
+    """A model's answer arrives as ``mode``: invalid JSON, a schema violation, empty, or a plan with a cycle."""
+
+
+GARBLE_MODES = ("truncated", "garbled", "wrong_type", "huge")
+"""How ``garbled_output`` spoils a report (``mode``; unset: chosen by the seed per attempt)."""
+LLM_MODES = ("invalid_json", "schema_violation", "empty", "cycle")
+"""How ``llm_malformed`` spoils an answer (``mode``; unset: chosen by the seed per answer)."""
+MODES = {FaultKind.garbled_output: GARBLE_MODES, FaultKind.llm_malformed: LLM_MODES}
 
 
 class Fault(BaseModel):
@@ -48,7 +63,24 @@ class Fault(BaseModel):
     attempts: list[Annotated[int, Field(ge=1)]] | None = Field(
         None, description="Only these attempt numbers (e.g. [1]: the retry runs clean); default all.")
     seconds: Annotated[float, Field(ge=0.0, le=600.0)] = 1.0
-    """Latency of the latency kinds."""
+    """Latency of the latency kinds; delay of ``container_kill``; outage of ``docker_unavailable``."""
+    mode: str | None = Field(None, description="garbled_output: truncated, garbled, wrong_type or huge; "
+                                               "llm_malformed: invalid_json, schema_violation, empty or cycle "
+                                               "(default: chosen by the seed each time).")
+
+    @model_validator(mode="after")
+    def _mode_fits_kind(self) -> Fault:
+        if self.mode is not None:
+            modes = MODES.get(self.kind)
+            if modes is None:
+                raise ValueError(f"mode is only for garbled_output and llm_malformed, not {self.kind.value}")
+            if self.mode not in modes:
+                raise ValueError(f"mode {self.mode!r} of {self.kind.value} is not one of {', '.join(modes)}")
+        return self
+
+    def pick_mode(self, spec: ChaosSpec, index: int, step_id: str, attempt: int) -> str:
+        """``mode``, or one of the kind's modes chosen by the seed for this attempt."""
+        return self.mode or spec.choice(index, step_id, attempt, MODES[self.kind])
 
     def selects(self, tool: str, step_id: str, attempt: int) -> bool:
         return (fnmatch.fnmatchcase(tool, self.tools) and fnmatch.fnmatchcase(step_id, self.steps)
@@ -68,6 +100,11 @@ class ChaosSpec(BaseModel):
         key = f"{self.seed}:{index}:{step_id}:{attempt}".encode()
         draw = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
         return draw < self.faults[index].rate
+
+    def choice(self, index: int, step_id: str, attempt: int, options: tuple[str, ...]) -> str:
+        """One of ``options`` for fault ``index`` on this attempt, seeded like ``hits`` (a separate draw)."""
+        key = f"{self.seed}:{index}:{step_id}:{attempt}:choice".encode()
+        return options[int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % len(options)]
 
 
 def load_chaos_spec(source: str) -> ChaosSpec:

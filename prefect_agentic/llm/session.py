@@ -28,6 +28,7 @@ from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRe
 from pydantic_ai.models import Model
 
 from prefect_agentic.blocks.llm_endpoint import LLMEndpoint
+from prefect_agentic.chaos import llm as chaos_llm
 from prefect_agentic.errors import (
     LLMOutputError,
     LLMRequestError,
@@ -68,7 +69,14 @@ class ModelSession:
         self._given = model
 
     def model(self) -> Model:
-        """The model to hand an agent: built from the block (or given), wrapped to record."""
+        """The model to hand an agent: built from the block (or given), wrapped to record.
+
+        In a chaos run with ``llm_malformed`` faults, answers are spoiled on their
+        way out of it (after the cache and the record; see ``chaos.llm``).
+        """
+        return chaos_llm.wrap(self._recorded_model(), self.purpose, self.step_id)
+
+    def _recorded_model(self) -> Model:
         if self._given is not None:
             return RecordingModel(self._given, self._answered)
         model = RateLimitedModel(provider_model(self.endpoint), self.endpoint)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from prefect import get_run_logger
 
+from prefect_agentic.chaos.llm import spoiled_answers
 from prefect_agentic.errors import LLMError
 from prefect_agentic.executor import RunContext, run_resources
 from prefect_agentic.loop.context import failure_context
@@ -98,7 +99,8 @@ class AgentLoop(RunHook):
         """A re-plan whose cost (even a failed one's) is charged to the run's budget."""
         spent = planner.usage.cost
         try:
-            return planner.replan(failure)
+            with spoiled_answers(self.run.chaos, run_resources(self.run).recorder):
+                return planner.replan(failure)
         finally:
             run_resources(self.run).meter.add("cost", planner.usage.cost - spent)
 

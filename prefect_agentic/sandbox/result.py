@@ -20,6 +20,8 @@ class CommandResult:
     output_truncated: bool = False
     #: The container itself stopped while the command ran (its exit code), not just the command.
     sandbox_exit_code: int | None = None
+    #: The sandbox was killed under the command from outside (why); the command's outcome is unknown.
+    sandbox_lost: str | None = None
 
     def combined_tail(self, limit: int = 4000) -> str:
         """The end of stdout and stderr, for logs and failure reasons."""

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,7 +37,7 @@ from docker.types import LogConfig, Mount, Ulimit
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.concurrency import holding
-from prefect_agentic.errors import SandboxError, SandboxImageMissingError
+from prefect_agentic.errors import SandboxError, SandboxImageMissingError, SandboxUnavailableError
 from prefect_agentic.sandbox.limits import CgroupCounters, CounterSampler, read_counters
 from prefect_agentic.sandbox.result import CappedBuffer, CommandResult
 
@@ -53,6 +54,11 @@ BASE_ENV = {
     "GIT_CONFIG_KEY_0": "safe.directory",
     "GIT_CONFIG_VALUE_0": "*",
 }
+
+
+CommandStarted = Callable[["_ContainerSandbox", Container], None]
+command_started: ContextVar[CommandStarted | None] = ContextVar("agentic_command_started", default=None)
+"""Called (in the calling thread) once a command runs in its container; a chaos run kills it there."""
 
 
 class Sandbox(Protocol):
@@ -152,6 +158,8 @@ class _ContainerSandbox:
         self.image_id = image_id
         self._live: set[str] = set()
         self._live_lock = threading.Lock()
+        self._killed: dict[str, str] = {}
+        """Containers this sandbox killed under a running command, and why (their commands lost the sandbox)."""
         self._limits = settings.concurrency_limits(run_key)
 
     def _slot(self) -> AbstractContextManager[None]:
@@ -204,9 +212,28 @@ class _ContainerSandbox:
     def _remove(self, container: Container) -> None:
         try:
             force_remove(container)
-        finally:
-            with self._live_lock:
-                self._live.discard(container.id)
+        except requests.exceptions.ConnectionError:
+            return  # the engine is away: it stays in _live, and close() removes it when the run ends
+        with self._live_lock:
+            self._live.discard(container.id)
+
+    def kill(self, container: Container, reason: str) -> bool:
+        """Kill ``container`` under its running command(s), which then fail as having lost the sandbox.
+
+        False if it was no longer running (the command had ended already).
+        """
+        self._killed[container.id] = reason
+        try:
+            container.kill()
+        except docker.errors.APIError:
+            del self._killed[container.id]
+            return False
+        return True
+
+    def _notify_started(self, container: Container) -> None:
+        hook = command_started.get()
+        if hook is not None:
+            hook(self, container)
 
     def close(self) -> None:
         """Remove every container this sandbox still has (also after Ctrl-C)."""
@@ -257,6 +284,11 @@ class ContainerPerStep(_ContainerSandbox):
         env: Mapping[str, str] | None = None,
         network: str | None = None,
     ) -> CommandResult:
+        with _engine_reachable(command):
+            return self._run(command, timeout, env, network)
+
+    def _run(self, command: Sequence[str], timeout: float, env: Mapping[str, str] | None,
+             network: str | None) -> CommandResult:
         container = self._create(command, env or {}, network)
         try:
             stream = container.attach(stdout=True, stderr=True, stream=True, demux=True, logs=False)
@@ -264,6 +296,7 @@ class ContainerPerStep(_ContainerSandbox):
             started = time.monotonic()
             container.start()
             sampler = CounterSampler(container.id).start()
+            self._notify_started(container)
             timed_out = False
             try:
                 exit_code = int(container.wait(timeout=timeout)["StatusCode"])
@@ -281,7 +314,8 @@ class ContainerPerStep(_ContainerSandbox):
             raise SandboxError(f"sandbox container failed: {exc.explanation or exc}") from None
         finally:
             self._remove(container)
-        return _result(exit_code, out, err, duration, timed_out, counters, oom_flag=oom)
+        return _result(exit_code, out, err, duration, timed_out, counters, oom_flag=oom,
+                       lost=self._killed.pop(container.id, None))
 
 
 class WarmContainer(_ContainerSandbox):
@@ -308,8 +342,12 @@ class WarmContainer(_ContainerSandbox):
                 # The container is the sandbox: it holds its slot as long as it lives, so
                 # steps in it pay nothing for the limit (see bench/step_overhead.py).
                 self._held.enter_context(self._slot())
-                container = self._create(["sleep", "infinity"], {})
-                container.start()
+                try:
+                    container = self._create(["sleep", "infinity"], {})
+                    container.start()
+                except BaseException:
+                    self._held.close()  # no container, no slot
+                    raise
                 self._container = container
             return self._container
 
@@ -327,17 +365,18 @@ class WarmContainer(_ContainerSandbox):
         if network and network != self.settings.network:
             # A warm container has one network; a step allowed another gets its own container.
             return self._own_network.run(command, timeout=timeout, env=env, network=network)
-        container = self._warm()
-        wrapped = ["timeout", "-k", f"{KILL_GRACE_SECONDS:g}", f"{timeout:g}", *command]
-        with self._exec_lock:
-            self._running += 1
-        try:
-            return self._exec(container, wrapped, timeout, env)
-        finally:
+        with _engine_reachable(command):
+            container = self._warm()
+            wrapped = ["timeout", "-k", f"{KILL_GRACE_SECONDS:g}", f"{timeout:g}", *command]
             with self._exec_lock:
-                self._running -= 1
-                if self._running == 0:
-                    self.settle(container)
+                self._running += 1
+            try:
+                return self._exec(container, wrapped, timeout, env)
+            finally:
+                with self._exec_lock:
+                    self._running -= 1
+                    if self._running == 0:
+                        self.settle(container)
 
     def _exec(self, container: Container, wrapped: list[str], timeout: float,
               env: Mapping[str, str] | None) -> CommandResult:
@@ -354,6 +393,7 @@ class WarmContainer(_ContainerSandbox):
             started = time.monotonic()
             stream = api.exec_start(exec_id, stream=True, demux=True)
             out, err, pump = self._capture(stream)
+            self._notify_started(container)
             pump.join(timeout=timeout + 2 * KILL_GRACE_SECONDS)
             duration = time.monotonic() - started
             if pump.is_alive():  # not even SIGKILL inside ended it: drop the container
@@ -364,13 +404,14 @@ class WarmContainer(_ContainerSandbox):
             info = api.exec_inspect(exec_id)
             counters = _delta(read_counters(container.id), before)
             exit_code = int(info.get("ExitCode") or 0)
-            stopped = _stopped_with(container) if exit_code != 0 else None
+            lost = self._killed.get(container.id)
+            stopped = _stopped_with(container) if exit_code != 0 and lost is None else None
         except docker.errors.APIError as exc:
             raise SandboxError(f"sandbox exec failed: {exc.explanation or exc}") from None
         timed_out = duration >= timeout and exit_code in (124, 137)
-        if stopped is not None:  # never exec into it again: the next command gets a new one
+        if stopped is not None or lost is not None:  # never exec into it again: the next command gets a new one
             self._discard(container)
-        return _result(exit_code, out, err, duration, timed_out, counters, sandbox_exit_code=stopped)
+        return _result(exit_code, out, err, duration, timed_out, counters, sandbox_exit_code=stopped, lost=lost)
 
     def settle(self, container: Container) -> None:
         """Kill every process commands left behind in the warm container (all but its init).
@@ -387,7 +428,7 @@ class WarmContainer(_ContainerSandbox):
             exec_id = api.exec_create(container.id, ["sh", "-c", "kill -KILL -1 2>/dev/null; true"],
                                       user=self.settings.effective_user())["Id"]
             api.exec_start(exec_id)
-        except docker.errors.APIError:
+        except (docker.errors.APIError, requests.exceptions.ConnectionError):
             self._discard(container)  # cannot make sure it is quiet: never reuse it
 
     def _discard(self, container: Container) -> None:
@@ -418,6 +459,7 @@ def _result(
     *,
     oom_flag: bool = False,
     sandbox_exit_code: int | None = None,
+    lost: str | None = None,
 ) -> CommandResult:
     return CommandResult(
         exit_code=exit_code,
@@ -430,7 +472,19 @@ def _result(
         cpu_seconds=round(counters.cpu_ns / 1e9, 3) if counters else None,
         output_truncated=out.truncated or err.truncated,
         sandbox_exit_code=sandbox_exit_code,
+        sandbox_lost=lost,
     )
+
+
+@contextmanager
+def _engine_reachable(command: Sequence[str]) -> Iterator[None]:
+    """A Docker call refused by the engine (socket gone, daemon restarting) as a retryable error."""
+    try:
+        yield
+    except requests.exceptions.ConnectionError as exc:
+        raise SandboxUnavailableError(
+            f"the Docker engine did not answer while running {list(command)!r} ({exc}); "
+            "a retry tries again once it is back") from None
 
 
 def _stopped_with(container: Container) -> int | None:

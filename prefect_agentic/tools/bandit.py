@@ -50,11 +50,11 @@ class BanditTool(Tool):
         if result.exit_code not in (0, 1) or report is None:
             raise ToolError(f"bandit failed on {where} (exit code {result.exit_code}):\n"
                             f"{result.combined_tail()}")
-        return [f for f in parse_bandit_report(report)
+        return [f for f in parse_bandit_report(report, report_name)
                 if at_least(f.severity, args.severity) and at_least(f.confidence, args.confidence)]
 
 
-def parse_bandit_report(report: bytes) -> list[Finding]:
+def parse_bandit_report(report: bytes, name: str = "bandit.json") -> list[Finding]:
     """Findings of a bandit JSON report (its bytes, read through the workspace boundary);
     a file bandit could not parse is an error, not a pass."""
     try:
@@ -68,4 +68,4 @@ def parse_bandit_report(report: bytes) -> list[Finding]:
                         message=r["issue_text"])
                 for r in data.get("results", [])]
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise ToolOutputError(f"bandit wrote a report that is not its JSON format: {exc}") from None
+        raise ToolOutputError(f"bandit report {name} is not bandit's JSON format: {exc}") from None

@@ -13,7 +13,7 @@ import logging
 import shlex
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from prefect_agentic.boundary import WorkspaceFiles
 from prefect_agentic.errors import (
     SandboxLimitError,
+    SandboxLostError,
     SecretUnavailableError,
     ToolError,
     ToolOutputError,
@@ -125,6 +126,8 @@ class ToolContext:
     network: str | None = None
     guard: CallGuard = field(default_factory=CallGuard)
     deadline: float | None = None
+    reports_filter: Callable[[WorkspaceFiles], WorkspaceFiles] | None = None
+    """Wraps the ``reports`` view (a chaos run's ``garbled_output`` spoils what tools read there)."""
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = logging.getLogger(
         "prefect_agentic.tools"
     )
@@ -146,7 +149,8 @@ class ToolContext:
     @property
     def reports(self) -> WorkspaceFiles:
         """The step's report directory (``report_dir_in_sandbox`` on the host), same rules as ``files``."""
-        return self.files.sub(self.reports_path)
+        view = self.files.sub(self.reports_path)
+        return view if self.reports_filter is None else self.reports_filter(view)
 
     @property
     def report_dir_in_sandbox(self) -> str:
@@ -198,6 +202,10 @@ class ToolContext:
             raise SandboxLimitError(
                 f"command {list(command)!r} was killed: out of memory (sandbox memory limit{memory})"
             )
+        if result.sandbox_lost is not None:
+            raise SandboxLostError(
+                f"command {list(command)!r} lost its sandbox: {result.sandbox_lost}; whether it "
+                "finished is unknown, so the attempt fails and a retry starts in a new container")
         if result.sandbox_exit_code is not None:
             raise SandboxLimitError(
                 f"command {list(command)!r} stopped the sandbox itself (its container exited with "

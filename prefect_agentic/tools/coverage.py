@@ -123,13 +123,13 @@ def measure(ctx: ToolContext, tests: Sequence[str], source: Sequence[str], omit:
                                 "log": log})
     data = ctx.reports.read_optional(f"{tag}-coverage.json")
     if data is not None:
-        _read_coverage_json(data, found)
+        _read_coverage_json(data, found, f"{tag}-coverage.json")
     elif result.exit_code != _NO_TESTS:
         raise ToolError(f"coverage wrote no report {where} (did the tests import {list(source)}?):\n{log}")
     return found
 
 
-def _read_coverage_json(text: bytes, into: Measurement) -> None:
+def _read_coverage_json(text: bytes, into: Measurement, name: str) -> None:
     try:
         data = json.loads(text)
         totals = data["totals"]
@@ -138,7 +138,7 @@ def _read_coverage_json(text: bytes, into: Measurement) -> None:
         into.statements = int(totals["num_statements"])
         into.executed = {path: set(info["executed_lines"]) for path, info in data["files"].items()}
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ToolOutputError(f"coverage wrote a report that is not its JSON format: {exc}") from None
+        raise ToolOutputError(f"coverage report {name} is not coverage's JSON format: {exc}") from None
 
 
 def paths_at(ctx: ToolContext, commit: str, paths: Sequence[str]) -> list[str]:

@@ -98,7 +98,11 @@ def parse_junit_xml(report: bytes, name: str = "junit.xml") -> dict[str, Any]:
     except ET.ParseError as exc:
         raise ToolOutputError(f"pytest report {name} is not valid XML: {exc}") from None
     cases = list(root.iter("testcase"))
-    duration = sum(float(s.get("time", 0) or 0) for s in root.iter("testsuite"))
+    try:
+        duration = sum(float(s.get("time", 0) or 0) for s in root.iter("testsuite"))
+    except ValueError as exc:
+        raise ToolOutputError(f"pytest report {name} is not JUnit XML: a testsuite's time is not a "
+                              f"number ({exc})") from None
     result = _counts(cases)
     result["duration_s"] = round(duration, 3)
     return result

@@ -76,8 +76,8 @@ class RuffTool(Tool):
         try:
             findings = json.loads(report or b"[]")
             rules = Counter(str(f.get("code") or "syntax-error") for f in findings)
-        except (json.JSONDecodeError, AttributeError, TypeError) as exc:
-            raise ToolOutputError(f"ruff wrote a report that is not its JSON format: {exc}") from None
+        except (ValueError, AttributeError, TypeError) as exc:  # ValueError: bad JSON or bad UTF-8
+            raise ToolOutputError(f"ruff report ruff.json is not ruff's JSON format: {exc}") from None
         return {"exit_code": result.exit_code, "log": log,
                 "lint_violations": sum(rules.values()), "by_rule": dict(sorted(rules.items()))}
 
