@@ -59,6 +59,8 @@ def test_a_clean_chaos_run_breaks_no_invariant() -> None:
     assert inv.check_audit_verifies(sealed(CLEAN)) == []
     assert inv.check_same_final_snapshot("f" * 40, "f" * 40) == []
     assert inv.check_no_leftover_containers([]) == []
+    assert inv.check_no_leftover_environments([]) == []
+    assert inv.check_failures_classified(log) == []
     assert inv.fault_outcomes(log, 0) == {"tool_exit": inv.FaultOutcomes(injected=1, recovered=1)}
 
 
@@ -107,6 +109,21 @@ def test_another_final_snapshot_or_a_leftover_container_breaks_its_invariant() -
         inv.Invariant.same_final_snapshot]
     assert [v.detail for v in inv.check_no_leftover_containers(["agentic-k-1"])] == [
         "container agentic-k-1 is left"]
+
+
+def test_a_failed_step_with_no_error_kind_or_a_leftover_environment_breaks_its_invariant() -> None:
+    classified = records([("attempt_started", "a", {"attempt": 1}),
+                          ("attempt_finished", "a", {"attempt": 1, "outcome": "failed", "error_kind": "StepTimeoutError"}),
+                          ("step_finished", "a", {"status": "failed"}), ("run_finished", None, {"status": "failed"})])
+    assert inv.check_failures_classified(classified) == []
+    unclassified = records([("attempt_started", "a", {"attempt": 1}),
+                            ("attempt_finished", "a", {"attempt": 1, "outcome": "failed"}),
+                            ("step_finished", "a", {"status": "failed"}), ("run_finished", None, {"status": "failed"})])
+    found = inv.check_failures_classified(unclassified)
+    assert [(v.invariant, v.step) for v in found] == [(inv.Invariant.failures_classified, "a")]
+    assert "counts it as unknown" in found[0].detail
+    assert [v.detail for v in inv.check_no_leftover_environments(["ephemeral-x"])] == [
+        "ephemeral environment ephemeral-x is left"]
 
 
 def test_faults_are_counted_by_what_became_of_their_step() -> None:
@@ -216,6 +233,9 @@ def test_the_demo_plan_survives_a_killed_container_and_fails_cleanly_on_a_refusi
     assert report["ok"] is True
     assert [(r["seed"], r["status"]) for r in report["runs"]] == [(3, "failed"), (4, "failed"), (5, "failed")]
     kinds = {kind: {k: v for k, v in counts.items() if v} for kind, counts in report["kinds"].items()}
-    assert kinds == {"container_kill": {"injected": 1, "recovered": 1},
-                     "docker_unavailable": {"injected": 2, "failed_cleanly": 2},
+    # The kill lands while ruff runs (recovered by the retry), or, on a loaded machine, just after
+    # the short command ended (absorbed): either way the run survives it and every invariant holds.
+    killed = kinds.pop("container_kill")
+    assert killed in ({"injected": 1, "recovered": 1}, {"injected": 1, "absorbed": 1}), killed
+    assert kinds == {"docker_unavailable": {"injected": 2, "failed_cleanly": 2},
                      "garbled_output": {"injected": 1, "failed_cleanly": 1}}

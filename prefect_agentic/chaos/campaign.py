@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.chaos import invariants as inv
 from prefect_agentic.chaos.spec import ChaosSpec, Fault, FaultKind
+from prefect_agentic.environments.labels import EPHEMERAL, environments, owner
 from prefect_agentic.errors import AgenticError
 from prefect_agentic.plan.models import Plan
 from prefect_agentic.record.audit import AuditRecord, parse_log
@@ -134,11 +135,13 @@ class Campaign:
             *inv.check_no_concurrent_attempts(records),
             *inv.check_audit_verifies(chaos.lines),
             *inv.check_no_leftover_containers(self._leftover_containers(records)),
+            *inv.check_failures_classified(records),
             *inv.check_terminal(rerun_records, final_state=rerun.state, elapsed_s=rerun.elapsed_s,
                                 bound_s=self.bound_s),
             *inv.check_audit_verifies(rerun.lines),
             *inv.check_same_final_snapshot(_final_snapshot(rerun_records), reference_snapshot),
             *inv.check_no_leftover_containers(self._leftover_containers(rerun_records)),
+            *inv.check_no_leftover_environments(self._leftover_environments()),
         ]
         return RunOutcome(index=index, seed=spec.seed, flow_run_id=chaos.flow_run_id,
                           rerun_flow_run_id=rerun.flow_run_id, status=_status(records) or chaos.state,
@@ -167,6 +170,14 @@ class Campaign:
         client = self.sandbox.docker_host.get_client()
         labels = [f"{LABEL_MANAGED}=true", f"{LABEL_RUN}={key}"]
         return [c.name for c in client.containers.list(all=True, filters={"label": labels})]
+
+
+    def _leftover_environments(self) -> list[str]:
+        """Ephemeral environments this process made that still exist (a run removes its own, whatever happens)."""
+        client = self.sandbox.docker_host.get_client()
+        mine = owner()
+        return sorted(name for name, made_by in environments(client, kind=EPHEMERAL, with_owner=True).items()
+                      if made_by == mine)
 
 
 def _final_snapshot(records: list[AuditRecord]) -> str | None:

@@ -15,6 +15,7 @@ from enum import Enum
 from pydantic import BaseModel
 
 from prefect_agentic.record.audit import AuditRecord, verify
+from prefect_agentic.stats import RunFacts, add_audit
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "stopped"})
 """``run_finished`` statuses that end a run as designed (``crashed`` is the run's own error)."""
@@ -39,6 +40,10 @@ class Invariant(str, Enum):
     """The clean re-run ends on the fault-free reference run's final snapshot."""
     no_leftover_containers = "no_leftover_containers"
     """No container with the run's labels is left afterwards."""
+    no_leftover_environments = "no_leftover_environments"
+    """No ephemeral service environment the run's process made is left afterwards."""
+    failures_classified = "failures_classified"
+    """Every failed step has a failure mode in ``agentic stats`` (none is ``unknown``)."""
 
 
 class Violation(BaseModel):
@@ -130,6 +135,21 @@ def check_same_final_snapshot(rerun_snapshot: str | None, reference_snapshot: st
 def check_no_leftover_containers(names: list[str]) -> list[Violation]:
     return [Violation(invariant=Invariant.no_leftover_containers, detail=f"container {name} is left")
             for name in names]
+
+
+def check_no_leftover_environments(names: list[str]) -> list[Violation]:
+    return [Violation(invariant=Invariant.no_leftover_environments, detail=f"ephemeral environment {name} is left")
+            for name in names]
+
+
+def check_failures_classified(records: list[AuditRecord]) -> list[Violation]:
+    """Every failed step is counted under a failure mode by ``agentic stats`` (the same reading of the log)."""
+    facts = RunFacts(flow_run_id="", workflow="", status="")
+    add_audit(facts, records)
+    failed = [s["step"] for s in facts.steps if s.get("status") == "failed"]
+    return [Violation(invariant=Invariant.failures_classified, step=step,
+                      detail="the step failed with no error kind recorded: `agentic stats` counts it as unknown")
+            for step, kind in zip(failed, facts.failure_kinds) if kind == "unknown"]
 
 
 class FaultOutcomes(BaseModel):
