@@ -63,6 +63,7 @@ class CampaignReport(BaseModel):
     bound_s: float
     reference_flow_run_id: str
     reference_snapshot: str
+    reference_elapsed_s: float = 0.0
     runs: list[RunOutcome] = Field(default_factory=list)
 
     @property
@@ -116,7 +117,8 @@ class Campaign:
                                 "a plan must succeed without faults before faults can be judged")
         self.progress(f"reference run {reference.flow_run_id}: {reference.state}, final snapshot {snapshot[:12]}")
         report = CampaignReport(plan_id=self.plan.id, seed=seed, bound_s=self.bound_s,
-                                reference_flow_run_id=reference.flow_run_id, reference_snapshot=snapshot)
+                                reference_flow_run_id=reference.flow_run_id, reference_snapshot=snapshot,
+                                reference_elapsed_s=round(reference.elapsed_s, 3))
         for index in range(runs):
             outcome = self._chaos_run(index, spec.model_copy(update={"seed": seed + index}), snapshot)
             self.progress(f"run {index + 1}/{runs} (seed {seed + index}) {outcome.flow_run_id}: {outcome.status}, "
