@@ -213,8 +213,7 @@ def mount_size_limited(path: Path, size: int) -> str | None:
         if made:  # e.g. no mount permission in a container: leave no image to mount over a clone later
             image.unlink(missing_ok=True)
             image.with_suffix(".partial").unlink(missing_ok=True)
-        detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
-        return f"cannot mount a size-limited filesystem ({detail or exc})"
+        return f"cannot mount a size-limited filesystem ({_why(exc)})"
     lost = path / "lost+found"
     if lost.is_dir() and not (path / ".git").exists():
         lost.rmdir()
@@ -243,8 +242,7 @@ def unmount_size_limited(path: Path) -> str | None:
         try:
             _system(["umount", "--lazy", str(path)])
         except (OSError, subprocess.CalledProcessError):
-            detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
-            return f"cannot unmount workspace {path}: {detail or exc}"
+            return f"cannot unmount workspace {path}: {_why(exc)}"
     return None
 
 
@@ -263,8 +261,7 @@ def mounted(path: Path) -> Iterator[None]:
     try:
         _mount(image, path)
     except (OSError, subprocess.CalledProcessError) as exc:
-        detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
-        raise WorkspaceError(f"cannot mount the run workspace {path} from {image}: {detail or exc}") from None
+        raise WorkspaceError(f"cannot mount the run workspace {path} from {image}: {_why(exc)}") from None
     try:
         yield
     finally:
@@ -285,6 +282,12 @@ def workspace_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _why(exc: OSError | subprocess.CalledProcessError) -> str:
+    """What a failed mount command said (its stderr), else the error itself."""
+    detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else ""
+    return detail or str(exc)
 
 
 def _system(command: list[str]) -> None:

@@ -306,3 +306,15 @@ def test_agentic_tools_lists_the_tools_of_a_stdio_mcp_server_in_a_sandbox(
                           "--image", sandbox_image)
     assert missing.returncode == 1
     assert "can't open file '/workspace/missing.py'" in missing.stderr
+
+
+def test_discovery_never_writes_through_a_link_the_repository_plants(  # type: ignore[no-untyped-def]
+        make_repo, sandbox_image: str, tmp_path: Path) -> None:
+    host_dir = tmp_path / "host-dir"
+    host_dir.mkdir()
+    repo = make_repo(files={"stdio_server.py": STDIO_SERVER})
+    (repo / ".agentic").symlink_to(host_dir)  # where discovery writes its client script
+    git_commit_all(repo, "plant a link in place of .agentic")
+    result = agentic_cli("tools", "--mcp", "python3 stdio_server.py", "--repo", str(repo), "--image", sandbox_image)
+    assert list(host_dir.iterdir()) == []  # nothing written on the host through the link
+    assert result.returncode != 0 and ".agentic" in result.stderr, result.stdout + result.stderr

@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+import git
+
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.boundary import WorkspaceFiles
 from prefect_agentic.sandbox.result import CommandResult
@@ -26,6 +28,7 @@ from prefect_agentic.tools.mcp.client import (
     http_list_tools,
     stdio_list_tools,
 )
+from prefect_agentic.workspace import run_git_bytes
 
 CLIENT_PATH = ".agentic/mcp_client.py"
 
@@ -66,11 +69,14 @@ def list_server_tools(server: str, *, repo: Path, settings: SandboxSettings,
 
 
 def _export_head(repo: Path, target: Path) -> None:
-    """The committed files of ``repo`` at HEAD into ``target`` (nothing when it is not a repository)."""
-    probe = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "-q", "HEAD"],
-                           check=False, capture_output=True, text=True)
-    if probe.returncode != 0:
+    """The committed files of ``repo`` at HEAD into ``target`` (nothing when it is not a repository).
+
+    Through ``run_git_bytes``, the host's one hardened way to run git: no hooks,
+    user or system config, nor attribute filters of the repository apply.
+    """
+    try:
+        run_git_bytes(repo, "rev-parse", "--verify", "-q", "HEAD")
+    except (git.GitCommandError, git.NoSuchPathError):
         return
-    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", "HEAD"],
-                             capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "--no-same-owner", "-C", str(target)], input=archive.stdout, check=True)
+    archive = run_git_bytes(repo, "archive", "--format=tar", "HEAD")
+    subprocess.run(["tar", "-x", "--no-same-owner", "-C", str(target)], input=archive, check=True)
