@@ -130,4 +130,4 @@ def _long_containers(docker_client, **filters: str) -> list[str]:  # type: ignor
     """Ids of the managed containers of the 'long' plan, from one list call (a container
     removed meanwhile cannot make a per-container inspect fail)."""
     found = docker_client.api.containers(all=True, filters={"label": "org.prefect-agentic.managed=true", **filters})
-    return [c["Id"] for c in found if "long-" in (c.get("Labels") or {}).get("org.prefect-agentic.run", "")]
+    return [c["Id"] for c in found if (c.get("Labels") or {}).get("org.prefect-agentic.run", "").startswith("long-")]

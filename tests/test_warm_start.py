@@ -24,6 +24,8 @@ from prefect.deployments import run_deployment
 from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from prefect_agentic.sandbox.runner import LABEL_MANAGED, LABEL_RUN
+
 pytestmark = [pytest.mark.docker]
 
 FINAL = {"Completed", "Failed", "Crashed", "Cancelled"}
@@ -87,12 +89,12 @@ def test_an_approved_suspended_run_is_started_again_warm_and_finishes(stack: Pre
 
 
 def test_killing_a_launcher_ends_its_forked_engine_and_the_warm_process_ends_with_its_worker(  # type: ignore[no-untyped-def]
-        stack: PrefectStack, make_repo) -> None:
+        stack: PrefectStack, make_repo, docker_client) -> None:
     repo = make_repo({"README.md": "x\n"})
     warmed = _submit(stack, {"id": "warm-up", "goal": "start the warm process",
                              "steps": [{"id": "s", "tool": "shell", "args": {"command": "true"}}]}, repo)
     assert wait_for_state(stack, warmed, FINAL).state.name == "Completed"
-    flow_run_id = _submit(stack, {"id": "warm-long", "goal": "a run to stop", "steps": [
+    flow_run_id = _submit(stack, {"id": "warm-stopped", "goal": "a run to stop", "steps": [
         {"id": "long", "tool": "shell", "args": {"command": "sleep 30"}}]}, repo)
     running = wait_for_state(stack, flow_run_id, {"Running", *FINAL})
     assert running.state.name == "Running", running.state
@@ -103,6 +105,11 @@ def test_killing_a_launcher_ends_its_forked_engine_and_the_warm_process_ends_wit
 
     os.kill(launcher, signal.SIGKILL)
     _wait("the forked engine to end", lambda: not _alive(child), timeout=60)
+    # a SIGKILLed engine removes nothing: its sandbox is left for the next run of that workspace
+    # to clean up; this test removes it itself
+    for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"}):
+        if container.labels.get(LABEL_RUN, "").startswith("warm-stopped-"):
+            container.remove(force=True)
 
     warm_pid = int(re.search(r"\[(\d+)\] serving", _warm_log(stack))[1])
     assert _alive(warm_pid)  # still serving the worker's next runs
