@@ -81,6 +81,9 @@ class RunHook:
     def after_step(self, step: Step, report: StepReport) -> Decision | Replan:
         return Go()
 
+    def after_stop(self, reason: str, reports: dict[str, StepReport]) -> None:
+        """The run stopped (a hook said ``Stop``) and nothing more will start: undo what must not stay."""
+
 
 @dataclass
 class StepScheduler:
@@ -117,6 +120,9 @@ class StepScheduler:
                 for step_id in waiting:
                     self._not_run(step_id, "not run: a step it depends on did not complete")
                 waiting = []
+        if self.stopped is not None:
+            for hook in self.hooks:
+                hook.after_stop(self.stopped, dict(self._reports))
         return self._reports
 
     def _running(self) -> list[str]:

@@ -51,6 +51,9 @@ FAST_GATES = GateDefaults(poll_interval_seconds=0.5, timeout_seconds=120)
 GOOD = "sed -i 's/VERSION = \"1.0.0\"/VERSION = \"1.1.0\"/' shop/config.py"
 # A latency regression: functional tests and integration checks pass, production traffic does not.
 BAD = GOOD + " && sed -i 's/\"ADDED_LATENCY_MS\", \"0\"/\"ADDED_LATENCY_MS\", \"400\"/' shop/config.py"
+# An error regression that tests and integration checks do not see: past 200 hits (production's shared
+# counter, never the fresh one of a test or of the ephemeral environment) one request in three gets a 500.
+ERRORS = GOOD + " && sed -i 's/return 200, json.dumps/return (500 if hits > 200 and hits % 3 == 0 else 200), json.dumps/' shop/app.py"
 TRAFFIC = 25  # requests per second through the proxy, from the stack's traffic generator
 
 
@@ -136,7 +139,7 @@ def test_the_analysis_reads_prometheus_text_and_interpolates_the_percentile() ->
 def test_the_recipe_gates_the_canary_and_checks_its_parameters() -> None:
     made = RecipePlanner().plan("upgrade-service", {"stack": "shop", "change": GOOD})
     assert [s.id for s in made.steps] == ["change", "unit-tests", "lint", "commit", "image", "integration", "canary"]
-    from prefect_agentic.policy import approval_rules
+    from prefect_agentic.policy import approval_rules, auto_approves
     from prefect_agentic.tools.registry import default_registry
 
     policy = ToolPolicy()
@@ -147,6 +150,12 @@ def test_the_recipe_gates_the_canary_and_checks_its_parameters() -> None:
     assert approval_rules(policy, shift, default_registry()) == ["operation service_traffic:shift-traffic"]
     with pytest.raises(Exception, match="must rise strictly and end at 100"):
         RecipePlanner().plan("upgrade-service", {"stack": "shop", "change": GOOD, "steps": [50, 10]})
+    gated = RecipePlanner().plan("upgrade-service", {"stack": "shop", "change": GOOD, "promote_gate": True})
+    assert [(s.id, s.args["steps"], s.args.get("hold", False), s.requires_approval) for s in gated.steps[-2:]] == [
+        ("canary", [10, 50], True, False), ("promote", [100], False, True)]
+    assert not auto_approves(ToolPolicy(auto_approve=["*:deploy"]), gated.step("promote"), default_registry())
+    with pytest.raises(Exception, match="promote_gate needs a canary step below 100 %"):
+        RecipePlanner().plan("upgrade-service", {"stack": "shop", "change": GOOD, "steps": [100], "promote_gate": True})
 
 
 def test_service_code_is_read_without_following_links_out_of_the_workspace(tmp_path: Path) -> None:
@@ -231,6 +240,57 @@ def test_a_bad_change_is_rolled_back_within_the_window_and_stable_keeps_serving(
             assert answer.status == 200
     [decision] = records(caplog, "canary_decision")
     assert decision["decision"] == "rolled_back" and "latency" in decision["reason"]
+
+
+@pytestmark_server
+def test_an_error_regression_is_rolled_back_within_the_window(  # type: ignore[no-untyped-def]
+        stack: Stack, service_repo: Path, sandbox_image: str, docker_client, caplog) -> None:
+    before = stack.state()
+    window = 20.0
+    sent_before = traffic(stack)
+    report = run_with_loop(plan(stack, ERRORS, [20, 100], window=window), service_repo, sandbox_image, None,
+                           gates=FAST_GATES, policy=ToolPolicy(auto_approve=["*:deploy"]))
+    steps = {s.step_id: s for s in report.steps}
+    assert steps["unit-tests"].ok and steps["integration"].output["failed"] == 0  # unseen before production
+    canary = steps["canary"].output
+    assert canary["decision"] == "rolled_back" and canary["reason"].startswith("step 20 %: 2 failed checks")
+    assert "error rate" in canary["reason"] and "> 0.05" in canary["reason"]
+    assert canary["checks"][-1]["at_seconds"] < window  # rolled back before the first window ended
+    assert stack.state() == before
+    sent_after = traffic(stack)
+    during = sum(sent_after.values()) - sum(sent_before.values())
+    lost = failed(sent_after) - failed(sent_before)
+    served_by_canary = sum(c["requests"] for c in canary["checks"])
+    # Stated bound: only the canary's share fails, only until the rollback: no more failures than the
+    # canary answered requests in its checks, and at most 2 % of all requests sent during the run.
+    assert 0 < lost <= served_by_canary and lost <= 0.02 * during, (lost, served_by_canary, during)
+    [decision] = records(caplog, "canary_decision")
+    assert decision["decision"] == "rolled_back" and "error rate" in decision["reason"]
+
+
+@pytestmark_server
+def test_a_canary_held_at_a_promotion_gate_is_rolled_back_when_the_gate_is_rejected(  # type: ignore[no-untyped-def]
+        stack: Stack, service_repo: Path, sandbox_image: str, docker_client, caplog) -> None:
+    before = stack.state()
+    approver = Approver({"decision": "reject", "approver": "sre", "reason": "p95 too close to the limit"})
+    report = run_with_loop(plan(stack, GOOD, [50, 100], window=4, promote_gate=True), service_repo, sandbox_image,
+                           None, gates=FAST_GATES, policy=ToolPolicy(auto_approve=["*:deploy"]))
+    approver.done()
+    assert not report.ok and report.stopped == "step 'promote' rejected by sre: p95 too close to the limit"
+    steps = {s.step_id: s for s in report.steps}
+    assert steps["canary"].output["decision"] == "held" and steps["promote"].status.value == "not_run"
+    assert [s["share"] for s in steps["canary"].output["steps"]] == [50]  # held at 50 % while the gate waited
+    assert "service_canary" in approver.questions[0] and "`canary`" in approver.questions[0]
+    assert stack.state() == before and canaries(docker_client, stack) == 0  # stable at 100 %, canary gone
+    held, rolled = records(caplog, "canary_decision")
+    assert held["decision"] == "held"
+    assert rolled["decision"] == "rolled_back" and rolled["reason"] == f"rolled back: {report.stopped}"
+    with get_client(sync_client=True) as client:
+        [artifact] = [a for a in client.read_latest_artifacts() if a.key == f"canary-{stack.name}"]
+    assert "rejected by sre" in (artifact.description or "")
+    for _ in range(10):
+        with urllib.request.urlopen(before.proxy_url, timeout=5) as answer:
+            assert b'"version": "1.0.0"' in answer.read()
 
 
 @pytestmark_server

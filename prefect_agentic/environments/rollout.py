@@ -5,6 +5,10 @@ without enough traffic, the rollout's deadline, and any exception (``finally``).
 killed outright cannot run it; its re-run finds the canary by label and carries on from there
 (a canary of the same version is taken over and re-analysed from the first step; one of
 another version is rolled back first), and ``agentic canaries rollback`` undoes it by hand.
+
+With ``hold`` the rollout stops after its last share without promoting: the canary is left
+serving that share (decision ``held``) for a promotion gate; the next rollout of the same image
+takes it over, and a run that stops at the gate rolls it back (``roll_back_held``).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ class StepSummary(BaseModel):
 
 
 class RolloutResult(BaseModel):
-    decision: Literal["promoted", "rolled_back"]
+    decision: Literal["promoted", "rolled_back", "held"]
     reason: str
     image: str
     stable_before: str | None
@@ -49,7 +53,8 @@ class RolloutResult(BaseModel):
 
 
 def run_canary(stack: Stack, image: str, shares: list[int], thresholds: Thresholds,
-               timeout_seconds: float, on_check: Callable[[Check], None] = lambda c: None) -> RolloutResult:
+               timeout_seconds: float, on_check: Callable[[Check], None] = lambda c: None,
+               hold: bool = False) -> RolloutResult:
     before = stack.state()
     took_over = before.canary_version == image
     stack.deploy_canary(image)
@@ -67,10 +72,14 @@ def run_canary(stack: Stack, image: str, shares: list[int], thresholds: Threshol
                 reason = f"step {share} %: {why}"
                 break
         else:
-            stack.promote()
-            decision, reason = "promoted", f"every step held its window ({', '.join(f'{s} %' for s in shares)})"
+            held = f"every step held its window ({', '.join(f'{s} %' for s in shares)})"
+            if hold:
+                decision, reason = "held", f"{held}; the canary waits at {shares[-1]} % for promotion"
+            else:
+                stack.promote()
+                decision, reason = "promoted", held
     finally:
-        if decision != "promoted":
+        if decision == "rolled_back":
             stack.rollback()
     return RolloutResult(decision=decision, reason=reason, image=image, stable_before=before.stable_version,
                          stable_after=stack.state().stable_version, took_over_canary=took_over,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from prefect import get_run_logger
+
 from prefect_agentic.errors import BudgetExceededError
 from prefect_agentic.executor import RunContext, run_resources
 from prefect_agentic.plan.models import Step
@@ -28,3 +30,25 @@ class BudgetHook(RunHook):
         if not self.run.budget.limits():
             return Go()
         return self.before_step(step, {})
+
+
+class HeldCanaryRollback(RunHook):
+    """Rolls back a canary that a ``service_canary`` step left waiting (``hold``) when the run stops
+    before promoting it: a rejected promotion gate, or one nobody answered in time."""
+
+    def __init__(self, run: RunContext) -> None:
+        self.run = run
+
+    def after_stop(self, reason: str, reports: dict[str, StepReport]) -> None:
+        held = [r for r in reports.values() if r.tool == "service_canary" and (r.output or {}).get("decision") == "held"]
+        if not held:
+            return
+        from prefect_agentic.tools.deploy.canary import roll_back_held
+
+        resources = run_resources(self.run)
+        logger = get_run_logger()
+        for report in held:
+            result = roll_back_held(resources.sandbox.client, report.output or {}, reason, resources.recorder,
+                                    report.step_id)
+            if result is not None:
+                logger.warning("canary of stack '%s' %s", (report.output or {}).get("stack"), result.reason)

@@ -38,7 +38,7 @@ from prefect_agentic.export import (
     push_decision,
 )
 from prefect_agentic.flows.audit import RunAudit
-from prefect_agentic.flows.hooks import BudgetHook
+from prefect_agentic.flows.hooks import BudgetHook, HeldCanaryRollback
 from prefect_agentic.gates import ApprovalGate
 from prefect_agentic.loop.settings import LoopSettings
 from prefect_agentic.plan.models import Plan
@@ -229,7 +229,7 @@ def run_hooks(plan: Plan, run: RunContext, loop: LoopSettings | None = None,
     anyone is asked. With an LLM planner in the loop, an approver's requested
     changes are re-planned by it.
     """
-    hooks: list[RunHook] = [BudgetHook(run)]
+    hooks: list[RunHook] = [BudgetHook(run), HeldCanaryRollback(run)]
     agent = None
     if loop is not None and (loop.llm is not None or loop.escalate):
         from prefect_agentic.loop.agent import AgentLoop  # the LLM planner: imported only when used

@@ -123,6 +123,8 @@ class UpgradeServiceParams(RecipeParams):
     min_requests: int = Field(default=20, ge=1, description="Requests each step's window needs to be judged.")
     failure_limit: int = Field(default=2, ge=1, description="Failed checks that roll the canary back.")
     branch: str = Field(default="agentic/upgrade-service", description="Branch the change is committed on.")
+    promote_gate: bool = Field(default=False, description="Ask a human before the last canary step (100 %); "
+                               "a rejection, or no answer in time, rolls the canary back.")
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,30 @@ def _upgrade_service(p: UpgradeServiceParams) -> list[dict[str, Any]]:
                   "min_requests": p.min_requests, "failure_limit": p.failure_limit,
                   "window_seconds": p.window_seconds, "interval_seconds": p.interval_seconds}
     tests = f"{p.path.rstrip('/')}/tests" if p.path not in ("", ".") else "tests"
+    if p.promote_gate and len(p.steps) < 2:
+        raise RecipeError(f"recipe 'upgrade-service': --param promote_gate needs a canary step below 100 % "
+                          f"before the gate (steps: {p.steps})")
+    canary = {**service, "stack": p.stack, "thresholds": thresholds}
+    shares = " -> ".join(f"{s} %" for s in p.steps)
+    if p.promote_gate:
+        rollout = [
+            {"id": "canary", "tool": "service_canary", "depends_on": ["integration"],
+             "args": {**canary, "steps": p.steps[:-1], "hold": True},
+             "description": f"After approval, canary the new version in stack '{p.stack}' at "
+                            f"{' -> '.join(f'{s} %' for s in p.steps[:-1])} and hold it there; roll it back on a "
+                            "breach."},
+            {"id": "promote", "tool": "service_canary", "depends_on": ["canary"], "requires_approval": True,
+             "args": {**canary, "steps": p.steps[-1:]},
+             "description": f"After a human's approval of the canary's metrics, send it {p.steps[-1]} % and promote "
+                            "it; a rejection rolls it back."},
+        ]
+    else:
+        rollout = [
+            {"id": "canary", "tool": "service_canary", "depends_on": ["integration"],
+             "args": {**canary, "steps": p.steps},
+             "description": f"After approval, canary the new version in stack '{p.stack}' at "
+                            f"{shares}; promote it, or roll it back on a breach."},
+        ]
     return [
         {"id": "change", "tool": "shell", "args": {"command": p.change}, "writes_workspace": True,
          "description": "Apply the change to the service."},
@@ -285,10 +311,7 @@ def _upgrade_service(p: UpgradeServiceParams) -> list[dict[str, Any]]:
          "description": "Build the new version's image from the workspace, offline."},
         {"id": "integration", "tool": "service_integration", "depends_on": ["image"], "args": service,
          "description": "Integration checks against the new version and its cache in an ephemeral environment."},
-        {"id": "canary", "tool": "service_canary", "depends_on": ["integration"],
-         "args": {**service, "stack": p.stack, "steps": p.steps, "thresholds": thresholds},
-         "description": f"After approval, canary the new version in stack '{p.stack}' at "
-                        f"{' -> '.join(f'{s} %' for s in p.steps)}; promote it, or roll it back on a breach."},
+        *rollout,
     ]
 
 

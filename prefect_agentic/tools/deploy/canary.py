@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar
 
+import docker
 from pydantic import Field, model_validator
 
 from prefect_agentic.environments import evidence
 from prefect_agentic.environments.analysis import Check, Thresholds
 from prefect_agentic.environments.rollout import RolloutResult, StepSummary, run_canary
+from prefect_agentic.environments.stack import Stack
+from prefect_agentic.record.recorder import Recorder
 from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput
 from prefect_agentic.tools.deploy.common import ServiceInput, StackName, stack, workspace_image
 
@@ -25,17 +28,23 @@ class CanaryInput(ServiceInput):
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
         default_factory=lambda: [10, 50, 100], min_length=1, description="Canary shares in %, rising, ending at 100.")
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    hold: bool = Field(default=False, description="Stop after the last share without promoting (for a promotion "
+                       "gate); the steps then end below 100 and a later service_canary step takes the canary over.")
     timeout_seconds: float | None = Field(default=None, gt=0, description="Deadline of the whole rollout "
                                           "(default: twice the windows plus two minutes); rolled back when it passes.")
 
     @model_validator(mode="after")
     def _rising_to_100(self) -> CanaryInput:
-        if self.steps != sorted(set(self.steps)) or self.steps[-1] != 100:
+        rising = self.steps == sorted(set(self.steps))
+        if self.hold and (not rising or self.steps[-1] == 100):
+            raise ValueError(f"steps {self.steps} of a held canary must rise strictly and end below 100")
+        if not self.hold and (not rising or self.steps[-1] != 100):
             raise ValueError(f"steps {self.steps} must rise strictly and end at 100")
         return self
 
 
 class CanaryOutput(ToolOutput):
+    stack: str
     decision: str
     reason: str
     image: str
@@ -68,7 +77,7 @@ class ServiceCanaryTool(Tool):
                             check.at_seconds, check.requests, check.error_rate, t.latency_percentile,
                             check.latency_ms, check.result, check.reason)
 
-        result = run_canary(stack(ctx, args.stack), image, args.steps, t, deadline, log)
+        result = run_canary(stack(ctx, args.stack), image, args.steps, t, deadline, log, hold=args.hold)
         ctx.recorder.record("canary_decision", {
             "stack": args.stack, "decision": result.decision, "reason": result.reason, "image": image,
             "stable_before": result.stable_before, "stable_after": result.stable_after,
@@ -76,10 +85,31 @@ class ServiceCanaryTool(Tool):
             "steps": [s.model_dump() for s in result.steps]}, step_id=ctx.step_id)
         publish(result, args.stack)
         ctx.logger.info("canary %s: %s", result.decision, result.reason)
-        return {"exit_code": 0 if result.decision == "promoted" else 1, "log": result.reason,
+        return {"exit_code": 0 if result.decision != "rolled_back" else 1, "stack": args.stack, "log": result.reason,
                 "decision": result.decision, "reason": result.reason, "image": image,
                 "stable_before": result.stable_before, "stable_after": result.stable_after,
                 "steps": result.steps, "checks": result.checks, "thresholds": t}
+
+
+def roll_back_held(client: docker.DockerClient, held: Mapping[str, Any], why: str, recorder: Recorder,
+                   step_id: str) -> RolloutResult | None:
+    """Roll back a canary a ``hold`` rollout left waiting, because the run stopped before promoting it
+    (a rejected or unanswered promotion gate). None when that canary is no longer there."""
+    target = Stack(client, held["stack"])
+    if target.state().canary_version != held["image"]:
+        return None
+    target.rollback()
+    result = RolloutResult.model_validate({
+        **{k: held[k] for k in ("image", "stable_before", "thresholds", "steps", "checks")},
+        "decision": "rolled_back", "reason": f"rolled back: {why}", "took_over_canary": False,
+        "stable_after": target.state().stable_version})
+    recorder.record("canary_decision", {
+        "stack": held["stack"], "decision": "rolled_back", "reason": result.reason, "image": result.image,
+        "stable_before": result.stable_before, "stable_after": result.stable_after, "took_over_canary": False,
+        "thresholds": result.thresholds.model_dump(), "steps": [s.model_dump() for s in result.steps]},
+        step_id=step_id)
+    publish(result, held["stack"])
+    return result
 
 
 def publish(result: RolloutResult, stack_name: str) -> None:
