@@ -184,16 +184,19 @@ pytestmark_server = pytest.mark.usefixtures("prefect_api")
 def test_a_good_change_is_approved_and_promoted_to_100_percent(  # type: ignore[no-untyped-def]
         stack: Stack, service_repo: Path, sandbox_image: str, docker_client, caplog) -> None:
     before = stack.state()
-    approver = Approver({"decision": "approve", "approver": "sre", "reason": "integration green"})
-    report = run_with_loop(plan(stack, GOOD, [50, 100], window=4), service_repo, sandbox_image, None,
-                           gates=FAST_GATES)
+    # Two gates: the canary's deploy (policy), then the promotion to 100 % once the canary held 50 %.
+    approver = Approver({"decision": "approve", "approver": "sre", "reason": "integration green"},
+                        {"decision": "approve", "approver": "sre", "reason": "50 % held"})
+    report = run_with_loop(plan(stack, GOOD, [50, 100], window=4, promote_gate=True), service_repo, sandbox_image,
+                           None, gates=FAST_GATES)
     approver.done()
     assert report.ok, [(s.step_id, s.reason) for s in report.steps]
     steps = {s.step_id: s for s in report.steps}
     assert steps["integration"].output["failed"] == 0 and steps["integration"].output["torn_down"]
-    canary = steps["canary"].output
-    assert canary["decision"] == "promoted" and [s["share"] for s in canary["steps"]] == [50, 100]
-    assert all(s["result"] == "pass" and s["requests"] >= 8 for s in canary["steps"])
+    held, canary = steps["canary"].output, steps["promote"].output
+    assert held["decision"] == "held" and [s["share"] for s in held["steps"]] == [50]
+    assert canary["decision"] == "promoted" and [s["share"] for s in canary["steps"]] == [100]
+    assert all(s["result"] == "pass" and s["requests"] >= 8 for s in held["steps"] + canary["steps"])
     after = stack.state()
     assert after.stable_version == canary["image"] != before.stable_version
     assert after.canary_version is None and canaries(docker_client, stack) == 0
@@ -203,8 +206,10 @@ def test_a_good_change_is_approved_and_promoted_to_100_percent(  # type: ignore[
     review = approver.questions[0]  # what the approver read: the operation, tests, integration, the diff
     assert "service_canary:deploy" in review and "`unit-tests` 4 passed, 0 failed" in review
     assert "`integration` 4 checks passed, 0 failed" in review and '+VERSION = "1.1.0"' in review
-    [decision] = records(caplog, "canary_decision")
-    assert decision["decision"] == "promoted" and decision["thresholds"]["max_error_rate"] == 0.05
+    assert "`canary` canary held (50 %: " in approver.questions[1]
+    _, decision = records(caplog, "canary_decision")
+    assert decision["took_over_canary"] and decision["decision"] == "promoted"
+    assert decision["thresholds"]["max_error_rate"] == 0.05
     with get_client(sync_client=True) as client:
         artifact = client.read_latest_artifacts()
         keys = {a.key for a in artifact}
@@ -280,7 +285,8 @@ def test_a_canary_held_at_a_promotion_gate_is_rolled_back_when_the_gate_is_rejec
     steps = {s.step_id: s for s in report.steps}
     assert steps["canary"].output["decision"] == "held" and steps["promote"].status.value == "not_run"
     assert [s["share"] for s in steps["canary"].output["steps"]] == [50]  # held at 50 % while the gate waited
-    assert "service_canary" in approver.questions[0] and "`canary`" in approver.questions[0]
+    review = approver.questions[0]  # the approver decides on the canary's numbers at 50 %
+    assert "tool `service_canary`" in review and "`canary` canary held (50 %: " in review, review
     assert stack.state() == before and canaries(docker_client, stack) == 0  # stable at 100 %, canary gone
     held, rolled = records(caplog, "canary_decision")
     assert held["decision"] == "held"

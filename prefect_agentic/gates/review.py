@@ -173,4 +173,8 @@ def _check(report: StepReport) -> str | None:
         return f"{mark} `{report.step_id}` {out['lint_violations']} lint violations"
     if isinstance(out.get("checks"), dict) and "passed" in out:  # integration checks (service_integration)
         return f"{mark} `{report.step_id}` {out['passed']} checks passed, {out.get('failed', 0)} failed"
+    if out.get("decision") and isinstance(out.get("steps"), list):  # a canary's analysis (service_canary)
+        steps = ", ".join(f"{s['share']} %: {s['requests']} requests, error rate {s['error_rate']:.3f}, "
+                          f"latency {s['latency_ms']} ms ({s['result']})" for s in out["steps"])
+        return f"{mark} `{report.step_id}` canary {out['decision']} ({steps})"
     return None
