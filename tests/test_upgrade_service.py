@@ -351,6 +351,36 @@ def test_a_run_killed_mid_canary_is_rerun_to_a_consistent_state(  # type: ignore
     assert not any(name.startswith("agentic-it-") for name in environments(docker_client, EPHEMERAL))
 
 
+def test_a_canary_whose_run_is_gone_is_listed_as_orphaned_and_rolled_back_by_clean(  # type: ignore[no-untyped-def]
+        stack: Stack, service_repo: Path, docker_client) -> None:
+    from typer.testing import CliRunner
+
+    from prefect_agentic.cli.main import app
+
+    before = stack.state()
+    config = service_repo / "shop" / "config.py"
+    config.write_text(config.read_text().replace('VERSION = "1.0.0"', 'VERSION = "1.1.0"'))
+    image, _ = build_service_image(docker_client, service_files(WorkspaceFiles(service_repo), "."))
+    stack.deploy_canary(image)  # deployed by this (living) process: a run still watching its canary
+    stack.set_canary_share(20)
+    listed = CliRunner().invoke(app, ["canaries", "list"])
+    assert f"stack      {stack.name}  (6 containers, canary at 20 %, its run is alive)" in listed.stdout, listed.output
+    assert f"stack {stack.name}" not in CliRunner().invoke(app, ["canaries", "clean"]).stdout
+    assert stack.state().canary_weight == 20
+    stack.rollback()
+    # A run that deployed a canary and died without rolling it back (SIGKILL, never re-run).
+    subprocess.run([sys.executable, "-c", (
+        "import docker; from prefect_agentic.environments.stack import Stack; "
+        f"s = Stack(docker.from_env(), {stack.name!r}); s.deploy_canary({image!r}); s.set_canary_share(20)")],
+        check=True, timeout=120)
+    listed = CliRunner().invoke(app, ["canaries", "list"])
+    assert (f"stack      {stack.name}  (6 containers, canary at 20 %, orphaned: its run's process is gone)"
+            in listed.stdout), listed.output
+    cleaned = CliRunner().invoke(app, ["canaries", "clean"])
+    assert cleaned.exit_code == 0 and f"stack {stack.name}: orphaned canary rolled back" in cleaned.stdout
+    assert stack.state() == before and canaries(docker_client, stack) == 0
+
+
 def test_agentic_canaries_lists_and_cleans_an_environment_whose_run_is_gone(docker_client) -> None:  # type: ignore[no-untyped-def]
     import socket
 

@@ -86,7 +86,12 @@ def list_() -> None:
     client = _client()
     owners = environments(client, EPHEMERAL, with_owner=True)
     for name, containers in sorted(environments(client, STACK).items()):
-        out.print(f"stack      {name}  ({len(containers)} containers)", highlight=False)
+        stack = Stack(client, name)
+        canary = ""
+        if stack.container("canary") is not None:
+            watched = "orphaned: its run's process is gone" if stack.orphaned_canary() else "its run is alive"
+            canary = f", canary at {stack.state().canary_weight} %, {watched}"
+        out.print(f"stack      {name}  ({len(containers)} containers{canary})", highlight=False, soft_wrap=True)
     for name, containers in sorted(environments(client, EPHEMERAL).items()):
         left = "leftover" if owner_is_gone(owners.get(name, "")) else "in use"
         out.print(f"ephemeral  {name}  ({len(containers)} containers, {left})", highlight=False)
@@ -95,8 +100,14 @@ def list_() -> None:
 @canaries_app.command("clean")
 def clean(all_: Annotated[bool, typer.Option("--all", help="Also ephemeral environments whose run may be alive.")] = False,
           stacks: Annotated[bool | None, typer.Option("--stacks", help="Also remove every stack.")] = False) -> None:
-    """Remove leftover ephemeral environments (and, with --stacks, the stacks)."""
+    """Roll back orphaned canaries (their run's process is gone), remove leftover ephemeral environments
+    (and, with --stacks, the stacks)."""
     client = _client()
+    for name in sorted(environments(client, STACK)):
+        stack = Stack(client, name)
+        if not stacks and stack.orphaned_canary() and stack.container("proxy") is not None:
+            stack.rollback()
+            out.print(f"stack {name}: orphaned canary rolled back; all traffic on stable", highlight=False, soft_wrap=True)
     removed = []
     for name, owner in environments(client, EPHEMERAL, with_owner=True).items():
         if all_ or owner_is_gone(owner):

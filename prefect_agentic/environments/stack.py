@@ -20,9 +20,11 @@ from docker.models.containers import Container
 
 from prefect_agentic.environments.images import RUNTIME_IMAGE
 from prefect_agentic.environments.labels import (
+    LABEL_OWNER,
     LABEL_VERSION,
     STACK,
     labels,
+    owner_is_gone,
     remove_environment,
 )
 from prefect_agentic.errors import ToolError
@@ -136,6 +138,12 @@ class Stack:
             canary_version=canary.labels.get(LABEL_VERSION) if canary else None,
             canary_weight=share if canary else 0,
             proxy_url=f"http://127.0.0.1:{ports[0]['HostPort']}" if ports else None)
+
+    def orphaned_canary(self) -> bool:
+        """Whether the stack has a canary whose deploying process is gone (a killed run never re-run,
+        or a run suspended at a promotion gate): nothing watches it any more."""
+        canary = self.container("canary")
+        return canary is not None and owner_is_gone(canary.labels.get(LABEL_OWNER, ""))
 
     def weights(self) -> dict[str, int]:
         """Server name -> its current HAProxy weight."""
