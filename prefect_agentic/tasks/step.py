@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from typing import Any
 
 from prefect import Task, task
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
 from prefect.context import TaskRunContext
 from prefect.runtime import task_run as task_run_runtime
 from prefect.states import State
@@ -71,12 +75,50 @@ def run_step(step: Step, run: RunContext, input_result: StepResult | None = None
     return execute_step(step, run, snapshot, attempt)
 
 
+_LIMIT_TTL_S = 5.0
+_limited: dict[str, tuple[float, bool]] = {}
+_limited_lock = threading.Lock()
+
+
+def _has_tag_limit(tag: str) -> bool:
+    """Whether the API holds a tag concurrency limit on ``tag`` (answers kept for 5 s, as Prefect's client does)."""
+    now = time.monotonic()
+    with _limited_lock:
+        known = _limited.get(tag)
+        if known is not None and known[0] > now:
+            return known[1]
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_global_concurrency_limit_by_name(f"tag:{tag}")
+        limited = True
+    except ObjectNotFound:
+        limited = False
+    with _limited_lock:
+        _limited[tag] = (now + _LIMIT_TTL_S, limited)
+    return limited
+
+
+def step_tags(plan_id: str, tool: str) -> set[str]:
+    """The step's tags (``plan:<id>``, ``tool:<name>``), only when one of them has a tag concurrency limit.
+
+    Prefect's task engine asks the server for concurrency slots for every
+    tagged task run. On SQLite (the embedded API) that call sometimes meets
+    "database is locked", and the client retries it only after 2 s, which
+    stalls the step (``bench/step_overhead.py`` counts these). Untagged task
+    runs skip the call; a limit created with ``prefect concurrency-limit create
+    plan:<id> N`` (or ``tool:<name>``) still holds, because then the steps are
+    tagged. Reading whether a limit exists is a read, which SQLite never refuses.
+    """
+    tags = {f"plan:{plan_id}", f"tool:{tool}"}
+    return tags if any(_has_tag_limit(tag) for tag in sorted(tags)) else set()
+
+
 def step_task(step: Step, plan_id: str) -> Task[..., StepResult]:
     """``run_step`` configured for ``step``: name, tags, retries, backoff (its timeout is the sandbox's)."""
     return run_step.with_options(
         name=step.id,
         task_run_name=step.id,
-        tags={f"plan:{plan_id}", f"tool:{step.tool}"},
+        tags=step_tags(plan_id, step.tool),
         retries=step.retries,
         retry_delay_seconds=exponential_backoff(step.retry_backoff_seconds)(step.retries)
         if step.retries
