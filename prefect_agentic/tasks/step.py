@@ -17,8 +17,8 @@ from typing import Any
 
 from prefect import Task, task
 from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
 from prefect.context import TaskRunContext
+from prefect.exceptions import ObjectNotFound
 from prefect.runtime import task_run as task_run_runtime
 from prefect.states import State
 from prefect.tasks import exponential_backoff
