@@ -107,7 +107,7 @@ class RetryCounter(logging.Handler):
         server_logger = logging.getLogger("prefect.server")
         server_logger.setLevel(logging.ERROR)
         server_logger.propagate = False
-        server_logger.addHandler(self)
+        server_logger.handlers = [self]  # named in the summary, not printed
         return self
 
 
