@@ -16,8 +16,10 @@ Two parts:
   mostly orchestration) on the embedded API, for N = 10, 100, 1000 (or the
   counts given). Each plan runs in a fresh child process, so one peak never
   hides another. Memory should stay flat: the figure per extra step is printed.
+  With ``--rss-floor``, the same for a chain of plain Prefect tasks with
+  persisted results and a no-op body: Prefect's own growth per task run.
 
-Usage: ``python bench/snapshot_cost.py [--rounds N] [--rss [10 100 1000]]``.
+Usage: ``python bench/snapshot_cost.py [--rounds N] [--rss [10 100 1000]] [--rss-floor]``.
 """
 
 from __future__ import annotations
@@ -143,15 +145,45 @@ def rss_child(steps: int) -> None:
         shutil.rmtree(state, ignore_errors=True)
 
 
-def rss_table(counts: list[int]) -> None:
-    print("peak RSS of a process running one plan of N chained warm steps (each 'true'), embedded API")
+def rss_floor_child(tasks: int) -> None:
+    """Prefect's own memory floor: ``tasks`` chained plain tasks (persisted JSON results, no-op body)."""
+    state = Path(tempfile.mkdtemp(prefix="agentic-rss-floor-"))
+    os.environ.setdefault("PREFECT_HOME", str(state / "prefect"))
+    from prefect import flow, task
+
+    from prefect_agentic.settings import embedded_run_settings
+
+    @task(persist_result=True, result_serializer="json", retries=1,
+          cache_key_fn=lambda _ctx, p: f"rss-floor-{p['key']}")
+    def step(key: str, previous: dict | None = None) -> dict:
+        return {"key": key, "snapshot": "0" * 40}
+
+    @flow(name="rss-floor")
+    def chain() -> None:
+        previous = None
+        for i in range(tasks):
+            previous = step.submit(f"{i}", previous)
+        previous.result()
+
+    try:
+        with embedded_run_settings():
+            start = time.perf_counter()
+            chain()
+            elapsed = time.perf_counter() - start
+        print(f"{tasks} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} {elapsed:.1f}")
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def rss_table(counts: list[int], flag: str, what: str) -> None:
+    print(f"peak RSS of a process running {what}, embedded API")
     rows = []
     for steps in counts:
-        out = subprocess.run([sys.executable, __file__, "--rss-child", str(steps)], check=True,
+        out = subprocess.run([sys.executable, __file__, flag, str(steps)], check=True,
                              capture_output=True, text=True).stdout.split()
         _, peak, elapsed = int(out[-3]), float(out[-2]), float(out[-1])
         rows.append((steps, peak))
-        print(f"  {steps:5d} steps  peak RSS {peak:7.1f} MiB  ({elapsed:6.1f} s, {elapsed / steps * 1000:6.1f} ms a step)")
+        print(f"  {steps:5d} steps  peak RSS {peak:7.1f} MiB  ({elapsed:6.1f} s)")
     (n0, m0), (n1, m1) = rows[0], rows[-1]
     if n1 > n0:
         print(f"  growth {(m1 - m0) / (n1 - n0) * 1024:.1f} KiB per extra step "
@@ -163,15 +195,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15, help="interleaved snapshot rounds")
     parser.add_argument("--rss", type=int, nargs="*", help="also peak RSS for these step counts "
                         "(default 10 100 1000)")
+    parser.add_argument("--rss-floor", action="store_true",
+                        help="with --rss: also the same for a chain of plain Prefect tasks (Prefect's floor)")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rss-floor-child", type=int, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.rss_child:
         rss_child(options.rss_child)
         return
+    if options.rss_floor_child:
+        rss_floor_child(options.rss_floor_child)
+        return
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     snapshot_rounds(options.rounds)
     if options.rss is not None:
-        rss_table(options.rss or [10, 100, 1000])
+        counts = options.rss or [10, 100, 1000]
+        rss_table(counts, "--rss-child", "one plan of N chained warm steps (each 'true')")
+        if options.rss_floor:
+            rss_table(counts, "--rss-floor-child", "N chained plain Prefect tasks (no-op body)")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -16,7 +16,8 @@ floor, ours...), so a change in the machine's load hits both alike:
     concurrency 8 against 16 floor tasks doing ``docker exec ... sleep 1``,
     8 at once (target <= 1.10x);
   * 2-second stalls: API calls Prefect's client retried after a 503 (its first
-    retry waits 2 s); on the embedded server, which statement SQLite refused.
+    retry waits 2 s); with ``--why-stalls`` the embedded server prints each
+    statement SQLite refused.
     A round whose floor stalled is void (left out of the median); stalls in
     our runs count against us.
 
@@ -54,7 +55,8 @@ from typing import Self, TypeVar
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")  # the resume part fails a step on purpose
-os.environ.setdefault("PREFECT_API_LOG_RETRYABLE_ERRORS", "true")  # names each refused statement (RetryCounter)
+if "--why-stalls" in sys.argv:  # the embedded server (a subprocess) logs each statement SQLite refused
+    os.environ["PREFECT_API_LOG_RETRYABLE_ERRORS"] = "true"
 _STATE = Path(tempfile.mkdtemp(prefix="agentic-bench-"))
 os.environ.setdefault("PREFECT_HOME", str(_STATE / "prefect"))
 os.environ.setdefault("AGENTIC_HOME", str(_STATE / "agentic"))
@@ -75,7 +77,8 @@ IMAGE = os.environ.get("AGENTIC_SANDBOX_IMAGE", "prefect-agentic/sandbox:2")
 COMMAND = ["python3", "-c", "print(sum(range(200000)))"]
 """A small real command (an interpreter start and a little work, ~50 ms)."""
 
-QUIET_S = 0.5
+QUIET_S = float(os.environ.get("BENCH_QUIET_S", "0.5"))
+"""Untimed wait before each timed flow run (``quiet_api``)."""
 TARGETS = {"warm": 1.10, "per_step": 1.05, "cached": 1.3, "parallel": 1.10}
 """Issue 17: ratios against the Prefect floor in the same bench run."""
 
@@ -83,39 +86,23 @@ TARGETS = {"warm": 1.10, "per_step": 1.05, "cached": 1.3, "parallel": 1.10}
 class RetryCounter(logging.Handler):
     """Counts the API calls Prefect's client retried after a 503 (it logs each at DEBUG).
 
-    Each is a stall: the client waits 2 s before the retry. On the embedded
-    server (in this process) the server's own log of each refused statement
-    (``PREFECT_API_LOG_RETRYABLE_ERRORS``) names what was refused.
+    Each is a stall: the client waits 2 s before the retry.
     """
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.count = 0
-        self.refused: dict[str, int] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         if "retryable status code 503" in record.getMessage():
             self.count += 1
-        elif record.exc_info and "retryable exception" in record.getMessage():
-            self.refused[_statement(record.exc_info[1])] = self.refused.get(_statement(record.exc_info[1]), 0) + 1
 
     def install(self) -> RetryCounter:
         client_logger = logging.getLogger("prefect.client")
         client_logger.setLevel(logging.DEBUG)
         client_logger.propagate = False  # counted here, not printed
         client_logger.addHandler(self)
-        server_logger = logging.getLogger("prefect.server")
-        server_logger.setLevel(logging.ERROR)
-        server_logger.propagate = False
-        server_logger.handlers = [self]  # named in the summary, not printed
         return self
-
-
-def _statement(exc: BaseException | None) -> str:
-    """The first words of the SQL statement SQLite refused ("INSERT INTO flow_run", ...)."""
-    text = str(exc)
-    sql = text.split("[SQL: ", 1)[-1] if "[SQL: " in text else text
-    return " ".join(sql.split()[:3])
 
 
 RETRIES = RetryCounter()
@@ -419,8 +406,11 @@ def compare_parallel(comparison: Comparison, repo: Path, container: WarmContaine
     comparison.round(floor, ours)
 
 
-def floor_ratios(repo: Path, chain: int, rounds: int) -> list[Comparison]:
-    """Issue 17's ratios: our step against the Prefect floor, interleaved rounds (floor, ours, floor, ours...)."""
+def floor_ratios(repo: Path, chain: int, rounds: int, only: set[str]) -> list[Comparison]:
+    """Issue 17's ratios: our step against the Prefect floor, interleaved rounds (floor, ours, floor, ours...).
+
+    ``only``: the comparisons to run (warm, per_step, cached, parallel).
+    """
     warm = Comparison("warm step vs floor", TARGETS["warm"])
     per_step = Comparison("container-per-step vs floor", TARGETS["per_step"])
     cached = Comparison("cached step vs cached plain task", TARGETS["cached"])
@@ -429,14 +419,19 @@ def floor_ratios(repo: Path, chain: int, rounds: int) -> list[Comparison]:
         compare_warm(warm, repo, container, chain, -1)  # warm-up: imports, first container, caches
         compare_parallel(parallel, repo, container)
         warm.floors.clear(), warm.ours.clear(), parallel.floors.clear(), parallel.ours.clear()
-        chains = CachedChains(repo, container, 5 * chain)
+        chains = CachedChains(repo, container, 5 * chain) if "cached" in only else None
         for n in range(rounds):
-            compare_warm(warm, repo, container, chain, n)
-            compare_per_step(per_step, repo, chain, n)
-            chains.round(cached)
-            compare_parallel(parallel, repo, container)
+            if "warm" in only:
+                compare_warm(warm, repo, container, chain, n)
+            if "per_step" in only:
+                compare_per_step(per_step, repo, chain, n)
+            if chains is not None:
+                chains.round(cached)
+            if "parallel" in only:
+                compare_parallel(parallel, repo, container)
             print(f"  round {n + 1}/{rounds} done", file=sys.stderr, flush=True)
-    return [warm, per_step, cached, parallel]
+    return [c for name, c in (("warm", warm), ("per_step", per_step), ("cached", cached),
+                              ("parallel", parallel)) if name in only]
 
 
 def slot_costs(repo: Path, chain: int, repeats: int) -> dict[str, tuple[float, float]]:
@@ -473,6 +468,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter chains (a smoke run)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, 2 with --quick)")
+    parser.add_argument("--only", nargs="+", default=["warm", "per_step", "cached", "parallel"],
+                        choices=["warm", "per_step", "cached", "parallel"], help="run only these comparisons")
+    parser.add_argument("--why-stalls", action="store_true",
+                        help="the embedded server prints each statement SQLite refused (to stderr)")
     parser.add_argument("--raw", action="store_true",
                         help="also raw docker exec/run latency (CLI and SDK), for context")
     parser.add_argument("--resume", action="store_true", help="also the 100-step resume ratio")
@@ -499,12 +498,10 @@ def main() -> None:
         print(f"raw docker exec (CLI) {exec_cli * 1000:8.1f} ms   (SDK) {exec_sdk * 1000:8.1f} ms")
         print(f"raw docker run --rm (CLI) {run_cli * 1000:8.1f} ms   (SDK) {run_sdk * 1000:8.1f} ms")
 
-    comparisons = floor_ratios(repo, chain, rounds)
+    comparisons = floor_ratios(repo, chain, rounds, set(options.only))
     for comparison in comparisons:
         print(comparison.line())
     print(f"2-second stalls (503 retries) in all runs, warm-up included: {RETRIES.count}")
-    for statement, count in sorted(RETRIES.refused.items()):
-        print(f"  {count} x the embedded server refused (database is locked): {statement}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     if options.resume:
