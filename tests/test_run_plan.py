@@ -95,7 +95,7 @@ def test_flow_run_is_named_after_plan_and_goal_and_steps_are_tagged_only_under_a
 
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name("tag:tool:ruff", 4)
-    step_module._limited.clear()  # forget the answers of the run before (kept 5 s)
+    step_module.forget_tag_limits()  # the answer of the run before is kept 5 s
     try:
         _, tasks = _flow_run_name_and_task_tags(
             run(EXAMPLES / "plans" / "fix-lint-demo.yaml", make_repo(example="demo", name="limited"),
@@ -103,7 +103,7 @@ def test_flow_run_is_named_after_plan_and_goal_and_steps_are_tagged_only_under_a
     finally:
         with get_client(sync_client=True) as client:
             client.delete_global_concurrency_limit_by_name("tag:tool:ruff")
-        step_module._limited.clear()
+        step_module.forget_tag_limits()
     assert tasks["fix"] == {"plan:fix-lint-demo", "tool:ruff"}
     assert tasks["tests"] == set()  # its tool (pytest) and its plan have no limit
 

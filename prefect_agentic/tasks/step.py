@@ -18,7 +18,6 @@ from typing import Any
 from prefect import Task, task
 from prefect.client.orchestration import get_client
 from prefect.context import TaskRunContext
-from prefect.exceptions import ObjectNotFound
 from prefect.runtime import task_run as task_run_runtime
 from prefect.states import State
 from prefect.tasks import exponential_backoff
@@ -76,26 +75,36 @@ def run_step(step: Step, run: RunContext, input_result: StepResult | None = None
 
 
 _LIMIT_TTL_S = 5.0
-_limited: dict[str, tuple[float, bool]] = {}
-_limited_lock = threading.Lock()
+_LIMIT_PAGE = 200
+_tag_limits: tuple[float, frozenset[str]] | None = None
+_tag_limits_lock = threading.Lock()
 
 
-def _has_tag_limit(tag: str) -> bool:
-    """Whether the API holds a tag concurrency limit on ``tag`` (answers kept for 5 s, as Prefect's client does)."""
+def limited_tags() -> frozenset[str]:
+    """The tags that have a concurrency limit on the API (one read, kept 5 s as Prefect's client keeps its own)."""
+    global _tag_limits
     now = time.monotonic()
-    with _limited_lock:
-        known = _limited.get(tag)
-        if known is not None and known[0] > now:
-            return known[1]
-    try:
+    with _tag_limits_lock:
+        if _tag_limits is not None and _tag_limits[0] > now:
+            return _tag_limits[1]
+        names: set[str] = set()
         with get_client(sync_client=True) as client:
-            client.read_global_concurrency_limit_by_name(f"tag:{tag}")
-        limited = True
-    except ObjectNotFound:
-        limited = False
-    with _limited_lock:
-        _limited[tag] = (now + _LIMIT_TTL_S, limited)
-    return limited
+            offset = 0
+            while True:
+                page = client.read_global_concurrency_limits(limit=_LIMIT_PAGE, offset=offset)
+                names.update(limit.name.removeprefix("tag:") for limit in page if limit.name.startswith("tag:"))
+                if len(page) < _LIMIT_PAGE:
+                    break
+                offset += _LIMIT_PAGE
+        _tag_limits = (now + _LIMIT_TTL_S, frozenset(names))
+        return _tag_limits[1]
+
+
+def forget_tag_limits() -> None:
+    """Read the tag limits again at the next step (a limit was just created or deleted)."""
+    global _tag_limits
+    with _tag_limits_lock:
+        _tag_limits = None
 
 
 def step_tags(plan_id: str, tool: str) -> set[str]:
@@ -110,7 +119,7 @@ def step_tags(plan_id: str, tool: str) -> set[str]:
     tagged. Reading whether a limit exists is a read, which SQLite never refuses.
     """
     tags = {f"plan:{plan_id}", f"tool:{tool}"}
-    return tags if any(_has_tag_limit(tag) for tag in sorted(tags)) else set()
+    return tags if tags & limited_tags() else set()
 
 
 def step_task(step: Step, plan_id: str) -> Task[..., StepResult]:
