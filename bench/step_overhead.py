@@ -24,7 +24,8 @@ floor, ours...), so a change in the machine's load hits both alike:
 "Per-step latency" is the marginal cost of one more step in a chain:
 (time of N+1 steps - time of 1 step) / N, so a flow's fixed start-up cost is
 not spread over its steps. Before each timed flow run the bench waits 0.5 s
-(untimed), so a run starts on a quiet API as a new ``agentic run`` does.
+(2 s before a cached one; untimed), so a run starts on a quiet API as a new
+``agentic run`` does.
 
 Runs use the embedded API's settings exactly as ``agentic run`` does
 (``prefect_agentic.settings.embedded_run_settings``), or the server at
@@ -79,6 +80,8 @@ COMMAND = ["python3", "-c", "print(sum(range(200000)))"]
 
 QUIET_S = float(os.environ.get("BENCH_QUIET_S", "0.5"))
 """Untimed wait before each timed flow run (``quiet_api``)."""
+CACHED_QUIET_S = 2.0
+"""The same before a cached run: after a cached chain the server records its task states for longer."""
 TARGETS = {"warm": 1.10, "per_step": 1.05, "cached": 1.3, "parallel": 1.10}
 """Issue 17: ratios against the Prefect floor in the same bench run."""
 
@@ -129,13 +132,13 @@ def make_repo() -> Path:
     return repo
 
 
-def quiet_api() -> None:
+def quiet_api(seconds: float | None = None) -> None:
     """Let the API finish recording the flow run before (untimed), as a new ``agentic run`` process finds it.
 
     Back to back, a flow run's creation races the server still writing the
     last run's task states, and SQLite refuses it (a 2 s stall, counted).
     """
-    time.sleep(QUIET_S)
+    time.sleep(QUIET_S if seconds is None else seconds)
 
 
 def timed(fn: Callable[[], object], repeats: int) -> float:
@@ -197,9 +200,9 @@ def chain_plan(plan_id: str, length: int, command: list[str], fail_at: int | Non
 
 
 def run(plan: dict, repo: Path, settings: SandboxSettings, *, fresh: bool = True,
-        concurrency: int = 4) -> tuple[float, RunReport]:
+        concurrency: int = 4, quiet: float | None = None) -> tuple[float, RunReport]:
     flow = run_plan.with_options(task_runner=ThreadPoolTaskRunner(max_workers=concurrency))
-    quiet_api()
+    quiet_api(quiet)
     start = time.perf_counter()
     state = flow(plan=plan_from_data(plan, source="bench"), repo=str(repo), sandbox=settings,
                  fresh=fresh, return_state=True)
@@ -242,7 +245,8 @@ def floor_task(op: Callable[[], object]) -> Callable[..., object]:
     return step
 
 
-def floor_chain_seconds(op: Callable[[], object], length: int, tag: str, *, fresh: bool = True) -> float:
+def floor_chain_seconds(op: Callable[[], object], length: int, tag: str, *, fresh: bool = True,
+                        quiet: float | None = None) -> float:
     """Wall time of a flow running ``length`` chained floor tasks (``fresh``: ignore the cache)."""
     step = floor_task(op)
     if fresh:
@@ -255,7 +259,7 @@ def floor_chain_seconds(op: Callable[[], object], length: int, tag: str, *, fres
             previous = step.submit(f"{tag}-{length}-{i}", previous)
         previous.result()
 
-    quiet_api()
+    quiet_api(quiet)
     start = time.perf_counter()
     chain()
     return time.perf_counter() - start
@@ -365,12 +369,13 @@ class CachedChains:
 
     def ours(self, length: int, *, fresh: bool = False) -> float:
         elapsed, report = run(chain_plan(f"bench-cached-{length}", length, COMMAND), self.repo,
-                              self.settings, fresh=fresh)
+                              self.settings, fresh=fresh, quiet=CACHED_QUIET_S)
         assert fresh or all(s.cached for s in report.steps), "a step meant to come from the cache ran"
         return elapsed
 
     def floor(self, length: int, *, fresh: bool = False) -> float:
-        return floor_chain_seconds(lambda: self.container.exec(COMMAND), length, "cached", fresh=fresh)
+        return floor_chain_seconds(lambda: self.container.exec(COMMAND), length, "cached", fresh=fresh,
+                                   quiet=CACHED_QUIET_S)
 
     def round(self, comparison: Comparison) -> None:
         per = self.length - 1
