@@ -67,9 +67,8 @@ def test_a_second_run_takes_every_step_from_the_cache(make_repo, sandbox_image: 
     assert fresh.final_snapshot == first.final_snapshot
 
 
-def test_flow_run_is_named_after_plan_and_goal_and_steps_are_tagged_tasks(make_repo, sandbox_image: str) -> None:  # type: ignore[no-untyped-def]
-    repo = make_repo(example="demo")
-    report = run(EXAMPLES / "plans" / "fix-lint-demo.yaml", repo, sandbox_image)
+def _flow_run_name_and_task_tags(report: RunReport) -> tuple[str, dict[str, set[str]]]:
+    import asyncio
 
     async def read() -> tuple[str, dict[str, set[str]]]:
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -80,12 +79,33 @@ def test_flow_run_is_named_after_plan_and_goal_and_steps_are_tagged_tasks(make_r
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
         return flow_run.name, {t.name: set(t.tags) for t in task_runs}
 
-    import asyncio
+    return asyncio.run(read())
 
-    name, tasks = asyncio.run(read())
+
+def test_flow_run_is_named_after_plan_and_goal_and_steps_are_tagged_only_under_a_tag_limit(  # type: ignore[no-untyped-def]
+        make_repo, sandbox_image: str) -> None:
+    """Untagged steps skip the task engine's slot call (a 2 s stall on SQLite); a tag limit still holds."""
+    import prefect_agentic.tasks.step as step_module
+
+    name, tasks = _flow_run_name_and_task_tags(
+        run(EXAMPLES / "plans" / "fix-lint-demo.yaml", make_repo(example="demo"), sandbox_image))
     assert name == "fix-lint-demo v1: Make ruff pass on the demo package"
-    assert tasks["fix"] == {"plan:fix-lint-demo", "tool:ruff"}
     assert set(tasks) == {"lint", "fix", "tests"}
+    assert tasks["fix"] == set()
+
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name("tag:tool:ruff", 4)
+    step_module.forget_tag_limits()  # the answer of the run before is kept 5 s
+    try:
+        _, tasks = _flow_run_name_and_task_tags(
+            run(EXAMPLES / "plans" / "fix-lint-demo.yaml", make_repo(example="demo", name="limited"),
+                sandbox_image))
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name("tag:tool:ruff")
+        step_module.forget_tag_limits()
+    assert tasks["fix"] == {"plan:fix-lint-demo", "tool:ruff"}
+    assert tasks["tests"] == set()  # its tool (pytest) and its plan have no limit
 
 
 def test_a_failed_step_leaves_its_dependents_not_run(make_repo, sandbox_image: str) -> None:  # type: ignore[no-untyped-def]

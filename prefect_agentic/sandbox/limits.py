@@ -69,6 +69,19 @@ def read_counters(container_id: str) -> CgroupCounters | None:
     return None
 
 
+def task_count(container_id: str) -> int | None:
+    """How many tasks (processes and threads) the container's cgroup holds now; None if unreadable here.
+
+    Read on the host, so nothing inside the container can make it lie.
+    """
+    for directory in (CGROUP_ROOT / "pids" / "docker" / container_id, CGROUP_ROOT / "docker" / container_id,
+                      CGROUP_ROOT / "system.slice" / f"docker-{container_id}.scope"):
+        count = _number(directory / "pids.current")
+        if count is not None:
+            return count
+    return None
+
+
 class CounterSampler:
     """Samples a running container's counters until stopped; keeps the last reading.
 

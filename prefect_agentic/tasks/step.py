@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from typing import Any
 
 from prefect import Task, task
+from prefect.client.orchestration import get_client
 from prefect.context import TaskRunContext
 from prefect.runtime import task_run as task_run_runtime
 from prefect.states import State
@@ -71,12 +74,60 @@ def run_step(step: Step, run: RunContext, input_result: StepResult | None = None
     return execute_step(step, run, snapshot, attempt)
 
 
+_LIMIT_TTL_S = 5.0
+_LIMIT_PAGE = 200
+_tag_limits: tuple[float, frozenset[str]] | None = None
+_tag_limits_lock = threading.Lock()
+
+
+def limited_tags() -> frozenset[str]:
+    """The tags that have a concurrency limit on the API (one read, kept 5 s as Prefect's client keeps its own)."""
+    global _tag_limits
+    now = time.monotonic()
+    with _tag_limits_lock:
+        if _tag_limits is not None and _tag_limits[0] > now:
+            return _tag_limits[1]
+        names: set[str] = set()
+        with get_client(sync_client=True) as client:
+            offset = 0
+            while True:
+                page = client.read_global_concurrency_limits(limit=_LIMIT_PAGE, offset=offset)
+                names.update(limit.name.removeprefix("tag:") for limit in page if limit.name.startswith("tag:"))
+                if len(page) < _LIMIT_PAGE:
+                    break
+                offset += _LIMIT_PAGE
+        _tag_limits = (now + _LIMIT_TTL_S, frozenset(names))
+        return _tag_limits[1]
+
+
+def forget_tag_limits() -> None:
+    """Read the tag limits again at the next step (a limit was just created or deleted)."""
+    global _tag_limits
+    with _tag_limits_lock:
+        _tag_limits = None
+
+
+def step_tags(plan_id: str, tool: str) -> set[str]:
+    """The step's tags (``plan:<id>``, ``tool:<name>``), only when one of them has a tag concurrency limit.
+
+    Prefect's task engine asks the server for concurrency slots for every
+    tagged task run. On SQLite (the embedded API) that call sometimes meets
+    "database is locked", and the client retries it only after 2 s, which
+    stalls the step (``bench/step_overhead.py`` counts these). Untagged task
+    runs skip the call; a limit created with ``prefect concurrency-limit create
+    plan:<id> N`` (or ``tool:<name>``) still holds, because then the steps are
+    tagged. Reading whether a limit exists is a read, which SQLite never refuses.
+    """
+    tags = {f"plan:{plan_id}", f"tool:{tool}"}
+    return tags if tags & limited_tags() else set()
+
+
 def step_task(step: Step, plan_id: str) -> Task[..., StepResult]:
     """``run_step`` configured for ``step``: name, tags, retries, backoff (its timeout is the sandbox's)."""
     return run_step.with_options(
         name=step.id,
         task_run_name=step.id,
-        tags={f"plan:{plan_id}", f"tool:{step.tool}"},
+        tags=step_tags(plan_id, step.tool),
         retries=step.retries,
         retry_delay_seconds=exponential_backoff(step.retry_backoff_seconds)(step.retries)
         if step.retries
