@@ -107,6 +107,12 @@ def failed(counts: dict[str, int]) -> int:
     return sum(n for outcome, n in counts.items() if outcome != "200")
 
 
+def sent_since(target: Stack, before: dict[str, int]) -> tuple[int, int]:
+    """(requests sent, requests failed) by the traffic generator since ``before = traffic(target)``."""
+    after = traffic(target)
+    return sum(after.values()) - sum(before.values()), failed(after) - failed(before)
+
+
 def canaries(client: docker.DockerClient, target: Stack) -> int:
     return len(client.containers.list(all=True, filters={"label": [f"{LABEL_ENVIRONMENT}={target.name}",
                                                                   f"{LABEL_ROLE}=canary"]}))
@@ -234,9 +240,7 @@ def test_a_bad_change_is_rolled_back_within_the_window_and_stable_keeps_serving(
     assert [c["result"] for c in canary["checks"]].count("fail") == 2
     assert canary["checks"][-1]["at_seconds"] < window  # rolled back before the first window ended
     assert stack.state() == before  # stable untouched, no canary, all traffic on stable
-    sent_after = traffic(stack)
-    during = sum(sent_after.values()) - sum(sent_before.values())
-    lost = failed(sent_after) - failed(sent_before)
+    during, lost = sent_since(stack, sent_before)
     # Stated bound: at most 1 % of the requests sent during the rollout fail (the canary is slow, not broken,
     # and taking it out drains it first).
     assert during > 0 and lost <= 0.01 * during, (lost, during, time.monotonic() - started)
@@ -262,9 +266,7 @@ def test_an_error_regression_is_rolled_back_within_the_window(  # type: ignore[n
     assert "error rate" in canary["reason"] and "> 0.05" in canary["reason"]
     assert canary["checks"][-1]["at_seconds"] < window  # rolled back before the first window ended
     assert stack.state() == before
-    sent_after = traffic(stack)
-    during = sum(sent_after.values()) - sum(sent_before.values())
-    lost = failed(sent_after) - failed(sent_before)
+    during, lost = sent_since(stack, sent_before)
     served_by_canary = sum(c["requests"] for c in canary["checks"])
     # Stated bound: only the canary's share fails, only until the rollback: no more failures than the
     # canary answered requests in its checks, and at most 2 % of all requests sent during the run.

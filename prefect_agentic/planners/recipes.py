@@ -267,6 +267,10 @@ def _security_scan(p: SecurityScanParams) -> list[dict[str, Any]]:
     return steps
 
 
+def _shares(steps: list[int]) -> str:
+    return " -> ".join(f"{share} %" for share in steps)
+
+
 def _upgrade_service(p: UpgradeServiceParams) -> list[dict[str, Any]]:
     service = {"path": p.path}
     thresholds = {"max_error_rate": p.max_error_rate, "max_latency_ms": p.max_latency_ms,
@@ -277,13 +281,12 @@ def _upgrade_service(p: UpgradeServiceParams) -> list[dict[str, Any]]:
         raise RecipeError(f"recipe 'upgrade-service': --param promote_gate needs a canary step below 100 % "
                           f"before the gate (steps: {p.steps})")
     canary = {**service, "stack": p.stack, "thresholds": thresholds}
-    shares = " -> ".join(f"{s} %" for s in p.steps)
     if p.promote_gate:
         rollout = [
             {"id": "canary", "tool": "service_canary", "depends_on": ["integration"],
              "args": {**canary, "steps": p.steps[:-1], "hold": True},
              "description": f"After approval, canary the new version in stack '{p.stack}' at "
-                            f"{' -> '.join(f'{s} %' for s in p.steps[:-1])} and hold it there; roll it back on a "
+                            f"{_shares(p.steps[:-1])} and hold it there; roll it back on a "
                             "breach."},
             {"id": "promote", "tool": "service_canary", "depends_on": ["canary"], "requires_approval": True,
              "args": {**canary, "steps": p.steps[-1:]},
@@ -295,7 +298,7 @@ def _upgrade_service(p: UpgradeServiceParams) -> list[dict[str, Any]]:
             {"id": "canary", "tool": "service_canary", "depends_on": ["integration"],
              "args": {**canary, "steps": p.steps},
              "description": f"After approval, canary the new version in stack '{p.stack}' at "
-                            f"{shares}; promote it, or roll it back on a breach."},
+                            f"{_shares(p.steps)}; promote it, or roll it back on a breach."},
         ]
     return [
         {"id": "change", "tool": "shell", "args": {"command": p.change}, "writes_workspace": True,

@@ -47,9 +47,18 @@ def _number(path: Path) -> int | None:
         return None
 
 
+def _v1_pids(container_id: str) -> Path:
+    return CGROUP_ROOT / "pids" / "docker" / container_id
+
+
+def _v2_dirs(container_id: str) -> tuple[Path, Path]:
+    """Where cgroup v2 puts a container: Docker's cgroupfs driver, or systemd's."""
+    return CGROUP_ROOT / "docker" / container_id, CGROUP_ROOT / "system.slice" / f"docker-{container_id}.scope"
+
+
 def read_counters(container_id: str) -> CgroupCounters | None:
     """The container's counters now, or None if its cgroup is not readable here."""
-    v1_pids = CGROUP_ROOT / "pids" / "docker" / container_id
+    v1_pids = _v1_pids(container_id)
     if v1_pids.is_dir():
         pids = _field(v1_pids / "pids.events", "max")
         oom = _field(CGROUP_ROOT / "memory" / "docker" / container_id / "memory.oom_control", "oom_kill")
@@ -57,8 +66,7 @@ def read_counters(container_id: str) -> CgroupCounters | None:
         if pids is None:
             return None
         return CgroupCounters(pids, oom or 0, cpu or 0)
-    for v2 in (CGROUP_ROOT / "docker" / container_id,
-               CGROUP_ROOT / "system.slice" / f"docker-{container_id}.scope"):
+    for v2 in _v2_dirs(container_id):
         if v2.is_dir():
             pids = _field(v2 / "pids.events", "max")
             oom = _field(v2 / "memory.events", "oom_kill")
@@ -74,8 +82,7 @@ def task_count(container_id: str) -> int | None:
 
     Read on the host, so nothing inside the container can make it lie.
     """
-    for directory in (CGROUP_ROOT / "pids" / "docker" / container_id, CGROUP_ROOT / "docker" / container_id,
-                      CGROUP_ROOT / "system.slice" / f"docker-{container_id}.scope"):
+    for directory in (_v1_pids(container_id), *_v2_dirs(container_id)):
         count = _number(directory / "pids.current")
         if count is not None:
             return count

@@ -78,12 +78,7 @@ class ServiceCanaryTool(Tool):
                             check.latency_ms, check.result, check.reason)
 
         result = run_canary(stack(ctx, args.stack), image, args.steps, t, deadline, log, hold=args.hold)
-        ctx.recorder.record("canary_decision", {
-            "stack": args.stack, "decision": result.decision, "reason": result.reason, "image": image,
-            "stable_before": result.stable_before, "stable_after": result.stable_after,
-            "took_over_canary": result.took_over_canary, "thresholds": t.model_dump(),
-            "steps": [s.model_dump() for s in result.steps]}, step_id=ctx.step_id)
-        publish(result, args.stack)
+        announce(result, args.stack, ctx.recorder, ctx.step_id)
         ctx.logger.info("canary %s: %s", result.decision, result.reason)
         return {"exit_code": 0 if result.decision != "rolled_back" else 1, "stack": args.stack, "log": result.reason,
                 "decision": result.decision, "reason": result.reason, "image": image,
@@ -103,13 +98,18 @@ def roll_back_held(client: docker.DockerClient, held: Mapping[str, Any], why: st
         **{k: held[k] for k in ("image", "stable_before", "thresholds", "steps", "checks")},
         "decision": "rolled_back", "reason": f"rolled back: {why}", "took_over_canary": False,
         "stable_after": target.state().stable_version})
-    recorder.record("canary_decision", {
-        "stack": held["stack"], "decision": "rolled_back", "reason": result.reason, "image": result.image,
-        "stable_before": result.stable_before, "stable_after": result.stable_after, "took_over_canary": False,
-        "thresholds": result.thresholds.model_dump(), "steps": [s.model_dump() for s in result.steps]},
-        step_id=step_id)
-    publish(result, held["stack"])
+    announce(result, held["stack"], recorder, step_id)
     return result
+
+
+def announce(result: RolloutResult, stack_name: str, recorder: Recorder, step_id: str) -> None:
+    """The decision as an audit record (``canary_decision``) and as the run's artifacts."""
+    recorder.record("canary_decision", {
+        "stack": stack_name, "decision": result.decision, "reason": result.reason, "image": result.image,
+        "stable_before": result.stable_before, "stable_after": result.stable_after,
+        "took_over_canary": result.took_over_canary, "thresholds": result.thresholds.model_dump(),
+        "steps": [s.model_dump() for s in result.steps]}, step_id=step_id)
+    publish(result, stack_name)
 
 
 def publish(result: RolloutResult, stack_name: str) -> None:
