@@ -323,6 +323,7 @@ from prefect_agentic.cli import deploy as _deploy  # noqa: E402
 from prefect_agentic.cli import export as _export  # noqa: E402
 from prefect_agentic.cli import llm as _llm  # noqa: E402
 from prefect_agentic.cli import recipes as _recipes  # noqa: E402
+from prefect_agentic.cli import upgrade as _upgrade  # noqa: E402
 from prefect_agentic.cli import worker as _worker  # noqa: E402
 
 _recipes.register(app)
@@ -334,6 +335,7 @@ _export.register(app)
 _canaries.register(app)
 _chaos.register(app)
 _worker.register(app)
+_upgrade.register(app)
 
 if __name__ == "__main__":
     from prefect_agentic.cli.errors import run as _run_guarded
