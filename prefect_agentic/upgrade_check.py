@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -94,8 +95,16 @@ def pack_at(path: Path) -> TargetPack:
     """The tools of the pack in ``path`` (a wheel, or a directory holding ``prefect_agentic``)."""
     if not path.exists():
         raise UpgradeCheckError(f"--tools-from {path}: no such file or directory")
-    read = subprocess.run([sys.executable, "-c", _READ_TOOLS, str(path.resolve())], capture_output=True,
-                          text=True, timeout=120, check=False)
+    with tempfile.TemporaryDirectory(prefix="agentic-upgrade-check-") as unpacked:
+        where = path.resolve()
+        if path.is_file():  # a wheel is a zip file; unpacked, as the pack reads files next to its modules
+            if not zipfile.is_zipfile(path):
+                raise UpgradeCheckError(f"--tools-from {path}: neither a wheel nor a directory")
+            with zipfile.ZipFile(path) as wheel:
+                wheel.extractall(unpacked)  # member names are made safe (no absolute paths, no ..)
+            where = Path(unpacked)
+        read = subprocess.run([sys.executable, "-c", _READ_TOOLS, str(where)], capture_output=True,
+                              text=True, timeout=120, check=False)
     if read.returncode != 0:
         last = (read.stderr.strip().splitlines() or ["no output"])[-1]
         raise UpgradeCheckError(f"--tools-from {path}: cannot read its tools: {last}")

@@ -1,4 +1,5 @@
-"""``agentic upgrade-check``: before upgrading workers, which in-flight runs would stop."""
+"""``agentic upgrade-check`` (before upgrading workers: which in-flight runs would stop) and
+``agentic retry`` (a deployed run that stopped, started again, optionally with another upgrade policy)."""
 
 from __future__ import annotations
 
@@ -64,5 +65,50 @@ def upgrade_check(
     raise typer.Exit(1 if stopping else 0)
 
 
+def retry(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Flow run id (or its start).")],
+    on_upgrade: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="pinned or upgrade: the run's upgrade policy from now on (default: unchanged).")] = None,
+) -> None:
+    """Start a failed or crashed deployed run again (a worker of its pool picks it up): completed steps
+    come from the cache; with --on-upgrade upgrade, a run stopped by its pins goes on with the installed versions."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import AwaitingRetry
+
+    from prefect_agentic.blocks.audit_storage import AuditStorage
+    from prefect_agentic.cli.runs import audited_run_id
+    from prefect_agentic.record.store import AuditStore
+
+    if on_upgrade not in (None, "pinned", "upgrade"):
+        _fail(f"--on-upgrade {on_upgrade}: give pinned or upgrade")
+    try:
+        run_id = UUID(audited_run_id(AuditStore(AuditStorage.configured()), run_ref))
+    except AgenticError as exc:
+        _fail(str(exc))
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(run_id)
+        state = flow_run.state
+        if flow_run.deployment_id is None:
+            _fail(f"flow run {run_id} was not started from a deployment, so no worker can start it again; "
+                  "run the plan again with `agentic run` (completed steps come from the cache)")
+        if state is None or not (state.is_failed() or state.is_crashed()):
+            _fail(f"flow run {run_id} is {state.name if state else 'without a state'}, not Failed or Crashed: "
+                  "only a run that ended without finishing is retried")
+        if on_upgrade is not None:
+            client.update_flow_run(run_id, parameters={**flow_run.parameters, "on_upgrade": on_upgrade})
+        client.set_flow_run_state(run_id, AwaitingRetry(), force=True)
+    policy = on_upgrade or (flow_run.parameters or {}).get("on_upgrade") or "pinned"
+    typer.echo(f"flow run {run_id} ({flow_run.name}) is scheduled again (AwaitingRetry), upgrade policy "
+               f"{policy}: a worker of its deployment's pool starts it")
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
 def register(app: typer.Typer) -> None:
     app.command("upgrade-check")(upgrade_check)
+    app.command()(retry)
