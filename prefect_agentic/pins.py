@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from prefect_agentic.errors import AgenticError
-from prefect_agentic.plan.models import PLAN_SCHEMA_VERSION, Plan
+from prefect_agentic.plan.models import Plan
 from prefect_agentic.tools.registry import ToolRegistry
 
 UpgradePolicy = Literal["pinned", "upgrade"]

@@ -133,7 +133,10 @@ def test_the_pinned_image_is_used_while_the_engine_has_it_else_the_policy_decide
     settings = SandboxSettings(image=sandbox_image)
     present = inspect_image(settings, sandbox_image)
     assert present is not None and present.id.startswith("sha256:")
-    exists = lambda ref: inspect_image(settings, ref) is not None  # noqa: E731
+
+    def exists(ref: str) -> bool:
+        return inspect_image(settings, ref) is not None
+
     kept = resolve_pins(RunPins(pack="0.1.0", image=sandbox_image, image_id=present.id), ToolRegistry(),
                         "pinned", exists, lambda: present.id)
     assert kept.image_id == present.id and kept.switches == []
@@ -179,10 +182,10 @@ def test_a_plan_in_a_newer_schema_is_refused_naming_the_file_and_versions(tmp_pa
                       + (RELEASE / "plan.yaml").read_text())
     with pytest.raises(PlanError) as refused:
         load_plan(future)
-    assert refused.value.problems == [
+    assert refused.value.problems == [(
         f"schema_version: plan schema version {PLAN_SCHEMA_VERSION + 1} is newer than this pack reads "
         f"(prefect-agentic {_pack()} reads plan schema versions 1 to {PLAN_SCHEMA_VERSION}); "
-        "upgrade prefect-agentic where this plan is read"]
+        "upgrade prefect-agentic where this plan is read")]
     cli = _agentic("validate", str(future))
     assert cli.returncode == 2
     assert str(future) in cli.stderr and f"plan schema version {PLAN_SCHEMA_VERSION + 1}" in cli.stderr
@@ -257,4 +260,24 @@ def _agentic(*args: str, home: Path | None = None) -> subprocess.CompletedProces
         env["AGENTIC_HOME"] = str(home)
     env.update(COLUMNS="200", NO_COLOR="1")
     return subprocess.run([sys.executable, "-m", "prefect_agentic.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_approver_sees_what_switched_since_the_run_started() -> None:
+    from prefect_agentic.blocks.tool_policy import ToolPolicy
+    from prefect_agentic.gates.review import review_of
+    from prefect_agentic.plan.loader import parse_plan
+    from prefect_agentic.workspace import ChangeSummary
+
+    plan = parse_plan("id: p\ngoal: g\nsteps: [{id: ship, tool: shell, requires_approval: true, "
+                      "args: {command: 'true'}}]")
+    pins = RunPins(pack="0.1.0", tools={"shell": "1.0.0"}, image="img", image_id="sha256:" + "a" * 64)
+    switched = switched_versions(pins, {"shell": "1.1.0"}, "sha256:" + "b" * 64)
+    assert switched == ("tool `shell` 1.0.0 → 1.1.0; sandbox image `img` sha256:aaaaaaaaaaaa → sha256:bbbbbbbbbbbb "
+                        "(the run went on with the installed versions under its upgrade policy `upgrade`)")
+    assert switched_versions(pins, {"shell": "1.0.0"}, pins.image_id) == ""
+    review = review_of(plan, plan.steps[0], ToolPolicy(), {}, ChangeSummary(), "", versions=switched)
+    for text in (review.markdown(diff_lines=10, diff_link=None), review.form_html(diff_lines=10, diff_link=None)):
+        assert "Versions changed since the run started" in text and "1.0.0 → 1.1.0" in text
+    quiet = review_of(plan, plan.steps[0], ToolPolicy(), {}, ChangeSummary(), "")
+    assert "Versions changed" not in quiet.markdown(diff_lines=10, diff_link=None)
