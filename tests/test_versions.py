@@ -281,3 +281,20 @@ def test_the_approver_sees_what_switched_since_the_run_started() -> None:
         assert "Versions changed since the run started" in text and "1.0.0 → 1.1.0" in text
     quiet = review_of(plan, plan.steps[0], ToolPolicy(), {}, ChangeSummary(), "")
     assert "Versions changed" not in quiet.markdown(diff_lines=10, diff_link=None)
+
+
+def test_a_run_uses_the_adapter_version_it_runs_with_while_the_pack_registers_it(tmp_path: Path) -> None:
+    from prefect_agentic.executor import run_tool
+
+    registry = default_registry()
+    registry.register(_Echo)
+    registry.register(_EchoNext)
+    try:
+        def run(**update: Any) -> RunContext:
+            return RunContext(run_key="k", plan_id="p", workspace=tmp_path, workspace_epoch="e",
+                              base_snapshot="b", sandbox=SandboxSettings(), **update)
+
+        assert run_tool(run(), "echo-versions") is _EchoNext  # a new run: the newest
+        assert run_tool(run(tool_versions={"echo-versions": "1.0.0"}), "echo-versions") is _Echo  # pinned
+    finally:
+        registry.unregister("echo-versions")
