@@ -30,13 +30,14 @@ from prefect_agentic.concurrency import forget_limit
 from prefect_agentic.errors import PolicyDeniedError, SandboxLimitError, StepFailed
 from prefect_agentic.evaluator import Verdict, VerdictKind, evaluate
 from prefect_agentic.guard import StepGuard
+from prefect_agentic.pins import RunPins, pack_version
 from prefect_agentic.plan.models import Step
 from prefect_agentic.policy import PolicyDecision, approval_rules, protected_path_changes
 from prefect_agentic.record.outcome import error_kind
 from prefect_agentic.record.recorder import LoggingRecorder, Recorder
 from prefect_agentic.sandbox.runner import Sandbox, open_sandbox
 from prefect_agentic.secrets import Redactor, load_step_secrets
-from prefect_agentic.tools.base import ToolContext
+from prefect_agentic.tools.base import Tool, ToolContext
 from prefect_agentic.tools.registry import default_registry
 from prefect_agentic.workspace import AGENTIC_DIR, ChangeSummary, Workspace
 
@@ -58,6 +59,25 @@ class RunContext(BaseModel):
     started_at: float = Field(default_factory=time.time, description="Epoch seconds; budgets count from here.")
     chaos: ChaosSpec | None = None
     """Faults to inject (a chaos run); None, the default, injects nothing and costs one check a step."""
+    pins: RunPins | None = None
+    """The versions the run started with (``prefect_agentic.pins``); step cache keys use its tool versions."""
+    tool_versions: dict[str, str] = Field(default_factory=dict)
+    """The adapter version each tool runs with: the pinned one, or the installed one after an upgrade switch."""
+    image_id: str | None = None
+    """The sandbox image (by content digest) the run's containers start from; None: the configured tag's."""
+
+
+def run_tool(run: RunContext, name: str) -> type[Tool]:
+    """The adapter ``name`` runs with in ``run`` (its pinned version, else the newest installed)."""
+    return default_registry().get(name, run.tool_versions.get(name))
+
+
+def pinned_tool_version(run: RunContext, name: str) -> str:
+    """The tool version a step's cache key holds: the pinned one, so that no completed step of a
+    run is done again because the installed pack changed."""
+    if run.pins is not None and name in run.pins.tools:
+        return run.pins.tools[name]
+    return run_tool(run, name).version
 
 
 class StepResult(BaseModel):
@@ -98,7 +118,7 @@ def run_resources(run: RunContext) -> RunResources:
         found = _resources.get(run.run_key)
         if found is None:
             workspace = Workspace(run.workspace, run.sandbox.workspace_owner())
-            sandbox = open_sandbox(run.sandbox, run.workspace, run.run_key)
+            sandbox = open_sandbox(run.sandbox, run.workspace, run.run_key, image_id=run.image_id)
             meter = BudgetMeter(run.budget, started=run.started_at)
             found = _resources[run.run_key] = RunResources(
                 workspace, sandbox, meter,
@@ -151,14 +171,15 @@ def execute_step(step: Step, run: RunContext, input_snapshot: str, attempt: int)
 
 
 def _attempt(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> StepResult:
-    tool_cls = default_registry().get(step.tool)
+    tool_cls = run_tool(run, step.tool)
     resources = run_resources(run)
     started = time.monotonic()
     recorder = resources.recorder
     guard = _step_guard(step, run, resources, attempt)
     recorder.record("attempt_started", {"attempt": attempt, "input_snapshot": input_snapshot,
                                         "tool": tool_cls.name, "tool_version": tool_cls.version,
-                                        "args": step.args, "image_id": resources.sandbox.image_id},
+                                        "args": step.args, "image_id": resources.sandbox.image_id,
+                                        "pack": pack_version()},
                     step_id=step.id)
     with resources.workspace.checkout(input_snapshot, exclusive=step.writes_workspace) as path:
         relative_reports = f"{AGENTIC_DIR}/reports/{step.id}/{attempt}"

@@ -27,9 +27,10 @@ from prefect_agentic.executor import RunContext, close_run_resources, execute_st
 from prefect_agentic.loop.replay import replan_from_log, same_plan
 from prefect_agentic.plan.models import Plan, Step
 from prefect_agentic.policy import check_tool_call
-from prefect_agentic.record.audit import AuditRecord, parse_log, verify
+from prefect_agentic.record.audit import AuditRecord, FutureAuditRecordError, parse_log, verify
 from prefect_agentic.record.outcome import error_kind
-from prefect_agentic.record.store import AuditStore
+from prefect_agentic.record.store import AuditStore, log_path
+from prefect_agentic.tools.base import Tool
 from prefect_agentic.tools.registry import default_registry
 from prefect_agentic.workspace import ChangeSummary, mounted, workspace_lock
 
@@ -105,7 +106,10 @@ _SLOTS = {"attempt_started": "started", "verdict": "verdicts", "attempt_finished
 def load_records(store: AuditStore, flow_run_id: str) -> list[AuditRecord]:
     """The run's records, refusing a log whose chain is broken (a replay of it would prove nothing)."""
     lines = store.read_log(flow_run_id)
-    check = verify(lines)
+    try:
+        check = verify(lines)
+    except FutureAuditRecordError as exc:
+        raise AuditError(f"{store.describe()}/{log_path(flow_run_id)}: {exc}") from None
     if not check.ok:
         raise AuditError(f"audit log of run {flow_run_id} failed verification: {'; '.join(check.problems)}")
     records = parse_log(lines)
@@ -197,7 +201,7 @@ def _replay_step(step: Step, plan: Plan, policy: ToolPolicy, attempts: _Attempts
         replayed.status = recorded if blocked or recorded != "not_run" else WOULD_RUN
         _compare(report, step.id, None, "status", recorded, replayed.status)
         return replayed
-    tool = default_registry().get(step.tool)
+    tool = _recorded_tool(step, attempts)
     decision = check_tool_call(policy, tool, tool.parse_args(step.args))
     numbers = sorted(set(attempts.started) | set(attempts.finished))
     for number in numbers:
@@ -226,7 +230,7 @@ def _attempt_outcome(step: Step, number: int, attempts: _Attempts, live_run: Run
     verdict_record = attempts.verdicts.get(number)
     if verdict_record is None:  # the call itself failed (tool error, timeout, denial): that is its answer
         return _recorded_attempt(number, attempts)
-    verdict = _evaluate(step, store.resolve(verdict_record.data))
+    verdict = _evaluate(_recorded_tool(step, attempts), step, store.resolve(verdict_record.data))
     recorded = Verdict.model_validate(verdict_record.data["verdict"])
     _compare(report, step.id, number, "verdict reasons", recorded.reasons, verdict.reasons)
     return _verdict_attempt(number, verdict)
@@ -245,8 +249,17 @@ def _recorded_attempt(number: int, attempts: _Attempts) -> ReplayedAttempt:
                            reasons=[str(data.get("error", ""))[:300]] if data.get("error") else [])
 
 
-def _evaluate(step: Step, data: Mapping[str, Any]) -> Verdict:
-    tool = default_registry().get(step.tool)
+def _recorded_tool(step: Step, attempts: _Attempts) -> type[Tool]:
+    """The adapter version the step's first attempt ran with, when this pack still has it; else the newest."""
+    registry = default_registry()
+    first = attempts.started[min(attempts.started)] if attempts.started else None
+    recorded = first.data.get("tool_version") if first is not None else None
+    if recorded and registry.has(step.tool, str(recorded)):
+        return registry.get(step.tool, str(recorded))
+    return registry.get(step.tool)
+
+
+def _evaluate(tool: type[Tool], step: Step, data: Mapping[str, Any]) -> Verdict:
     output = tool.Output.model_validate(data["output"])
     changes = ChangeSummary.model_validate(data.get("changes") or {})
     return evaluate(step.success.merged_over(dict(tool.default_success)), output, changes)

@@ -23,13 +23,12 @@ from prefect.futures import PrefectFuture
 
 from prefect_agentic.compiler import CompiledPlan, compile_plan
 from prefect_agentic.errors import PlanError
-from prefect_agentic.executor import RunContext, StepResult, run_resources
+from prefect_agentic.executor import RunContext, StepResult, run_resources, run_tool
 from prefect_agentic.plan.models import Plan, Step
 from prefect_agentic.plan.revision import changed_completed_steps
 from prefect_agentic.record.progress import StepEvent, StepStatus, publish
 from prefect_agentic.report import PlanRevision, StepReport
 from prefect_agentic.tasks.step import step_task
-from prefect_agentic.tools.registry import default_registry
 
 
 @dataclass(frozen=True)
@@ -165,7 +164,7 @@ class StepScheduler:
     def _submit(self, step: Step) -> None:
         source = self.compiled.sources[step.id]
         self._record("step_input", step.id, {
-            "tool": step.tool, "tool_version": default_registry().get(step.tool).version,
+            "tool": step.tool, "tool_version": run_tool(self.run, step.tool).version,
             "args": step.args, "input_from": source, "plan_version": self.plan.version,
             **step.model_dump(mode="json", include={"depends_on", "success", "retries",
                                                     "writes_workspace"})})

@@ -48,6 +48,8 @@ ALLOWED: dict[str, str] = {
     "cli/main.py:run": USER_PATH, "cli/deploy.py:submit": USER_PATH, "flows/run_plan.py:run_plan": USER_PATH
     + " (and RunAudit.open, which opens no file)",
     "plan/loader.py:load_plan": "the user's plan file",
+    "upgrade_check.py:pack_at": USER_PATH + " (agentic upgrade-check --tools-from: a wheel or pack directory)",
+    "upgrade_check.py:_version_of": USER_PATH + " (the --tools-from wheel or directory)",
     "chaos/spec.py:load_chaos_spec": "the user's chaos spec file (agentic run --chaos FILE)",
     "chaos/garble.py:SpoiledReports.read_bytes": "WorkspaceFiles' own lstat/read_bytes: a subclass of the "
                                                   "boundary calling it on itself",

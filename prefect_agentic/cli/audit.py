@@ -22,11 +22,11 @@ from rich.table import Table
 
 from prefect_agentic.blocks.audit_storage import AuditStorage
 from prefect_agentic.cli.runs import audited_run_id
-from prefect_agentic.errors import AgenticError
+from prefect_agentic.errors import AgenticError, AuditError
 from prefect_agentic.flows.artifacts import published_head
-from prefect_agentic.record.audit import Verification
+from prefect_agentic.record.audit import FutureAuditRecordError, Verification
 from prefect_agentic.record.audit import verify as verify_log
-from prefect_agentic.record.store import AuditStore
+from prefect_agentic.record.store import AuditStore, log_path
 from prefect_agentic.replay import ReplayReport, replay_run
 from prefect_agentic.stats import (
     Stats,
@@ -70,7 +70,7 @@ def verify(
     store = _store(audit_block)
     try:
         runs = [audited_run_id(store, run) for run in runs]
-        results = [(run, verify_log(store.read_log(run))) for run in runs]
+        results = [(run, _verify_run(store, run)) for run in runs]
     except AgenticError as exc:
         raise _fail(exc) from None
     for run, result in results:  # a configured server, or the embedded API's own database
@@ -89,6 +89,13 @@ def verify(
             out.print(f"audit log of run {run}: ok, {result.records} records, head {result.head}",
                       highlight=False)
     raise typer.Exit(0 if all(r.ok and r.complete for _, r in results) else 1)
+
+
+def _verify_run(store: AuditStore, run: str) -> Verification:
+    try:
+        return verify_log(store.read_log(run))
+    except FutureAuditRecordError as exc:  # the file, then which record and which versions
+        raise AuditError(f"{store.describe()}/{log_path(run)}: {exc}") from None
 
 
 def _compare_head(run: str, result: Verification) -> None:

@@ -65,6 +65,9 @@ def submit(
     )] = [],  # noqa: B006
     wait: Annotated[bool, typer.Option(help="Wait for the run to end; exit 0 only if it completed.")] = False,
     timeout: Annotated[int, typer.Option(help="With --wait: seconds to wait at most.")] = 3600,
+    on_upgrade: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="pinned or upgrade: what the run does when resumed where a version it pinned is gone "
+             "(default: the deployment's on_upgrade parameter, else pinned).")] = None,
 ) -> None:
     """Trigger a deployment with a plan file; prints the flow run's UI link."""
     from prefect_agentic.blocks import Budget, SandboxSettings, ToolPolicy
@@ -85,6 +88,10 @@ def submit(
         extra.update({name: block_values(kind, block) for name, kind, block in (
             ("sandbox", SandboxSettings, sandbox_block), ("policy", ToolPolicy, policy_block),
             ("budget", Budget, budget_block)) if block})
+        if on_upgrade is not None:
+            if on_upgrade not in ("pinned", "upgrade"):
+                raise _fail(f"--on-upgrade {on_upgrade}: give pinned or upgrade", 2)
+            extra["on_upgrade"] = on_upgrade
         flow_run = submit_plan(plan, str(repo.resolve()), ref=ref, deployment=deployment, parameters=extra)
     except (PlanError, RecipeError, yaml.YAMLError) as exc:
         raise _fail(str(exc), 2) from None

@@ -73,6 +73,17 @@ class SandboxMode(str, Enum):
     warm = "warm"
 
 
+class OnUpgrade(str, Enum):
+    """The run's upgrade policy (``prefect_agentic.pins``)."""
+
+    pinned = "pinned"
+    upgrade = "upgrade"
+
+
+ON_UPGRADE_HELP = ("When the run is resumed where a version it pinned is gone: stop (pinned) or go on "
+                   "with the installed version (upgrade).")
+
+
 def _plan_goal(goal: str | None, loop: LoopSettings | None, policy: ToolPolicy | None) -> Plan:
     """A plan for ``goal`` from the loop's model (its request is a durable, cached model call)."""
     from prefect_agentic.errors import LLMError
@@ -200,6 +211,7 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the run report as JSON.")] = False,
     chaos: Annotated[Optional[str], typer.Option(help=CHAOS_HELP)] = None,
     chaos_block: Annotated[Optional[str], typer.Option(help="Name of a saved Agentic Chaos Settings block.")] = None,
+    on_upgrade: Annotated[OnUpgrade, typer.Option(help=ON_UPGRADE_HELP)] = OnUpgrade.pinned,
 ) -> None:
     """Run a plan on a git repository; completed steps of earlier runs come from the cache."""
     from prefect.task_runners import ThreadPoolTaskRunner
@@ -264,7 +276,7 @@ def run(
         with display, embedded_run_settings(), interrupt_handler(interrupts.first, interrupts.second):
             state = flow(plan=plan, repo=str(repo.resolve()), ref=ref, sandbox=settings, fresh=fresh,
                          policy=policy, budget=budget, loop=loop, gates=gates, chaos=chaos_spec,
-                         return_state=True)
+                         on_upgrade=on_upgrade.value, return_state=True)
     finally:
         unsubscribe()
         stop_asking()
@@ -311,6 +323,7 @@ from prefect_agentic.cli import deploy as _deploy  # noqa: E402
 from prefect_agentic.cli import export as _export  # noqa: E402
 from prefect_agentic.cli import llm as _llm  # noqa: E402
 from prefect_agentic.cli import recipes as _recipes  # noqa: E402
+from prefect_agentic.cli import upgrade as _upgrade  # noqa: E402
 from prefect_agentic.cli import worker as _worker  # noqa: E402
 
 _recipes.register(app)
@@ -322,6 +335,7 @@ _export.register(app)
 _canaries.register(app)
 _chaos.register(app)
 _worker.register(app)
+_upgrade.register(app)
 
 if __name__ == "__main__":
     from prefect_agentic.cli.errors import run as _run_guarded

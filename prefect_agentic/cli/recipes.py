@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-import yaml
 from rich.console import Console
 
+from prefect_agentic.plan.loader import dump_plan
 from prefect_agentic.planners.recipes import RECIPES, RecipeError, RecipePlanner, parse_assignments
 
 err = Console(stderr=True)
@@ -34,7 +34,7 @@ def plan(
     except RecipeError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    text = yaml.safe_dump(made.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
+    text = dump_plan(made)
     if output:
         output.write_text(text)
         err.print(f"wrote {output} ({len(made.steps)} steps)")

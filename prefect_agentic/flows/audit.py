@@ -10,7 +10,10 @@ A flow run that suspends at an approval gate records ``run_suspended`` (not a
 crash); the process that runs it again (resumed on any worker, or retried after
 a crash, possibly with a newer pack) goes on with the same log and records
 ``run_resumed`` (after what, which process, which pack version) instead of a
-second ``run_started``: one chain per flow run.
+second ``run_started``: one chain per flow run. The versions the run pinned
+(``run_started``'s ``pins``) are read back from the log then, never computed
+again; a pinned version the worker lacks is handled by the run's upgrade
+policy and recorded as ``version_switch`` (``prefect_agentic.pins``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import logging
 import os
 import socket
 from datetime import datetime
-from importlib.metadata import version
 from typing import Any
 
 from prefect.runtime import flow_run as flow_run_runtime
@@ -27,11 +29,22 @@ from prefect.runtime import flow_run as flow_run_runtime
 from prefect_agentic.blocks.audit_storage import AuditStorage
 from prefect_agentic.executor import RunContext, run_resources
 from prefect_agentic.flows.artifacts import ProgressArtifact, publish_run_artifacts
+from prefect_agentic.pins import (
+    DEFAULT_UPGRADE_POLICY,
+    RunPins,
+    UpgradePolicy,
+    VersionPinError,
+    pack_version,
+    pins_for_new_run,
+    pins_from_run_started,
+    resolve_pins,
+)
 from prefect_agentic.plan.models import Plan
 from prefect_agentic.record.audit import AuditLog, AuditRecord, Observer
 from prefect_agentic.record.events import EventEmitter, RunIds
 from prefect_agentic.record.store import AuditStore, log_path
 from prefect_agentic.report import RunReport
+from prefect_agentic.sandbox.runner import inspect_image
 from prefect_agentic.tools.registry import default_registry
 from prefect_agentic.workspace import Workspace
 
@@ -49,8 +62,13 @@ class RunAudit:
 
     @classmethod
     def open(cls, plan: Plan, run: RunContext, ids: RunIds, storage: AuditStorage | None,
-             **started: Any) -> RunAudit:
-        """Start the run's log; ``started`` (repo, ref, fresh…) goes into ``run_started``."""
+             on_upgrade: UpgradePolicy = DEFAULT_UPGRADE_POLICY, **started: Any) -> RunAudit:
+        """Start the run's log; ``started`` (repo, ref, fresh…) goes into ``run_started``.
+
+        The run's versions are pinned here (``prefect_agentic.pins``): a new run pins what is
+        installed, a resumed one reads its pins from its log and checks them under ``on_upgrade``
+        (``VersionPinError``, recorded, when it must stop). ``self.run`` is the run with its pins.
+        """
         store = AuditStore(storage)
         records: list[AuditRecord] = []
         observers: list[Observer] = [records.append, EventEmitter(ids)]
@@ -60,20 +78,27 @@ class RunAudit:
             logger.exception("could not create the progress artifact")
         log = AuditLog(store, ids.flow_run_id, observers)
         records.extend(log.previous)
-        resources = run_resources(run)
-        resources.recorder = log
-        if log.previous:
-            log.record("run_resumed", _resumed(log.previous[-1], run, resources.sandbox.image_id))
+        first = log.previous[0] if log.previous else None
+        if first is not None and first.kind == "run_started":
+            run = _resume_pinned(log, run, pins_from_run_started(first.data), on_upgrade)
             return cls(log, run, records)
         registry = default_registry()
+        image = inspect_image(run.sandbox, run.sandbox.image)  # None: opening the sandbox names the problem
+        pins = pins_for_new_run(plan, registry, run.sandbox.image, image.id if image else None,
+                                image.repo_digests if image else None)
+        run = run.model_copy(update={"pins": pins, "tool_versions": dict(pins.tools), "image_id": pins.image_id})
+        resources = run_resources(run)
+        resources.recorder = log
         log.record("run_started", {
             "flow_run_id": ids.flow_run_id, "run_key": ids.run_key, "plan_id": plan.id,
             "plan_version": plan.version, "request_id": ids.request_id, **started,
             "base_snapshot": run.base_snapshot, "workspace": str(run.workspace),
             "workspace_epoch": run.workspace_epoch, "image": run.sandbox.image,
             "image_id": resources.sandbox.image_id,
-            "tools": {s.tool: registry.get(s.tool).version for s in plan.steps},
-            "prefect_agentic": version("prefect-agentic"),
+            "tools": dict(pins.tools),
+            "prefect_agentic": pins.pack,
+            "pins": pins.model_dump(mode="json"),
+            "on_upgrade": on_upgrade,
             "planner": plan.planner.model_dump(mode="json") if plan.planner else None,
             "plan": plan.model_dump(mode="json", exclude_defaults=True),
             "sandbox": run.sandbox.model_dump(mode="json", exclude={"docker_host"}),
@@ -124,12 +149,42 @@ class RunAudit:
             return "-"
 
 
+def _resume_pinned(log: AuditLog, run: RunContext, pins: RunPins, on_upgrade: UpgradePolicy) -> RunContext:
+    """The resumed run with its pins, after ``run_resumed`` (and ``version_switch`` when something
+    pinned is gone); a run that must stop records why and raises ``VersionPinError``."""
+    last = log.previous[-1]
+    try:
+        resolution = resolve_pins(
+            pins, default_registry(), on_upgrade,
+            image_exists=lambda ref: inspect_image(run.sandbox, ref) is not None,
+            current_image_id=lambda: getattr(inspect_image(run.sandbox, run.sandbox.image), "id", None))
+    except VersionPinError as exc:
+        log.record("run_resumed", _resumed(last, run, pins.image_id))
+        switches = [s.model_dump(mode="json") for s in exc.switches]
+        log.record("version_switch", {"policy": on_upgrade, "outcome": "stopped", "switches": switches,
+                                      "pack": pack_version()})
+        log.record("run_finished", {"status": "stopped", "stopped": str(exc), "error_kind": type(exc).__name__,
+                                    "error": str(exc), "usage": {}})
+        raise
+    run = run.model_copy(update={"pins": pins, "tool_versions": resolution.tool_versions,
+                                 "image_id": resolution.image_id})
+    resources = run_resources(run)
+    resources.recorder = log
+    log.record("run_resumed", _resumed(last, run, resources.sandbox.image_id))
+    if resolution.switches:
+        for switch in resolution.switches:
+            logger.warning("upgrade policy 'upgrade': %s; the run goes on with the installed version", switch.text())
+        log.record("version_switch", {"policy": on_upgrade, "outcome": "switched", "pack": pack_version(),
+                                      "switches": [s.model_dump(mode="json") for s in resolution.switches]})
+    return run
+
+
 def _resumed(last: AuditRecord, run: RunContext, image_id: str | None) -> dict[str, Any]:
     """What ``run_resumed`` says: after which record, in which process, with which pack."""
     after = last.data.get("status") if last.kind == "run_finished" else None
     return {
         "after": last.kind if after is None else f"{last.kind}:{after}",
         "after_seq": last.seq, "run_count": flow_run_runtime.run_count,
-        "host": socket.gethostname(), "pid": os.getpid(), "prefect_agentic": version("prefect-agentic"),
+        "host": socket.gethostname(), "pid": os.getpid(), "prefect_agentic": pack_version(),
         "image": run.sandbox.image, "image_id": image_id, "workspace_epoch": run.workspace_epoch,
     }

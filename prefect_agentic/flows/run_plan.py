@@ -41,6 +41,7 @@ from prefect_agentic.flows.audit import RunAudit
 from prefect_agentic.flows.hooks import BudgetHook, HeldCanaryRollback
 from prefect_agentic.gates import ApprovalGate
 from prefect_agentic.loop.settings import LoopSettings
+from prefect_agentic.pins import DEFAULT_UPGRADE_POLICY, UpgradePolicy
 from prefect_agentic.plan.models import Plan
 from prefect_agentic.record.events import RunIds
 from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe
@@ -89,6 +90,7 @@ def run_plan(
     request_id: str | None = None,
     export: ExportTarget | None = None,
     chaos: ChaosSpec | None = None,
+    on_upgrade: UpgradePolicy = DEFAULT_UPGRADE_POLICY,
 ) -> RunReport:
     """Run ``plan`` on the repository at ``repo`` starting from commit ``ref``.
 
@@ -106,7 +108,9 @@ def run_plan(
     root flow run's id). With ``export``, a successful run's final snapshot
     becomes a branch of the repository it names (and is pushed there when the
     policy allows it; see ``prefect_agentic.export``). ``chaos`` injects faults
-    (docs/chaos.md). Raises ``PlanRunFailed`` (the flow run fails)
+    (docs/chaos.md). ``on_upgrade`` says what a resumed run does when the worker's pack lacks a
+    version the run pinned: ``pinned`` stops it (``VersionPinError``), ``upgrade`` goes on with the
+    installed version (docs/guides/upgrades.md). Raises ``PlanRunFailed`` (the flow run fails)
     when any step failed or could not run; the report is attached.
     """
     logger = get_run_logger()
@@ -133,7 +137,8 @@ def run_plan(
             check_target(export, export.branch or default_branch(plan.id, str(flow_run_runtime.id)))
         ids = RunIds(str(flow_run_runtime.id), key, plan.id,
                      request_id or str(flow_run_runtime.root_flow_run_id))
-        trail = RunAudit.open(plan, run, ids, audit, repo=str(source), ref=ref, fresh=fresh)
+        trail = RunAudit.open(plan, run, ids, audit, on_upgrade, repo=str(source), ref=ref, fresh=fresh)
+        run = trail.run  # with the versions it is pinned to
         scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run, loop, gates), refresh_cache=fresh)
         reports = _run_steps(scheduler, trail, key)
         report = RunReport(

@@ -51,6 +51,7 @@ from prefect_agentic.gates.answer import (
 )
 from prefect_agentic.gates.notice import WaitingNotice, tell_watchers, why_gated
 from prefect_agentic.gates.review import GateReview, review_of
+from prefect_agentic.pins import switched_versions
 from prefect_agentic.gates.store import ApprovalStore
 from prefect_agentic.plan.models import Plan, Step
 from prefect_agentic.policy import approval_rules, auto_approves
@@ -238,7 +239,8 @@ class ApprovalGate(RunHook):
         start = self._input_snapshot(step, done)
         base = self.run.base_snapshot
         return review_of(self.plan, step, self.run.policy, done, workspace.changes(base, start),
-                         workspace.diff(base, start) if start != base else "")
+                         workspace.diff(base, start) if start != base else "",
+                         versions=switched_versions(self.run.pins, self.run.tool_versions, self.run.image_id))
 
     def _markdown(self, review: GateReview, key: str, problem: str) -> tuple[str, str]:
         """The review as Markdown (terminals) and as the form's HTML (the Prefect UI)."""

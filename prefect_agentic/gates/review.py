@@ -35,6 +35,8 @@ class GateReview:
     changes: ChangeSummary
     diff: str
     checks: list[str]
+    versions: str = ""
+    """Set when the run no longer runs what it pinned (an ``upgrade`` switch): which versions changed."""
 
     def risk(self) -> str:
         added = sum(f.added for f in self.changes.files)
@@ -63,6 +65,7 @@ class GateReview:
             f"**Step** `{step.id}` — tool `{step.tool}`, operation `{self.operation}`"
             + (f": {step.description}" if step.description else ""),
             f"```sh\n{self.command}\n```",
+            *([f"**Versions changed since the run started:** {self.versions}"] if self.versions else []),
             "**Risk**\n" + self.risk(),
             "**Tests and lint so far:** " + ("; ".join(self.checks) if self.checks else "none ran yet"),
             self._diff_section(diff_lines, diff_link),
@@ -101,6 +104,7 @@ class GateReview:
             _inline(f"**Step** `{step.id}` — tool `{step.tool}`, operation `{self.operation}`"
                     + (f": {step.description}" if step.description else "")),
             _pre("".join(_line(html.escape(line)) for line in self.command.splitlines())),
+            *([_inline(f"**Versions changed since the run started:** {self.versions}")] if self.versions else []),
             _inline("**Risk**") + '<ul class="list-disc pl-4">'
             + "".join(_inline(line.removeprefix("- "), tag="li") for line in self.risk().splitlines()) + "</ul>",
             _inline("**Tests and lint so far:** " + ("; ".join(self.checks) if self.checks else "none ran yet")),
@@ -147,8 +151,9 @@ def _inline(markdown: str, tag: str = "p") -> str:
 
 
 def review_of(plan: Plan, step: Step, policy: ToolPolicy, done: Mapping[str, StepReport],
-              changes: ChangeSummary, diff: str) -> GateReview:
-    """The review of ``step`` given the run's reports so far and its changes since the base."""
+              changes: ChangeSummary, diff: str, versions: str = "") -> GateReview:
+    """The review of ``step`` given the run's reports so far and its changes since the base
+    (``versions``: what the run switched to since it started, if anything)."""
     registry = default_registry()
     tool = registry.get(step.tool)
     args = tool.parse_args(step.args)
@@ -159,7 +164,7 @@ def review_of(plan: Plan, step: Step, policy: ToolPolicy, done: Mapping[str, Ste
         plan=plan, step=step, operation=operation_of(tool, args),
         command=preview if preview is not None else f"{step.tool} {json.dumps(step.args, sort_keys=True)}",
         rules=rules, rule_reasons=reasons, changes=changes, diff=diff,
-        checks=[c for c in (_check(r) for r in done.values()) if c],
+        checks=[c for c in (_check(r) for r in done.values()) if c], versions=versions,
     )
 
 

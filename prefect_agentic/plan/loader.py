@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.errors import PlanError
-from prefect_agentic.plan.models import Plan
+from prefect_agentic.plan.models import PLAN_SCHEMA_VERSION, Plan, future_plan_schema
 from prefect_agentic.plan.validation import data_problems, structure_problem
 from prefect_agentic.tools.registry import ToolRegistry
 
@@ -40,6 +40,7 @@ def parse_plan(text: str, source: str = "plan", registry: ToolRegistry | None = 
     each (``line 7: steps[1] 'fix'.tool: unknown tool 'rufff'; did you mean 'ruff'? …``).
     """
     data = _parse_document(text, source)
+    _check_schema_version(data, source)
     problems = data_problems(data, registry, policy)
     if problems:
         lines = _line_finder(text)
@@ -54,10 +55,19 @@ def plan_from_data(data: Any, source: str = "plan") -> Plan:
     """Validate the structure of already-parsed plan data."""
     if not isinstance(data, dict):
         raise PlanError(source, [f"(root): expected a mapping with id, goal and steps, got {_kind(data)}"])
+    _check_schema_version(data, source)
     try:
         return Plan.model_validate(data)
     except ValidationError as exc:
         raise PlanError(source, [structure_problem(err).text(data) for err in exc.errors()]) from None
+
+
+def _check_schema_version(data: Any, source: str) -> None:
+    """A plan in a newer format than this pack reads is refused with that one reason (its other
+    fields may be ones this pack has never heard of, so they are not checked)."""
+    found = data.get("schema_version") if isinstance(data, dict) else None
+    if isinstance(found, int) and not isinstance(found, bool) and found > PLAN_SCHEMA_VERSION:
+        raise PlanError(source, [f"schema_version: {future_plan_schema(found)}"])
 
 
 def _parse_document(text: str, source: str) -> Any:
@@ -120,8 +130,8 @@ def _kind(value: Any) -> str:
 
 
 def dump_plan(plan: Plan, fmt: str = "yaml") -> str:
-    """The plan as YAML or JSON text (what `agentic plan -o` writes)."""
-    data = plan.model_dump(mode="json", exclude_defaults=True)
+    """The plan as YAML or JSON text (what `agentic plan -o` writes), with its schema version."""
+    data = {"schema_version": plan.schema_version, **plan.model_dump(mode="json", exclude_defaults=True)}
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n"
     return yaml.safe_dump(data, sort_keys=False)

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prefect_agentic.plan.criteria import SuccessCriteria
+
+PLAN_SCHEMA_VERSION = 1
+"""The plan format this pack writes and the newest it reads. A plan file without
+``schema_version`` (written before the field existed) is version 1. Raise it, and
+keep reading every older version, when the format changes incompatibly."""
 
 Identifier = Annotated[
     str,
@@ -82,14 +87,35 @@ class Plan(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    schema_version: Annotated[int, Field(ge=1)] = Field(
+        default=PLAN_SCHEMA_VERSION,
+        description="Version of the plan file format (not of the plan): 1 when absent. A pack refuses "
+        "a plan written in a newer format than it reads.",
+    )
     id: Identifier
     version: Annotated[int, Field(ge=1)] = 1
     goal: Annotated[str, Field(min_length=1)]
     planner: PlannerInfo | None = None
     steps: Annotated[list[Step], Field(min_length=1)]
 
+    @field_validator("schema_version")
+    @classmethod
+    def _readable(cls, value: int) -> int:
+        if value > PLAN_SCHEMA_VERSION:
+            raise ValueError(future_plan_schema(value))
+        return value
+
     def step(self, step_id: str) -> Step:
         for step in self.steps:
             if step.id == step_id:
                 return step
         raise KeyError(step_id)
+
+
+def future_plan_schema(found: object) -> str:
+    """Why a plan in a newer format is refused (the plan's place is added by the caller)."""
+    from prefect_agentic.pins import pack_version  # the installed pack's version, for the message
+
+    return (f"plan schema version {found} is newer than this pack reads (prefect-agentic "
+            f"{pack_version()} reads plan schema versions 1 to {PLAN_SCHEMA_VERSION}); "
+            "upgrade prefect-agentic where this plan is read")

@@ -37,6 +37,11 @@ from prefect_agentic.record.store import AuditStore
 GENESIS = "0" * 64
 """The ``prev`` of a log's first record."""
 
+AUDIT_SCHEMA_VERSION = 1
+"""The audit record format this pack writes and the newest it reads. A record
+without ``schema_version`` (written before the field existed) is version 1, and
+its hash is computed without the field, exactly as when it was written."""
+
 COMMIT_KINDS = frozenset({"attempt_finished", "approval", "plan", "run_finished", "run_suspended"})
 """Records after which something counts as done (a step's attempt, a human's answer, a
 plan version, the run): fsynced. Other records wait for the next of these, at most
@@ -48,6 +53,8 @@ logger = logging.getLogger("prefect_agentic.audit")
 class AuditRecord(BaseModel):
     """One line of an audit log."""
 
+    schema_version: int = AUDIT_SCHEMA_VERSION
+    """The record's format; part of its hash only when the record carries it."""
     seq: int
     at: datetime
     kind: str
@@ -58,13 +65,19 @@ class AuditRecord(BaseModel):
 
     def content_hash(self) -> str:
         """sha256 of the record's canonical JSON without its own hash (but with ``prev``)."""
-        return _canonical_hash(self.model_dump(mode="json", exclude={"hash"}))
+        return _canonical_hash(self._body())
 
     def seal(self) -> bytes:
         """Set ``hash`` and return the record's line (one serialization for both)."""
-        body = self.model_dump(mode="json", exclude={"hash"})
+        body = self._body()
         self.hash = _canonical_hash(body)
         return json.dumps({**body, "hash": self.hash}, sort_keys=True, ensure_ascii=False).encode()
+
+
+    def _body(self) -> dict[str, Any]:
+        """What the hash covers: every field but ``hash``; ``schema_version`` only if the record has it."""
+        unversioned = "schema_version" not in self.model_fields_set
+        return self.model_dump(mode="json", exclude={"hash", "schema_version"} if unversioned else {"hash"})
 
 
 def _canonical_hash(body: dict[str, Any]) -> str:
@@ -92,7 +105,7 @@ class AuditLog:
 
     def record(self, kind: str, data: Mapping[str, Any], *, step_id: str | None = None) -> AuditRecord:
         with self._lock:
-            entry = AuditRecord(seq=self.count, at=datetime.now(timezone.utc), kind=kind, step=step_id,
+            entry = AuditRecord(schema_version=AUDIT_SCHEMA_VERSION, seq=self.count, at=datetime.now(timezone.utc), kind=kind, step=step_id,
                                 data=self.store.externalize(_plain(data)), prev=self.head)
             self.store.append(self.flow_run_id, entry.seal(), sync=kind in COMMIT_KINDS)
             self.head, self.count = entry.hash, self.count + 1
@@ -147,7 +160,23 @@ def parse_log(lines: list[bytes]) -> list[AuditRecord]:
         except ValidationError as exc:
             problem = exc.errors()[0]["msg"]
             raise AuditError(f"audit log line {number} is not an audit record: {problem}") from None
+        check_readable(records[-1], number)
     return records
+
+
+class FutureAuditRecordError(AuditError):
+    """A record written in a newer audit format than this pack reads."""
+
+
+def check_readable(entry: AuditRecord, number: int) -> None:
+    """``FutureAuditRecordError`` for a record in a newer format (naming its line and both versions)."""
+    if entry.schema_version > AUDIT_SCHEMA_VERSION:
+        from prefect_agentic.pins import pack_version  # the installed pack, for the message
+
+        raise FutureAuditRecordError(
+            f"audit log line {number} (seq {entry.seq}, {entry.kind}) has record schema version "
+            f"{entry.schema_version}, newer than this pack reads (prefect-agentic {pack_version()} reads "
+            f"audit schema versions 1 to {AUDIT_SCHEMA_VERSION}); read it with a newer prefect-agentic")
 
 
 def verify(lines: list[bytes]) -> Verification:
@@ -157,10 +186,15 @@ def verify(lines: list[bytes]) -> Verification:
     recomputed, the next record's ``prev``); a removed record leaves a gap in
     the sequence numbers and the chain; reordered records are out of sequence.
     A log that does not end with ``run_finished`` is incomplete: the run is
-    still going, crashed, or its last records were removed.
+    still going, crashed, or its last records were removed. A record in a newer
+    format than this pack reads is a ``FutureAuditRecordError``, not a problem:
+    this pack cannot tell whether it is intact.
     """
     problems: list[str] = []
     parsed = [_parse(line) for line in lines]
+    for number, entry in enumerate(parsed, 1):
+        if entry is not None:
+            check_readable(entry, number)
     records = [entry for entry in parsed if entry is not None]
     by_seq = {entry.seq: entry for entry in records}
     highest = -1

@@ -15,6 +15,7 @@ related resources, so an automation can match on any of them.
 | ``policy_decision`` (denied) | ``prefect-agentic.policy.denied`` |
 | ``budget`` (warning, exhausted) | ``prefect-agentic.budget.warning`` / ``.exhausted`` |
 | ``plan`` (a revision) | ``prefect-agentic.plan.revised`` |
+| ``version_switch`` | ``prefect-agentic.run.versions-<outcome>`` (switched, stopped) |
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def event_name(record: AuditRecord) -> str | None:
         return f"{EVENT_PREFIX}.budget.{data['event']}"
     if kind == "plan":
         return f"{EVENT_PREFIX}.plan.revised"
+    if kind == "version_switch":
+        return f"{EVENT_PREFIX}.run.versions-{data.get('outcome', 'switched')}"
     if kind == "chaos_fault":
         return f"{EVENT_PREFIX}.chaos.{data.get('kind', 'fault')}"
     return None

@@ -9,7 +9,8 @@ Kinds: ``run_started``, ``plan``, ``step_input``, ``attempt_started``,
 ``attempt_finished``, ``verdict``, ``policy_decision``, ``approval``,
 ``budget``, ``step_finished``, ``run_finished``; ``approval_requested`` (a gate
 starts waiting), ``run_suspended`` (the flow run suspended at a gate) and
-``run_resumed`` (a later process of the same flow run goes on with its log).
+``run_resumed`` (a later process of the same flow run goes on with its log);
+``version_switch`` (a resumed run's pinned versions were gone: switched or stopped).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -82,10 +83,14 @@ class Sandbox(Protocol):
     def close(self) -> None: ...
 
 
-def open_sandbox(settings: SandboxSettings, workspace: Path, run_key: str) -> Sandbox:
-    """A sandbox of the configured mode; removes containers a killed earlier run left."""
+def open_sandbox(settings: SandboxSettings, workspace: Path, run_key: str, image_id: str | None = None) -> Sandbox:
+    """A sandbox of the configured mode; removes containers a killed earlier run left.
+
+    With ``image_id`` (a run's pinned image digest), containers start from that
+    image rather than from whatever the configured tag names now.
+    """
     client = _client(settings)
-    image_id = _image_id(client, settings.image)
+    image_id = _image_id(client, image_id or settings.image)
     remove_run_containers(client, run_key)
     cls = WarmContainer if settings.mode == "warm" else ContainerPerStep
     return cls(client, settings, workspace, run_key, image_id)
@@ -530,6 +535,23 @@ def _kill(container: Container) -> None:
         container.kill()
     except docker.errors.APIError:
         pass  # already gone
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """An image as the engine knows it: its content digest (image id) and registry digests."""
+
+    id: str
+    repo_digests: list[str]
+
+
+def inspect_image(settings: SandboxSettings, ref: str) -> ImageInfo | None:
+    """The engine's image ``ref`` (a tag or an image id), or None when the engine does not have it."""
+    try:
+        image = _client(settings).images.get(ref)
+    except docker.errors.ImageNotFound:
+        return None
+    return ImageInfo(str(image.id), list(image.attrs.get("RepoDigests") or []))
 
 
 def check_ready(settings: SandboxSettings) -> str:

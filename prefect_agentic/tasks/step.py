@@ -1,7 +1,8 @@
 """A plan step as a cached, retryable Prefect task.
 
 The cache key is ours, not Prefect's default (which includes the flow run id
-and so never hits across runs): the step spec, the tool's name and version,
+and so never hits across runs): the step spec, the tool's name and the version
+the run pinned (so a newer pack on the worker never redoes a completed step),
 the sandbox image and the snapshot the step starts from. A step is a function
 of exactly these, so a later run (a resume after a crash, or a re-run) takes
 every step whose inputs did not change from the cache.
@@ -22,10 +23,9 @@ from prefect.runtime import task_run as task_run_runtime
 from prefect.states import State
 from prefect.tasks import exponential_backoff
 
-from prefect_agentic.executor import RunContext, StepResult, execute_step
+from prefect_agentic.executor import RunContext, StepResult, execute_step, pinned_tool_version
 from prefect_agentic.plan.models import Step
 from prefect_agentic.record.progress import StepEvent, StepStatus, publish
-from prefect_agentic.tools.registry import default_registry
 
 
 def input_snapshot_of(run: RunContext, input_result: StepResult | None) -> str:
@@ -33,17 +33,16 @@ def input_snapshot_of(run: RunContext, input_result: StepResult | None) -> str:
 
 
 def step_cache_key(context: TaskRunContext | None, parameters: dict[str, Any]) -> str:
-    """Cache key from (step spec, tool version, sandbox image, input snapshot).
+    """Cache key from (step spec, pinned tool version, sandbox image, input snapshot).
 
     The workspace epoch is part of it too: a cached result is only usable
     while the workspace holding its snapshot exists.
     """
     step: Step = parameters["step"]
     run: RunContext = parameters["run"]
-    tool = default_registry().get(step.tool)
     payload = {
         "step": step.model_dump(mode="json", exclude={"description"}),
-        "tool": [tool.name, tool.version],
+        "tool": [step.tool, pinned_tool_version(run, step.tool)],
         "image": run.sandbox.image,
         "input_snapshot": input_snapshot_of(run, parameters.get("input_result")),
         "workspace_epoch": run.workspace_epoch,
