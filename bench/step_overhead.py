@@ -15,6 +15,10 @@ floor, ours...), so a change in the machine's load hits both alike:
   * 16 x 1 s steps at 8: a plan of 16 independent ``sleep 1`` steps at
     concurrency 8 against 16 floor tasks doing ``docker exec ... sleep 1``,
     8 at once (target <= 1.10x);
+  * the same 16 x 1 s when the floor starts its container: the floor flow also
+    starts the container it execs into and removes it at the end, as a whole
+    run of ours does (start-up and clean-up that the previous floor leaves
+    out; not a target, it shows what our run adds beyond that);
   * 2-second stalls: API calls Prefect's client retried after a 503 (its first
     retry waits 2 s); with ``--why-stalls`` the embedded server prints each
     statement SQLite refused.
@@ -411,19 +415,47 @@ def compare_parallel(comparison: Comparison, repo: Path, container: WarmContaine
     comparison.round(floor, ours)
 
 
+def compare_parallel_cold(comparison: Comparison, repo: Path) -> None:
+    """As ``compare_parallel``, but the floor flow starts and removes its own container, as our run does."""
+
+    @flow(name="bench-floor-parallel-cold", task_runner=ThreadPoolTaskRunner(max_workers=8))
+    def plain() -> None:
+        with WarmContainer() as container:
+            step = floor_task(lambda: container.exec(["sleep", "1"])).with_options(refresh_cache=True)
+            for future in [step.submit(f"parallel-cold-{i}") for i in range(16)]:
+                future.result()
+
+    def floor() -> float:
+        quiet_api()
+        start = time.perf_counter()
+        plain()
+        return time.perf_counter() - start
+
+    def ours() -> float:
+        elapsed, report = run(parallel_plan(), repo, SandboxSettings(image=IMAGE, mode="warm"), concurrency=8)
+        assert report.ok
+        return elapsed
+
+    comparison.round(floor, ours)
+
+
 def floor_ratios(repo: Path, chain: int, rounds: int, only: set[str]) -> list[Comparison]:
     """Issue 17's ratios: our step against the Prefect floor, interleaved rounds (floor, ours, floor, ours...).
 
-    ``only``: the comparisons to run (warm, per_step, cached, parallel).
+    ``only``: the comparisons to run (warm, per_step, cached, parallel, parallel_cold).
     """
     warm = Comparison("warm step vs floor", TARGETS["warm"])
     per_step = Comparison("container-per-step vs floor", TARGETS["per_step"])
     cached = Comparison("cached step vs cached plain task", TARGETS["cached"])
     parallel = Comparison("16 x 1 s steps at 8 vs plain", TARGETS["parallel"])
+    cold = Comparison("16 x 1 s at 8 vs cold plain", TARGETS["parallel"])
     with WarmContainer() as container:
         compare_warm(warm, repo, container, chain, -1)  # warm-up: imports, first container, caches
         compare_parallel(parallel, repo, container)
-        warm.floors.clear(), warm.ours.clear(), parallel.floors.clear(), parallel.ours.clear()
+        if "parallel_cold" in only:
+            compare_parallel_cold(cold, repo)
+        for warmed_up in (warm, parallel, cold):
+            warmed_up.floors.clear(), warmed_up.ours.clear()
         chains = CachedChains(repo, container, 5 * chain) if "cached" in only else None
         for n in range(rounds):
             if "warm" in only:
@@ -434,9 +466,11 @@ def floor_ratios(repo: Path, chain: int, rounds: int, only: set[str]) -> list[Co
                 chains.round(cached)
             if "parallel" in only:
                 compare_parallel(parallel, repo, container)
+            if "parallel_cold" in only:
+                compare_parallel_cold(cold, repo)
             print(f"  round {n + 1}/{rounds} done", file=sys.stderr, flush=True)
     return [c for name, c in (("warm", warm), ("per_step", per_step), ("cached", cached),
-                              ("parallel", parallel)) if name in only]
+                              ("parallel", parallel), ("parallel_cold", cold)) if name in only]
 
 
 def slot_costs(repo: Path, chain: int, repeats: int) -> dict[str, tuple[float, float]]:
@@ -473,8 +507,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter chains (a smoke run)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, 2 with --quick)")
-    parser.add_argument("--only", nargs="+", default=["warm", "per_step", "cached", "parallel"],
-                        choices=["warm", "per_step", "cached", "parallel"], help="run only these comparisons")
+    parser.add_argument("--only", nargs="+", default=["warm", "per_step", "cached", "parallel", "parallel_cold"],
+                        choices=["warm", "per_step", "cached", "parallel", "parallel_cold"], help="run only these comparisons")
     parser.add_argument("--why-stalls", action="store_true",
                         help="the embedded server prints each statement SQLite refused (to stderr)")
     parser.add_argument("--raw", action="store_true",
