@@ -392,38 +392,25 @@ def parallel_plan() -> dict:
     return {"id": "bench-parallel", "goal": "16 independent 1 s steps", "steps": steps}
 
 
-def compare_parallel(comparison: Comparison, repo: Path, container: WarmContainer) -> None:
-    """16 one-second ``sleep 1`` steps, 8 at once, against the same 16 ``docker exec``s as floor tasks."""
-    step = floor_task(lambda: container.exec(["sleep", "1"])).with_options(refresh_cache=True)
+def compare_parallel(comparison: Comparison, repo: Path, container: WarmContainer | None) -> None:
+    """16 one-second ``sleep 1`` steps, 8 at once, against the same 16 ``docker exec``s as floor tasks.
 
-    @flow(name="bench-floor-parallel", task_runner=ThreadPoolTaskRunner(max_workers=8))
-    def plain() -> None:
+    With ``container=None`` the floor flow starts its own container and removes
+    it at the end, as a whole run of ours does.
+    """
+
+    def execs(target: WarmContainer) -> None:
+        step = floor_task(lambda: target.exec(["sleep", "1"])).with_options(refresh_cache=True)
         for future in [step.submit(f"parallel-{i}") for i in range(16)]:
             future.result()
 
-    def floor() -> float:
-        quiet_api()
-        start = time.perf_counter()
-        plain()
-        return time.perf_counter() - start
-
-    def ours() -> float:
-        elapsed, report = run(parallel_plan(), repo, SandboxSettings(image=IMAGE, mode="warm"), concurrency=8)
-        assert report.ok
-        return elapsed
-
-    comparison.round(floor, ours)
-
-
-def compare_parallel_cold(comparison: Comparison, repo: Path) -> None:
-    """As ``compare_parallel``, but the floor flow starts and removes its own container, as our run does."""
-
-    @flow(name="bench-floor-parallel-cold", task_runner=ThreadPoolTaskRunner(max_workers=8))
+    @flow(name="bench-floor-parallel", task_runner=ThreadPoolTaskRunner(max_workers=8))
     def plain() -> None:
-        with WarmContainer() as container:
-            step = floor_task(lambda: container.exec(["sleep", "1"])).with_options(refresh_cache=True)
-            for future in [step.submit(f"parallel-cold-{i}") for i in range(16)]:
-                future.result()
+        if container is not None:
+            execs(container)
+            return
+        with WarmContainer() as own:
+            execs(own)
 
     def floor() -> float:
         quiet_api()
@@ -453,7 +440,7 @@ def floor_ratios(repo: Path, chain: int, rounds: int, only: set[str]) -> list[Co
         compare_warm(warm, repo, container, chain, -1)  # warm-up: imports, first container, caches
         compare_parallel(parallel, repo, container)
         if "parallel_cold" in only:
-            compare_parallel_cold(cold, repo)
+            compare_parallel(cold, repo, None)
         for warmed_up in (warm, parallel, cold):
             warmed_up.floors.clear(), warmed_up.ours.clear()
         chains = CachedChains(repo, container, 5 * chain) if "cached" in only else None
@@ -467,7 +454,7 @@ def floor_ratios(repo: Path, chain: int, rounds: int, only: set[str]) -> list[Co
             if "parallel" in only:
                 compare_parallel(parallel, repo, container)
             if "parallel_cold" in only:
-                compare_parallel_cold(cold, repo)
+                compare_parallel(cold, repo, None)
             print(f"  round {n + 1}/{rounds} done", file=sys.stderr, flush=True)
     return [c for name, c in (("warm", warm), ("per_step", per_step), ("cached", cached),
                               ("parallel", parallel), ("parallel_cold", cold)) if name in only]
