@@ -114,6 +114,26 @@ def pins_for_new_run(plan: Plan, registry: ToolRegistry, image: str, image_id: s
     )
 
 
+def pin_new_tools(run_pins: RunPins, plan: Plan, registry: ToolRegistry) -> dict[str, str]:
+    """Pin (in place) the installed version of each tool ``plan`` uses that ``run_pins`` lacks.
+
+    A plan revision can bring tools the run did not start with; pinning them when
+    the revision is accepted (and recording it with the revision) makes them
+    behave on resume as the tools pinned at the start do. Returns what was added.
+    """
+    added = {step.tool: registry.get(step.tool).version for step in plan.steps if step.tool not in run_pins.tools}
+    run_pins.tools.update(added)
+    return added
+
+
+def pins_with_revisions(pins: RunPins, plan_records: list[Mapping[str, Any]]) -> RunPins:
+    """``pins`` plus the tools pinned by the run's accepted plan revisions (``plan`` records' ``pins``)."""
+    tools = dict(pins.tools)
+    for data in plan_records:
+        tools.update({str(k): str(v) for k, v in (data.get("pins") or {}).items() if k not in tools})
+    return pins.model_copy(update={"tools": tools})
+
+
 def pins_from_run_started(data: Mapping[str, Any]) -> RunPins:
     """The pins a ``run_started`` record holds.
 

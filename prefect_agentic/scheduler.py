@@ -25,10 +25,12 @@ from prefect_agentic.compiler import CompiledPlan, compile_plan
 from prefect_agentic.errors import PlanError
 from prefect_agentic.executor import RunContext, StepResult, run_resources, run_tool
 from prefect_agentic.plan.models import Plan, Step
+from prefect_agentic.pins import pin_new_tools
 from prefect_agentic.plan.revision import changed_completed_steps
 from prefect_agentic.record.progress import StepEvent, StepStatus, publish
 from prefect_agentic.report import PlanRevision, StepReport
 from prefect_agentic.tasks.step import step_task
+from prefect_agentic.tools.registry import default_registry
 
 
 @dataclass(frozen=True)
@@ -209,11 +211,21 @@ class StepScheduler:
         revision = PlanRevision(version=outcome.version, reason=replan.reason,
                                 planner=outcome.planner, steps=replaced)
         self.revisions.append(revision)
+        pinned = self._pin_new_tools(outcome)
         run_resources(self.run).recorder.record("plan", {
             **revision.model_dump(mode="json"),
             "plan": outcome.model_dump(mode="json", exclude_defaults=True),
+            **({"pins": pinned} if pinned else {}),
         })
         return replaced
+
+    def _pin_new_tools(self, plan: Plan) -> dict[str, str]:
+        """Pin the tools a revision brings, as the run's start pinned its own (see ``prefect_agentic.pins``)."""
+        if self.run.pins is None:
+            return {}
+        added = pin_new_tools(self.run.pins, plan, default_registry())
+        self.run.tool_versions.update(added)
+        return added
 
     def _not_run(self, step_id: str, reason: str) -> None:
         step = self.plan.step(step_id)

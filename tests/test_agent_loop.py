@@ -26,12 +26,14 @@ from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.flows.run_plan import RunReport, run_plan
 from prefect_agentic.loop import LoopSettings
+from prefect_agentic.pins import VersionPinError, pins_from_run_started, pins_with_revisions, resolve_pins
 from prefect_agentic.plan import parse_plan
 from prefect_agentic.record.audit import parse_log
 from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe
 from prefect_agentic.record.store import AuditStore
 from prefect_agentic.replay import replay_run
 from prefect_agentic.settings import agentic_home
+from prefect_agentic.tools.registry import ToolRegistry, default_registry
 from prefect_agentic.workspace import mounted, resolve_base, run_key
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -88,6 +90,28 @@ def started_steps() -> tuple[list[str], Any]:
             started.append(event.step_id)
 
     return started, subscribe(listen)
+
+
+def test_a_tool_a_revision_brings_is_pinned_with_it_and_a_resume_checks_it(  # type: ignore[no-untyped-def]
+        make_repo, sandbox_image, llm_server) -> None:
+    """Versions pinned at the start cover the first plan; a revision's new tools are pinned when it is accepted."""
+    revised = {**REPAIR, "steps": [*REPAIR["steps"], {"id": "status", "tool": "git", "depends_on": ["tests"],
+                                                      "args": {"op": "status"}}]}
+    llm_server.reply(revised)
+    report = run(PLAN_V1, make_repo(BUGGY), sandbox_image, loop_settings(llm_server))
+    assert report.ok and report.plan_version == 2, report
+    records = parse_log(AuditStore().read_log(str(report.flow_run_id)))
+    started = next(r for r in records if r.kind == "run_started")
+    [revision] = [r for r in records if r.kind == "plan"]
+    git_version = default_registry().get("git").version
+    assert set(started.data["pins"]["tools"]) == {"shell", "pytest"}
+    assert revision.data["pins"] == {"git": git_version}  # shell and pytest were pinned already
+    pins = pins_with_revisions(pins_from_run_started(started.data), [revision.data])
+    assert pins.tools["git"] == git_version
+    # a worker whose pack no longer has that git adapter stops the resumed run under 'pinned'
+    without = ToolRegistry([t for t in default_registry() if t.name != "git"])
+    with pytest.raises(VersionPinError, match=f"tool 'git': pinned {git_version}, installed not installed"):
+        resolve_pins(pins, without, "pinned", lambda ref: True, lambda: None)
 
 
 def test_a_failed_step_is_replanned_and_the_new_version_completes_the_run(  # type: ignore[no-untyped-def]

@@ -37,6 +37,7 @@ from prefect_agentic.pins import (
     pack_version,
     pins_for_new_run,
     pins_from_run_started,
+    pins_with_revisions,
     resolve_pins,
 )
 from prefect_agentic.plan.models import Plan
@@ -80,7 +81,9 @@ class RunAudit:
         records.extend(log.previous)
         first = log.previous[0] if log.previous else None
         if first is not None and first.kind == "run_started":
-            run = _resume_pinned(log, run, pins_from_run_started(first.data), on_upgrade)
+            pins = pins_with_revisions(pins_from_run_started(first.data),
+                                       [r.data for r in log.previous if r.kind == "plan"])
+            run = _resume_pinned(log, run, pins, on_upgrade)
             return cls(log, run, records)
         registry = default_registry()
         image = inspect_image(run.sandbox, run.sandbox.image)  # None: opening the sandbox names the problem
