@@ -82,8 +82,12 @@ class RunHook:
     def after_step(self, step: Step, report: StepReport) -> Decision | Replan:
         return Go()
 
-    def after_stop(self, reason: str, reports: dict[str, StepReport]) -> None:
-        """The run stopped (a hook said ``Stop``) and nothing more will start: undo what must not stay."""
+    def after_stop(self, reason: str, reports: dict[str, StepReport]) -> str | None:
+        """The run stopped (a hook said ``Stop``) and nothing more will start: undo what must not stay.
+
+        Returns what was undone, in a few words, for the run's ``stopped`` reason (None: nothing).
+        """
+        return None
 
 
 @dataclass
@@ -122,8 +126,9 @@ class StepScheduler:
                     self._not_run(step_id, "not run: a step it depends on did not complete")
                 waiting = []
         if self.stopped is not None:
-            for hook in self.hooks:
-                hook.after_stop(self.stopped, dict(self._reports))
+            undone = [note for hook in self.hooks if (note := hook.after_stop(self.stopped, dict(self._reports)))]
+            if undone:  # the summary says what the stop undid, not only why it stopped
+                self.stopped = "; then ".join([self.stopped, *undone])
         return self._reports
 
     def _running(self) -> list[str]:

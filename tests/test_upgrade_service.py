@@ -8,6 +8,7 @@ Windows are short here (seconds); docs/guides/upgrade-service.md shows a longer 
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shutil
@@ -27,10 +28,12 @@ import pytest
 from conftest import EXAMPLES, _missing, git_commit_all
 from gate_helpers import Approver
 from prefect.client.orchestration import get_client
+from rich.console import Console
 from test_agent_loop import run as run_with_loop
 
 from prefect_agentic.blocks import GateDefaults, ToolPolicy
 from prefect_agentic.boundary import WorkspaceFiles
+from prefect_agentic.cli.render import report_table
 from prefect_agentic.environments.analysis import parse_metrics
 from prefect_agentic.environments.images import (
     RUNTIME_IMAGE,
@@ -111,6 +114,13 @@ def sent_since(target: Stack, before: dict[str, int]) -> tuple[int, int]:
     """(requests sent, requests failed) by the traffic generator since ``before = traffic(target)``."""
     after = traffic(target)
     return sum(after.values()) - sum(before.values()), failed(after) - failed(before)
+
+
+def summary_text(report: Any) -> str:
+    """The run's summary as `agentic run` prints it at the end."""
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(report_table(report))
+    return console.export_text()
 
 
 def canaries(client: docker.DockerClient, target: Stack) -> int:
@@ -202,6 +212,8 @@ def test_a_good_change_is_approved_and_promoted_to_100_percent(  # type: ignore[
     held, canary = steps["canary"].output, steps["promote"].output
     assert held["decision"] == "held" and [s["share"] for s in held["steps"]] == [50]
     assert canary["decision"] == "promoted" and [s["share"] for s in canary["steps"]] == [100]
+    summary = summary_text(report)
+    assert "canary held at 50 % for promotion" in summary and "canary promoted to 100 %" in summary
     assert all(s["result"] == "pass" and s["requests"] >= 8 for s in held["steps"] + canary["steps"])
     after = stack.state()
     assert after.stable_version == canary["image"] != before.stable_version
@@ -237,6 +249,8 @@ def test_a_bad_change_is_rolled_back_within_the_window_and_stable_keeps_serving(
     canary = {s.step_id: s for s in report.steps}["canary"].output
     assert canary["decision"] == "rolled_back" and canary["reason"].startswith("step 20 %: 2 failed checks")
     assert "p95 latency" in canary["reason"] and "> 200 ms" in canary["reason"]
+    summary = summary_text(report)  # what `agentic run` prints at the end
+    assert "canary ROLLED BACK at 20 %: 2 failed checks" in summary and "Run FAILED" in summary
     assert [c["result"] for c in canary["checks"]].count("fail") == 2
     assert canary["checks"][-1]["at_seconds"] < window  # rolled back before the first window ended
     assert stack.state() == before  # stable untouched, no canary, all traffic on stable
@@ -283,7 +297,11 @@ def test_a_canary_held_at_a_promotion_gate_is_rolled_back_when_the_gate_is_rejec
     report = run_with_loop(plan(stack, GOOD, [50, 100], window=4, promote_gate=True), service_repo, sandbox_image,
                            None, gates=FAST_GATES, policy=ToolPolicy(auto_approve=["*:deploy"]))
     approver.done()
-    assert not report.ok and report.stopped == "step 'promote' rejected by sre: p95 too close to the limit"
+    why = "step 'promote' rejected by sre: p95 too close to the limit"
+    assert not report.ok and report.stopped is not None and report.stopped.startswith(f"{why}; then ")
+    # the summary says what the stop undid, not only why it stopped
+    assert f"canary of stack '{stack.name}' (step 'canary') rolled back to stable {before.stable_version}" \
+        in report.stopped
     steps = {s.step_id: s for s in report.steps}
     assert steps["canary"].output["decision"] == "held" and steps["promote"].status.value == "not_run"
     assert [s["share"] for s in steps["canary"].output["steps"]] == [50]  # held at 50 % while the gate waited
@@ -292,13 +310,33 @@ def test_a_canary_held_at_a_promotion_gate_is_rolled_back_when_the_gate_is_rejec
     assert stack.state() == before and canaries(docker_client, stack) == 0  # stable at 100 %, canary gone
     held, rolled = records(caplog, "canary_decision")
     assert held["decision"] == "held"
-    assert rolled["decision"] == "rolled_back" and rolled["reason"] == f"rolled back: {report.stopped}"
+    assert rolled["decision"] == "rolled_back" and rolled["reason"] == f"rolled back: {why}"
     with get_client(sync_client=True) as client:
         [artifact] = [a for a in client.read_latest_artifacts() if a.key == f"canary-{stack.name}"]
     assert "rejected by sre" in (artifact.description or "")
     for _ in range(10):
         with urllib.request.urlopen(before.proxy_url, timeout=5) as answer:
             assert b'"version": "1.0.0"' in answer.read()
+
+
+@pytestmark_server
+def test_a_canary_held_at_a_promotion_gate_nobody_answers_is_rolled_back_when_the_gate_times_out(  # type: ignore[no-untyped-def]
+        stack: Stack, service_repo: Path, sandbox_image: str, docker_client, caplog) -> None:
+    before = stack.state()
+    unanswered = GateDefaults(poll_interval_seconds=0.5, timeout_seconds=3)
+    report = run_with_loop(plan(stack, GOOD, [50, 100], window=4, promote_gate=True), service_repo, sandbox_image,
+                           None, gates=unanswered, policy=ToolPolicy(auto_approve=["*:deploy"]))
+    assert not report.ok and report.stopped is not None
+    why, undone = report.stopped.split("; then ", 1)
+    assert why.startswith("step 'promote' was not approved: no answer within 3")
+    assert undone == f"canary of stack '{stack.name}' (step 'canary') rolled back to stable {before.stable_version}"
+    steps = {s.step_id: s for s in report.steps}
+    assert steps["canary"].output["decision"] == "held" and steps["promote"].status.value == "not_run"
+    assert stack.state() == before and canaries(docker_client, stack) == 0
+    held, rolled = records(caplog, "canary_decision")
+    assert held["decision"] == "held"
+    assert rolled["decision"] == "rolled_back" and "no answer within" in rolled["reason"]
+    assert "rolled back to stable" in summary_text(report)
 
 
 @pytestmark_server

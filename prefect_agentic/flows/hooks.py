@@ -39,16 +39,20 @@ class HeldCanaryRollback(RunHook):
     def __init__(self, run: RunContext) -> None:
         self.run = run
 
-    def after_stop(self, reason: str, reports: dict[str, StepReport]) -> None:
+    def after_stop(self, reason: str, reports: dict[str, StepReport]) -> str | None:
         held = [r for r in reports.values() if r.tool == "service_canary" and (r.output or {}).get("decision") == "held"]
         if not held:
-            return
+            return None
         from prefect_agentic.tools.deploy.canary import roll_back_held
 
         resources = run_resources(self.run)
         logger = get_run_logger()
+        undone = []
         for report in held:
-            result = roll_back_held(resources.sandbox.client, report.output or {}, reason, resources.recorder,
-                                    report.step_id)
+            output = report.output or {}
+            result = roll_back_held(resources.sandbox.client, output, reason, resources.recorder, report.step_id)
             if result is not None:
-                logger.warning("canary of stack '%s' %s", (report.output or {}).get("stack"), result.reason)
+                logger.warning("canary of stack '%s' %s", output.get("stack"), result.reason)
+                undone.append(f"canary of stack '{output.get('stack')}' (step '{report.step_id}') rolled back "
+                              f"to stable {result.stable_after}")
+        return "; ".join(undone) or None

@@ -44,6 +44,7 @@ class CanaryInput(ServiceInput):
 
 
 class CanaryOutput(ToolOutput):
+    headline: str = Field(default="", description="The decision in a few words, for the run's summary table.")
     stack: str
     decision: str
     reason: str
@@ -81,9 +82,20 @@ class ServiceCanaryTool(Tool):
         announce(result, args.stack, ctx.recorder, ctx.step_id)
         ctx.logger.info("canary %s: %s", result.decision, result.reason)
         return {"exit_code": 0 if result.decision != "rolled_back" else 1, "stack": args.stack, "log": result.reason,
+                "headline": headline(result),
                 "decision": result.decision, "reason": result.reason, "image": image,
                 "stable_before": result.stable_before, "stable_after": result.stable_after,
                 "steps": result.steps, "checks": result.checks, "thresholds": t}
+
+
+def headline(result: RolloutResult) -> str:
+    """``promoted``, ``held at 50 %`` or ``ROLLED BACK at 20 %: <why>``: what a summary table shows."""
+    last = f" at {result.steps[-1].share} %" if result.steps else ""
+    if result.decision == "promoted":
+        return "canary promoted to 100 %"
+    if result.decision == "held":
+        return f"canary held{last} for promotion"
+    return f"canary ROLLED BACK{last}: {result.reason.split(': ', 1)[-1]}"
 
 
 def roll_back_held(client: docker.DockerClient, held: Mapping[str, Any], why: str, recorder: Recorder,
