@@ -42,6 +42,10 @@ class FaultKind(str, Enum):
     """Every report the tool reads is ``mode``: truncated, garbled, of the wrong type, or too big to read."""
     llm_malformed = "llm_malformed"
     """A model's answer arrives as ``mode``: invalid JSON, a schema violation, empty, or a plan with a cycle."""
+    api_error = "api_error"
+    """A Prefect API request of the run's process gets an HTTP ``status`` answer instead of reaching the API."""
+    api_latency = "api_latency"
+    """A Prefect API request of the run's process waits ``seconds`` before it is sent."""
 
 
 GARBLE_MODES = ("truncated", "garbled", "wrong_type", "huge")
@@ -49,6 +53,9 @@ GARBLE_MODES = ("truncated", "garbled", "wrong_type", "huge")
 LLM_MODES = ("invalid_json", "schema_violation", "empty", "cycle")
 """How ``llm_malformed`` spoils an answer (``mode``; unset: chosen by the seed per answer)."""
 MODES = {FaultKind.garbled_output: GARBLE_MODES, FaultKind.llm_malformed: LLM_MODES}
+API_KINDS = frozenset({FaultKind.api_error, FaultKind.api_latency})
+"""Faults on the Prefect API requests of the run's process (``prefect_agentic.chaos.api``): selected by
+``routes`` and ``attempts`` (the try number inside Prefect's own retry loop), not by tool or step."""
 
 
 class Fault(BaseModel):
@@ -67,6 +74,25 @@ class Fault(BaseModel):
     mode: str | None = Field(None, description="garbled_output: truncated, garbled, wrong_type or huge; "
                                                "llm_malformed: invalid_json, schema_violation, empty or cycle "
                                                "(default: chosen by the seed each time).")
+
+    routes: str = Field("*", description="api kinds: fnmatch pattern on the API route, the request's path "
+                                          "after /api/, e.g. 'task_runs/*' or 'logs/'.")
+    status: Annotated[int, Field(ge=400, le=599)] = 503
+    """``api_error``: the HTTP status of the injected answer (Prefect's client retries 408, 429, 502, 503)."""
+    retry_after: Annotated[float, Field(ge=0.0, le=600.0)] | None = None
+    """``api_error``: a ``Retry-After`` header (seconds) on the injected answer; unset, Prefect backs off."""
+
+    @model_validator(mode="after")
+    def _selectors_fit_kind(self) -> Fault:
+        if self.kind in API_KINDS:
+            if self.tools != "*" or self.steps != "*":
+                raise ValueError(f"{self.kind.value} hits API requests, not tools or steps: select them with routes")
+        elif self.routes != "*":
+            raise ValueError(f"routes is only for api_error and api_latency, not {self.kind.value}")
+        if self.kind is not FaultKind.api_error and ("status" in self.model_fields_set
+                                                     or self.retry_after is not None):
+            raise ValueError(f"status and retry_after are only for api_error, not {self.kind.value}")
+        return self
 
     @model_validator(mode="after")
     def _mode_fits_kind(self) -> Fault:
@@ -94,6 +120,11 @@ class ChaosSpec(BaseModel):
 
     seed: int = 0
     faults: list[Fault] = Field(default_factory=list)
+
+    @property
+    def api_faults(self) -> bool:
+        """Whether any fault hits the Prefect API (the run then installs ``prefect_agentic.chaos.api``)."""
+        return any(f.kind in API_KINDS for f in self.faults)
 
     def hits(self, index: int, step_id: str, attempt: int) -> bool:
         """Whether fault ``index`` strikes this attempt: a seeded, order-free coin."""

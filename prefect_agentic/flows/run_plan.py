@@ -135,7 +135,14 @@ def run_plan(
                      request_id or str(flow_run_runtime.root_flow_run_id))
         trail = RunAudit.open(plan, run, ids, audit, repo=str(source), ref=ref, fresh=fresh)
         scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run, loop, gates), refresh_cache=fresh)
-        reports = _run_steps(scheduler, trail, key)
+        if chaos is not None and chaos.api_faults:
+            # patches Prefect's clients: loaded by runs with API faults only
+            from prefect_agentic.chaos import api as chaos_api
+
+            with chaos_api.active(chaos, trail.log):
+                reports = _run_steps(scheduler, trail, key)
+        else:
+            reports = _run_steps(scheduler, trail, key)
         report = RunReport(
             plan_id=plan.id, plan_version=scheduler.plan.version, goal=plan.goal, run_key=key,
             flow_run_id=flow_run_runtime.id, repo=str(source), base_snapshot=base,
