@@ -61,6 +61,14 @@ class ChaosInjector:
     def after_tool(self) -> None:
         self._inject(AFTER)
 
+    def start_attempt(self) -> None:
+        """``process_kill``: arm the process's SIGKILL, ``seconds`` from now (wherever the run is then)."""
+        hit = self._hit(FaultKind.process_kill)
+        if hit is not None:
+            from prefect_agentic.chaos import process  # loaded by process kills only
+
+            process.arm(hit[1].seconds, lambda: self._record(hit[0], hit[1], seconds=hit[1].seconds))
+
     @contextmanager
     def around_tool(self, sandbox: Sandbox) -> Iterator[None]:
         """While the tool runs: the engine refusing its calls, its container killed, its model's

@@ -46,6 +46,8 @@ class FaultKind(str, Enum):
     """A Prefect API request of the run's process gets an HTTP ``status`` answer instead of reaching the API."""
     api_latency = "api_latency"
     """A Prefect API request of the run's process waits ``seconds`` before it is sent."""
+    process_kill = "process_kill"
+    """The run's process is killed (SIGKILL) ``seconds`` after the selected attempt started."""
 
 
 GARBLE_MODES = ("truncated", "garbled", "wrong_type", "huge")
@@ -70,7 +72,8 @@ class Fault(BaseModel):
     attempts: list[Annotated[int, Field(ge=1)]] | None = Field(
         None, description="Only these attempt numbers (e.g. [1]: the retry runs clean); default all.")
     seconds: Annotated[float, Field(ge=0.0, le=600.0)] = 1.0
-    """Latency of the latency kinds; delay of ``container_kill``; outage of ``docker_unavailable``."""
+    """Latency of the latency kinds; delay of ``container_kill`` and ``process_kill``; outage of
+    ``docker_unavailable``."""
     mode: str | None = Field(None, description="garbled_output: truncated, garbled, wrong_type or huge; "
                                                "llm_malformed: invalid_json, schema_violation, empty or cycle "
                                                "(default: chosen by the seed each time).")
@@ -125,6 +128,11 @@ class ChaosSpec(BaseModel):
     def api_faults(self) -> bool:
         """Whether any fault hits the Prefect API (the run then installs ``prefect_agentic.chaos.api``)."""
         return any(f.kind in API_KINDS for f in self.faults)
+
+    @property
+    def process_kills(self) -> bool:
+        """Whether a fault may kill the run's process (a campaign then runs it as a subprocess)."""
+        return any(f.kind is FaultKind.process_kill for f in self.faults)
 
     def hits(self, index: int, step_id: str, attempt: int) -> bool:
         """Whether fault ``index`` strikes this attempt: a seeded, order-free coin."""
