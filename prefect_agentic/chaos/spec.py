@@ -46,6 +46,8 @@ class FaultKind(str, Enum):
     """A Prefect API request of the run's process gets an HTTP ``status`` answer instead of reaching the API."""
     api_latency = "api_latency"
     """A Prefect API request of the run's process waits ``seconds`` before it is sent."""
+    canary_regression = "canary_regression"
+    """The canary's metrics read as a regression (``mode``: errors or latency) so the rollback path runs."""
     process_kill = "process_kill"
     """The run's process is killed (SIGKILL) ``seconds`` after the selected attempt started."""
 
@@ -54,7 +56,10 @@ GARBLE_MODES = ("truncated", "garbled", "wrong_type", "huge")
 """How ``garbled_output`` spoils a report (``mode``; unset: chosen by the seed per attempt)."""
 LLM_MODES = ("invalid_json", "schema_violation", "empty", "cycle")
 """How ``llm_malformed`` spoils an answer (``mode``; unset: chosen by the seed per answer)."""
-MODES = {FaultKind.garbled_output: GARBLE_MODES, FaultKind.llm_malformed: LLM_MODES}
+CANARY_MODES = ("errors", "latency")
+"""How ``canary_regression`` spoils the canary's metrics: half its requests errors, or every one slow."""
+MODES = {FaultKind.garbled_output: GARBLE_MODES, FaultKind.llm_malformed: LLM_MODES,
+         FaultKind.canary_regression: CANARY_MODES}
 API_KINDS = frozenset({FaultKind.api_error, FaultKind.api_latency})
 """Faults on the Prefect API requests of the run's process (``prefect_agentic.chaos.api``): selected by
 ``routes`` and ``attempts`` (the try number inside Prefect's own retry loop), not by tool or step."""
@@ -75,7 +80,8 @@ class Fault(BaseModel):
     """Latency of the latency kinds; delay of ``container_kill`` and ``process_kill``; outage of
     ``docker_unavailable``."""
     mode: str | None = Field(None, description="garbled_output: truncated, garbled, wrong_type or huge; "
-                                               "llm_malformed: invalid_json, schema_violation, empty or cycle "
+                                               "llm_malformed: invalid_json, schema_violation, empty or cycle; "
+                                               "canary_regression: errors or latency "
                                                "(default: chosen by the seed each time).")
 
     routes: str = Field("*", description="api kinds: fnmatch pattern on the API route, the request's path "
@@ -102,7 +108,8 @@ class Fault(BaseModel):
         if self.mode is not None:
             modes = MODES.get(self.kind)
             if modes is None:
-                raise ValueError(f"mode is only for garbled_output and llm_malformed, not {self.kind.value}")
+                raise ValueError(f"mode is only for garbled_output, llm_malformed and canary_regression, "
+                                 f"not {self.kind.value}")
             if self.mode not in modes:
                 raise ValueError(f"mode {self.mode!r} of {self.kind.value} is not one of {', '.join(modes)}")
         return self
