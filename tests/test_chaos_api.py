@@ -52,10 +52,13 @@ def test_api_faults_are_selected_by_route_and_refuse_tool_selectors(tmp_path: Pa
     for bad, why in [("{kind: api_error, tools: shell}", "select them with routes"),
                      ("{kind: tool_exit, routes: 'logs/'}", "routes is only for api_error and api_latency"),
                      ("{kind: api_latency, status: 500}", "status and retry_after are only for api_error"),
+                     ("{kind: tool_exit, retry_after: 1}", "status and retry_after are only for api_error"),
                      ("{kind: api_error, status: 200}", "faults.0.status")]:
         spec.write_text(f"faults:\n  - {bad}\n")
         with pytest.raises(ChaosSpecError, match=why):
             load_chaos_spec(str(spec))
+    every = ChaosSpec(faults=[Fault(kind="api_error", routes="logs/", status=429), Fault(kind="tool_exit")])
+    assert ChaosSpec.model_validate(every.model_dump()) == every  # a saved spec (a block) holds every field
     assert not ChaosSpec(faults=[Fault(kind="tool_exit")]).api_faults
     assert ChaosSpec(faults=[Fault(kind="api_latency")]).api_faults
 

@@ -98,8 +98,8 @@ class Fault(BaseModel):
                 raise ValueError(f"{self.kind.value} hits API requests, not tools or steps: select them with routes")
         elif self.routes != "*":
             raise ValueError(f"routes is only for api_error and api_latency, not {self.kind.value}")
-        if self.kind is not FaultKind.api_error and ("status" in self.model_fields_set
-                                                     or self.retry_after is not None):
+        # values, not whether a field was given: a saved spec (a block) holds every field
+        if self.kind is not FaultKind.api_error and (self.status != 503 or self.retry_after is not None):
             raise ValueError(f"status and retry_after are only for api_error, not {self.kind.value}")
         return self
 
