@@ -25,6 +25,7 @@ def attempt_path(spec: ChaosSpec | None, recorder: LoggingRecorder) -> None:
     """The executor's chaos lines for one attempt, the tool call left out."""
     chaos = None if spec is None else ChaosInjector(spec, recorder, "shell", "step", 1)
     if chaos is not None:
+        chaos.start_attempt()
         chaos.before_tool()
     if chaos is not None:
         chaos.after_tool()

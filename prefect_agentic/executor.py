@@ -202,6 +202,7 @@ def _attempt(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> 
             if chaos is None:
                 output = tool_cls().invoke(step.args, ctx)
             else:
+                chaos.start_attempt()
                 chaos.before_tool()
                 ctx = dataclasses.replace(ctx, reports_filter=chaos.reports_filter())
                 with chaos.around_tool(resources.sandbox):

@@ -51,6 +51,8 @@ ALLOWED: dict[str, str] = {
     "upgrade_check.py:pack_at": USER_PATH + " (agentic upgrade-check --tools-from: a wheel or pack directory)",
     "upgrade_check.py:_version_of": USER_PATH + " (the --tools-from wheel or directory)",
     "chaos/spec.py:load_chaos_spec": "the user's chaos spec file (agentic run --chaos FILE)",
+    "chaos/campaign.py:Campaign._run_killable": "the plan written to the campaign's own temporary directory "
+                                                "for a process_kill chaos run's `agentic run` subprocess",
     "chaos/garble.py:SpoiledReports.read_bytes": "WorkspaceFiles' own lstat/read_bytes: a subclass of the "
                                                   "boundary calling it on itself",
     "blocks/branding.py:logo_url": "the logos shipped inside the installed package",

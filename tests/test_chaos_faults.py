@@ -36,7 +36,7 @@ class Records:
 
 
 def test_a_garble_mode_belongs_to_garbled_output_only() -> None:
-    with pytest.raises(ChaosSpecError, match=r"faults\.0: .*mode is only for garbled_output and llm_malformed"):
+    with pytest.raises(ChaosSpecError, match=r"faults\.0: .*mode is only for garbled_output, llm_malformed and canary_regression"):
         load_chaos_spec('{"faults": [{"kind": "tool_exit", "mode": "huge"}]}')
     with pytest.raises(ChaosSpecError, match=r"mode .melted. of garbled_output is not one of truncated, garbled"):
         load_chaos_spec('{"faults": [{"kind": "garbled_output", "mode": "melted"}]}')

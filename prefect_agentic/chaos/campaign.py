@@ -12,6 +12,11 @@ pure functions of ``prefect_agentic.chaos.invariants``.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +43,10 @@ DEFAULT_SPEC = ChaosSpec(faults=[
 ])
 """Faults of ``agentic chaos`` without ``--chaos``: first attempts fail now and then (stood-in
 failures, a killed container, a refusing engine), some calls wait."""
+
+
+KILLED = "Killed"
+"""The state of a chaos run whose process a ``process_kill`` ended (its flow run stays Running in Prefect)."""
 
 
 class CampaignError(AgenticError):
@@ -102,8 +111,10 @@ class Campaign:
 
     def __init__(self, plan: Plan, repo: Path, *, ref: str = "HEAD", sandbox: SandboxSettings | None = None,
                  concurrency: int = 4, bound_s: float = 600.0, store: AuditStore | None = None,
-                 progress: Callable[[str], None] = lambda _: None) -> None:
+                 progress: Callable[[str], None] = lambda _: None, plan_file: Path | None = None) -> None:
         self.plan, self.repo, self.ref = plan, repo, ref
+        self.plan_file = plan_file
+        """The plan's file, for a chaos run in a process of its own (``process_kill``)."""
         self.sandbox = sandbox or SandboxSettings()
         self.concurrency, self.bound_s = concurrency, bound_s
         self.store = store or AuditStore()
@@ -128,15 +139,19 @@ class Campaign:
         return report
 
     def _chaos_run(self, index: int, spec: ChaosSpec, reference_snapshot: str) -> RunOutcome:
-        chaos = self._run(chaos=spec, fresh=True)
-        rerun = self._run(chaos=None, fresh=False)
+        chaos = self._run_killable(spec) if spec.process_kills else self._run(chaos=spec, fresh=True)
+        killed = chaos.state == KILLED
+        rerun = self._run(chaos=None, fresh=False)  # after a kill: resuming it, as a user does (run it again)
         records, rerun_records = chaos.records, rerun.records
         violations = [
-            *inv.check_terminal(records, final_state=chaos.state, elapsed_s=chaos.elapsed_s, bound_s=self.bound_s),
+            # a killed run never ends by itself: its re-run must (checked below), its log must chain
+            *([] if killed else inv.check_terminal(records, final_state=chaos.state, elapsed_s=chaos.elapsed_s,
+                                                   bound_s=self.bound_s)),
             *inv.check_no_reexecution(records, rerun_records),
             *inv.check_no_concurrent_attempts(records),
-            *inv.check_audit_verifies(chaos.lines),
-            *inv.check_no_leftover_containers(self._leftover_containers(records)),
+            *inv.check_audit_verifies(chaos.lines, complete=not killed),
+            # the killed process removed nothing: its containers must be gone once the re-run opened its sandbox
+            *([] if killed else inv.check_no_leftover_containers(self._leftover_containers(records))),
             *inv.check_failures_classified(records),
             *inv.check_terminal(rerun_records, final_state=rerun.state, elapsed_s=rerun.elapsed_s,
                                 bound_s=self.bound_s),
@@ -146,9 +161,53 @@ class Campaign:
             *inv.check_no_leftover_environments(self._leftover_environments()),
         ]
         return RunOutcome(index=index, seed=spec.seed, flow_run_id=chaos.flow_run_id,
-                          rerun_flow_run_id=rerun.flow_run_id, status=_status(records) or chaos.state,
+                          rerun_flow_run_id=rerun.flow_run_id,
+                          status="killed" if killed else _status(records) or chaos.state,
                           elapsed_s=round(chaos.elapsed_s, 3), violations=violations,
-                          faults=inv.fault_outcomes(records, len(violations)))
+                          faults=inv.fault_outcomes(records, len(violations), resumed=_status(rerun_records)))
+
+    def _run_killable(self, spec: ChaosSpec) -> _Finished:
+        """The chaos run as ``agentic run`` in a process of its own, which a ``process_kill`` may kill.
+
+        It uses this process's Prefect API (the embedded one included), so it starts no API of its
+        own that its death would leave behind. Its flow run is the one whose log appeared meanwhile.
+        """
+        from prefect.settings import PREFECT_API_URL
+
+        api = PREFECT_API_URL.value()
+        if not api:
+            from prefect.server.api.server import SubprocessASGIServer
+
+            api = SubprocessASGIServer().api_url
+        with tempfile.TemporaryDirectory(prefix="agentic-chaos-") as scratch:
+            plan_file = self.plan_file
+            if plan_file is None:
+                plan_file = Path(scratch) / "plan.json"
+                plan_file.write_text(self.plan.model_dump_json(exclude_none=True))
+            command = [sys.executable, "-m", "prefect_agentic.cli.main", "run", str(plan_file),
+                       "--repo", str(self.repo), "--ref", self.ref, "--image", self.sandbox.image,
+                       "--mode", str(getattr(self.sandbox.mode, "value", self.sandbox.mode)), "--concurrency", str(self.concurrency),
+                       "--fresh", "--json", "--chaos", spec.model_dump_json(exclude_defaults=True)]
+            before = set(self.store.run_ids())
+            started = time.monotonic()
+            try:
+                done = subprocess.run(command, env={**os.environ, "PREFECT_API_URL": api}, capture_output=True,
+                                      timeout=self.bound_s, check=False)
+                returncode = done.returncode
+                if returncode not in (0, 1, -signal.SIGKILL):
+                    self.progress(f"the chaos run's process exited {returncode}: "
+                                  f"{done.stderr.decode(errors='replace')[-2000:]}")
+            except subprocess.TimeoutExpired:
+                returncode = None
+            elapsed = time.monotonic() - started
+        new = [run_id for run_id in self.store.run_ids() if run_id not in before]
+        flow_run_id = next((run_id for run_id in new if any(
+            r.kind == "run_started" and r.data.get("plan_id") == self.plan.id
+            for r in parse_log(self.store.read_log(run_id)[:1]))), "")
+        lines = self.store.read_log(flow_run_id) if flow_run_id else []
+        state = (KILLED if returncode == -signal.SIGKILL else "TimedOut" if returncode is None
+                 else "Completed" if returncode == 0 else "Failed")
+        return _Finished(flow_run_id=flow_run_id, state=state, lines=lines, elapsed_s=elapsed)
 
     def _run(self, *, chaos: ChaosSpec | None, fresh: bool) -> _Finished:
         from prefect_agentic.flows.run_plan import run_plan

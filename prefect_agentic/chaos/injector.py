@@ -16,6 +16,7 @@ production, and the audit log shows the pack's own error.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from prefect_agentic.boundary import WorkspaceFiles
 from prefect_agentic.chaos import engine
 from prefect_agentic.chaos.garble import SpoiledReports
 from prefect_agentic.chaos.spec import ChaosSpec, Fault, FaultKind
+from prefect_agentic.environments.analysis import Counters
 from prefect_agentic.errors import ToolError
 from prefect_agentic.record.recorder import Recorder
 from prefect_agentic.sandbox.runner import Sandbox, command_started
@@ -61,6 +63,14 @@ class ChaosInjector:
     def after_tool(self) -> None:
         self._inject(AFTER)
 
+    def start_attempt(self) -> None:
+        """``process_kill``: arm the process's SIGKILL, ``seconds`` from now (wherever the run is then)."""
+        hit = self._hit(FaultKind.process_kill)
+        if hit is not None:
+            from prefect_agentic.chaos import process  # loaded by process kills only
+
+            process.arm(hit[1].seconds, lambda: self._record(hit[0], hit[1], seconds=hit[1].seconds))
+
     @contextmanager
     def around_tool(self, sandbox: Sandbox) -> Iterator[None]:
         """While the tool runs: the engine refusing its calls, its container killed, its model's
@@ -75,12 +85,20 @@ class ChaosInjector:
             outage_token = engine.engine_outage.set(time.monotonic() + fault.seconds)
         if kill is not None:
             kill_token = command_started.set(self._killer(*kill))
+        regression = self._hit(FaultKind.canary_regression)
+        regression_token = None
+        if regression is not None:
+            from prefect_agentic.environments import rollout  # canary chaos only
+
+            regression_token = rollout.metrics_filter.set(self._regression(*regression))
         from prefect_agentic.chaos import llm as chaos_llm  # pydantic-ai: loaded by chaos runs only
 
         try:
             with chaos_llm.spoiled_answers(self.spec, self.recorder):
                 yield
         finally:
+            if regression_token is not None:
+                rollout.metrics_filter.reset(regression_token)
             if kill_token is not None:
                 command_started.reset(kill_token)
             if outage_token is not None:
@@ -99,6 +117,24 @@ class ChaosInjector:
                                   spoiling=lambda name: self._record(index, fault, mode=mode, report=name))
 
         return spoiled
+
+    def _regression(self, index: int, fault: Fault) -> Any:
+        """The canary's scrapes as a regression would make them: half of its requests errors (``errors``),
+        or every request slower than the histogram's last bound (``latency``). Recorded at the first scrape."""
+        mode = fault.pick_mode(self.spec, index, self.step_id, self.attempt)
+        recorded = False
+
+        def spoil(counters: Counters) -> Counters:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                self._record(index, fault, mode=mode)
+            if mode == "errors":
+                return Counters(counters.requests, max(counters.errors, counters.requests / 2), counters.buckets)
+            return Counters(counters.requests, counters.errors,
+                            tuple((le, n if math.isinf(le) else 0.0) for le, n in counters.buckets))
+
+        return spoil
 
     def _killer(self, index: int, fault: Fault) -> Any:
         """The ``command_started`` hook: kill the first command's container, ``seconds`` after it started."""

@@ -20,8 +20,13 @@ from prefect_agentic.stats import RunFacts, add_audit
 TERMINAL_STATUSES = frozenset({"completed", "failed", "stopped"})
 """``run_finished`` statuses that end a run as designed (``crashed`` is the run's own error)."""
 
-DELAY_KINDS = frozenset({"latency_before", "latency_after"})
+DELAY_KINDS = frozenset({"latency_before", "latency_after", "api_latency"})
 """Fault kinds that only delay the attempt they hit; the others may end it (or be survived by it)."""
+API_ERROR_KINDS = frozenset({"api_error"})
+"""Fault kinds on a Prefect API request: absorbed when Prefect's client retry got a real answer
+(``chaos_api_outcome``); otherwise the run's status says whether the error was survived."""
+RESUMED_KINDS = frozenset({"process_kill"})
+"""Fault kinds that end the run's process: the run is recovered when running it again (``resumed``) completed."""
 ANSWER_KINDS = frozenset({"llm_malformed"})
 """Fault kinds on a model's answer: a validation retry (a new answer) recovers them, whose ``attempt`` is
 the answer's number; with no step (the re-planner), the run's status says whether they were survived."""
@@ -116,11 +121,14 @@ def check_no_concurrent_attempts(records: list[AuditRecord]) -> list[Violation]:
     return found
 
 
-def check_audit_verifies(lines: list[bytes]) -> list[Violation]:
-    """The log verifies as ``agentic audit verify`` checks it (hashes, chain, complete)."""
+def check_audit_verifies(lines: list[bytes], *, complete: bool = True) -> list[Violation]:
+    """The log verifies as ``agentic audit verify`` checks it (hashes, chain and, with ``complete``,
+    the closing ``run_finished``; a killed run's log has none, its re-run's must)."""
     result = verify(lines)
     found = [Violation(invariant=Invariant.audit_verifies, detail=problem) for problem in result.problems]
-    if not result.complete:
+    if not lines:
+        found.append(Violation(invariant=Invariant.audit_verifies, detail="the run left no audit log"))
+    elif complete and not result.complete:
         found.append(Violation(invariant=Invariant.audit_verifies, detail="the log does not end with run_finished"))
     return found
 
@@ -170,17 +178,22 @@ class FaultOutcomes(BaseModel):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-def fault_outcomes(records: list[AuditRecord], violations: int) -> dict[str, FaultOutcomes]:
+def fault_outcomes(records: list[AuditRecord], violations: int, *,
+                   resumed: str | None = None) -> dict[str, FaultOutcomes]:
     """Per fault kind: injected, recovered by retry, failed cleanly, absorbed; from one run's records.
 
     A fault whose attempt still succeeded was absorbed (a latency always is); one that failed its
     attempt was recovered if its step completed later, else it failed cleanly. A malformed model
-    answer counts as recovered when its step (or, for the re-planner, the run) completed.
+    answer counts as recovered when its step (or, for the re-planner, the run) completed. An injected
+    API error is absorbed when Prefect's client retry got a real answer, else recovered or failed
+    cleanly as the run completed or not.
     """
     status = {r.step: r.data.get("status") for r in records if r.kind == "step_finished" and r.step}
     run_status = next((r.data.get("status") for r in records if r.kind == "run_finished"), None)
     attempt_ok = {(r.step, r.data.get("attempt")) for r in records
                   if r.kind == "attempt_finished" and r.data.get("outcome") == "ok"}
+    reached = {r.data.get("request"): r.data.get("tries") for r in records
+               if r.kind == "chaos_api_outcome" and r.data.get("outcome") == "reached_caller"}
     outcomes: dict[str, FaultOutcomes] = {}
     for record in records:
         if record.kind != "chaos_fault":
@@ -188,7 +201,19 @@ def fault_outcomes(records: list[AuditRecord], violations: int) -> dict[str, Fau
         kind = str(record.data.get("kind"))
         counts = outcomes.setdefault(kind, FaultOutcomes())
         counts.injected += 1
-        if kind in DELAY_KINDS or (kind not in ANSWER_KINDS and (record.step, record.data.get("attempt")) in attempt_ok):
+        if kind in RESUMED_KINDS:  # the run died: recovered if running it again completed
+            if resumed == "completed":
+                counts.recovered += 1
+            else:
+                counts.failed_cleanly += 1
+        elif kind in API_ERROR_KINDS:  # absorbed by Prefect's retry, or it reached the run: did the run complete?
+            if reached.get(record.data.get("request")) != record.data.get("attempt"):  # a later try got through
+                counts.absorbed += 1
+            elif run_status == "completed":
+                counts.recovered += 1
+            else:
+                counts.failed_cleanly += 1
+        elif kind in DELAY_KINDS or (kind not in ANSWER_KINDS and (record.step, record.data.get("attempt")) in attempt_ok):
             counts.absorbed += 1
         elif (status.get(record.step) if record.step else run_status) == "completed":
             counts.recovered += 1

@@ -42,13 +42,27 @@ class FaultKind(str, Enum):
     """Every report the tool reads is ``mode``: truncated, garbled, of the wrong type, or too big to read."""
     llm_malformed = "llm_malformed"
     """A model's answer arrives as ``mode``: invalid JSON, a schema violation, empty, or a plan with a cycle."""
+    api_error = "api_error"
+    """A Prefect API request of the run's process gets an HTTP ``status`` answer instead of reaching the API."""
+    api_latency = "api_latency"
+    """A Prefect API request of the run's process waits ``seconds`` before it is sent."""
+    canary_regression = "canary_regression"
+    """The canary's metrics read as a regression (``mode``: errors or latency) so the rollback path runs."""
+    process_kill = "process_kill"
+    """The run's process is killed (SIGKILL) ``seconds`` after the selected attempt started."""
 
 
 GARBLE_MODES = ("truncated", "garbled", "wrong_type", "huge")
 """How ``garbled_output`` spoils a report (``mode``; unset: chosen by the seed per attempt)."""
 LLM_MODES = ("invalid_json", "schema_violation", "empty", "cycle")
 """How ``llm_malformed`` spoils an answer (``mode``; unset: chosen by the seed per answer)."""
-MODES = {FaultKind.garbled_output: GARBLE_MODES, FaultKind.llm_malformed: LLM_MODES}
+CANARY_MODES = ("errors", "latency")
+"""How ``canary_regression`` spoils the canary's metrics: half its requests errors, or every one slow."""
+MODES = {FaultKind.garbled_output: GARBLE_MODES, FaultKind.llm_malformed: LLM_MODES,
+         FaultKind.canary_regression: CANARY_MODES}
+API_KINDS = frozenset({FaultKind.api_error, FaultKind.api_latency})
+"""Faults on the Prefect API requests of the run's process (``prefect_agentic.chaos.api``): selected by
+``routes`` and ``attempts`` (the try number inside Prefect's own retry loop), not by tool or step."""
 
 
 class Fault(BaseModel):
@@ -63,17 +77,39 @@ class Fault(BaseModel):
     attempts: list[Annotated[int, Field(ge=1)]] | None = Field(
         None, description="Only these attempt numbers (e.g. [1]: the retry runs clean); default all.")
     seconds: Annotated[float, Field(ge=0.0, le=600.0)] = 1.0
-    """Latency of the latency kinds; delay of ``container_kill``; outage of ``docker_unavailable``."""
+    """Latency of the latency kinds; delay of ``container_kill`` and ``process_kill``; outage of
+    ``docker_unavailable``."""
     mode: str | None = Field(None, description="garbled_output: truncated, garbled, wrong_type or huge; "
-                                               "llm_malformed: invalid_json, schema_violation, empty or cycle "
+                                               "llm_malformed: invalid_json, schema_violation, empty or cycle; "
+                                               "canary_regression: errors or latency "
                                                "(default: chosen by the seed each time).")
+
+    routes: str = Field("*", description="api kinds: fnmatch pattern on the API route, the request's path "
+                                          "after /api/, e.g. 'task_runs/*' or 'logs/'.")
+    status: Annotated[int, Field(ge=400, le=599)] = 503
+    """``api_error``: the HTTP status of the injected answer (Prefect's client retries 408, 429, 502, 503)."""
+    retry_after: Annotated[float, Field(ge=0.0, le=600.0)] | None = None
+    """``api_error``: a ``Retry-After`` header (seconds) on the injected answer; unset, Prefect backs off."""
+
+    @model_validator(mode="after")
+    def _selectors_fit_kind(self) -> Fault:
+        if self.kind in API_KINDS:
+            if self.tools != "*" or self.steps != "*":
+                raise ValueError(f"{self.kind.value} hits API requests, not tools or steps: select them with routes")
+        elif self.routes != "*":
+            raise ValueError(f"routes is only for api_error and api_latency, not {self.kind.value}")
+        # values, not whether a field was given: a saved spec (a block) holds every field
+        if self.kind is not FaultKind.api_error and (self.status != 503 or self.retry_after is not None):
+            raise ValueError(f"status and retry_after are only for api_error, not {self.kind.value}")
+        return self
 
     @model_validator(mode="after")
     def _mode_fits_kind(self) -> Fault:
         if self.mode is not None:
             modes = MODES.get(self.kind)
             if modes is None:
-                raise ValueError(f"mode is only for garbled_output and llm_malformed, not {self.kind.value}")
+                raise ValueError(f"mode is only for garbled_output, llm_malformed and canary_regression, "
+                                 f"not {self.kind.value}")
             if self.mode not in modes:
                 raise ValueError(f"mode {self.mode!r} of {self.kind.value} is not one of {', '.join(modes)}")
         return self
@@ -94,6 +130,16 @@ class ChaosSpec(BaseModel):
 
     seed: int = 0
     faults: list[Fault] = Field(default_factory=list)
+
+    @property
+    def api_faults(self) -> bool:
+        """Whether any fault hits the Prefect API (the run then installs ``prefect_agentic.chaos.api``)."""
+        return any(f.kind in API_KINDS for f in self.faults)
+
+    @property
+    def process_kills(self) -> bool:
+        """Whether a fault may kill the run's process (a campaign then runs it as a subprocess)."""
+        return any(f.kind is FaultKind.process_kill for f in self.faults)
 
     def hits(self, index: int, step_id: str, attempt: int) -> bool:
         """Whether fault ``index`` strikes this attempt: a seeded, order-free coin."""

@@ -66,6 +66,7 @@ def chaos(
         raise _fail(str(exc), 3) from None
     start_embedded_api(err, clock, show=not as_json)
     campaign = Campaign(plan, repo, ref=ref, sandbox=settings, concurrency=concurrency, bound_s=bound,
+                        plan_file=plan_file,
                         progress=lambda line: err.print(escape(line), highlight=False, soft_wrap=True))
     try:
         with embedded_run_settings():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Literal
 
 from pydantic import BaseModel
@@ -29,6 +30,9 @@ from prefect_agentic.environments.analysis import (
     parse_metrics,
 )
 from prefect_agentic.environments.stack import Stack
+
+metrics_filter: ContextVar[Callable[[Counters], Counters] | None] = ContextVar("agentic_canary_metrics", default=None)
+"""What this thread's canary scrapes go through before they are judged (a chaos run's ``canary_regression``)."""
 
 
 class StepSummary(BaseModel):
@@ -123,6 +127,9 @@ def _scrape(stack: Stack, replicas: list[str]) -> tuple[Counters, bool, int]:
     probes = stack.probe(["canary", *replicas])
     canary = probes["canary"]
     counters = parse_metrics(canary["metrics"][1]) if canary["metrics"][0] == 200 else EMPTY
+    spoil = metrics_filter.get()
+    if spoil is not None:
+        counters = spoil(counters)
     stable_ok = sum(probes[r]["health"][0] == 200 for r in replicas)
     return counters, canary["health"][0] == 200, stable_ok
 

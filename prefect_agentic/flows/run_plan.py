@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -140,7 +140,11 @@ def run_plan(
         trail = RunAudit.open(plan, run, ids, audit, on_upgrade, repo=str(source), ref=ref, fresh=fresh)
         run = trail.run  # with the versions it is pinned to
         scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run, loop, gates), refresh_cache=fresh)
-        reports = _run_steps(scheduler, trail, key)
+        if chaos is None:
+            reports = _run_steps(scheduler, trail, key)
+        else:
+            with _chaos_window(chaos, trail):
+                reports = _run_steps(scheduler, trail, key)
         report = RunReport(
             plan_id=plan.id, plan_version=scheduler.plan.version, goal=plan.goal, run_key=key,
             flow_run_id=flow_run_runtime.id, repo=str(source), base_snapshot=base,
@@ -183,6 +187,22 @@ def export_result(target: ExportTarget, report: RunReport, policy: ToolPolicy) -
             result.push_refused = f"policy rule '{decision.rule}': {decision.reason}"
             logger.warning("Branch %s not pushed to %s: %s", branch, target.push, result.push_refused)
     return result
+
+
+@contextmanager
+def _chaos_window(chaos: ChaosSpec, trail: RunAudit) -> Iterator[None]:
+    """While the run's steps run: its API faults hit Prefect's clients, a process kill may come."""
+    with ExitStack() as stack:
+        if chaos.api_faults:
+            # patches Prefect's clients: loaded by runs with API faults only
+            from prefect_agentic.chaos import api as chaos_api
+
+            stack.enter_context(chaos_api.active(chaos, trail.log))
+        if chaos.process_kills:
+            from prefect_agentic.chaos import process
+
+            stack.callback(process.disarm)
+        yield
 
 
 @contextmanager

@@ -1,0 +1,65 @@
+"""``process_kill``: a chaos run's process is SIGKILLed at a seeded point, then run again as a user would.
+
+The campaign runs the chaos run as an `agentic run` subprocess (on the campaign's
+own Prefect API), the fault kills it mid-step, and the clean re-run resumes it:
+completed steps come from the cache, the log of the killed run still chains, the
+re-run ends on the reference snapshot, and no container is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from conftest import agentic_cli
+from test_chaos_campaign import attempt, records, sealed
+
+from prefect_agentic.chaos import ChaosSpec, Fault
+from prefect_agentic.chaos import invariants as inv
+from prefect_agentic.record.audit import parse_log
+from prefect_agentic.record.store import AuditStore
+
+PLAN = """\
+id: kill-demo
+goal: survive a killed process
+steps:
+  - {id: a, tool: shell, writes_workspace: true, args: {command: 'echo a > a.txt'}}
+  - {id: b, tool: shell, depends_on: [a], writes_workspace: true, args: {command: 'sleep 3; cat a.txt > b.txt'}}
+"""
+
+
+def test_a_killed_runs_log_need_not_be_complete_and_its_kill_counts_by_the_resumed_run() -> None:
+    killed = [("run_started", None, {"run_key": "k"}), *attempt("a", 1),
+              ("step_finished", "a", {"status": "completed"}), ("attempt_started", "b", {"attempt": 1}),
+              ("chaos_fault", "b", {"kind": "process_kill", "attempt": 1, "seconds": 1.5})]
+    assert inv.check_audit_verifies(sealed(killed), complete=False) == []
+    assert [v.detail for v in inv.check_audit_verifies(sealed(killed))] == ["the log does not end with run_finished"]
+    assert [v.detail for v in inv.check_audit_verifies([])] == ["the run left no audit log"]
+    assert inv.fault_outcomes(records(killed), 0, resumed="completed")["process_kill"].recovered == 1
+    assert inv.fault_outcomes(records(killed), 0, resumed="failed")["process_kill"].failed_cleanly == 1
+    assert ChaosSpec(faults=[Fault(kind="process_kill", steps="b")]).process_kills
+
+
+def test_agentic_chaos_kills_the_run_mid_step_and_running_it_again_resumes_it(
+        make_repo, sandbox_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN)
+    spec = {"faults": [{"kind": "process_kill", "steps": "b", "seconds": 1.5}]}  # b's command runs 3 s
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the embedded API, as `agentic run`
+    result = agentic_cli("chaos", str(plan), "--repo", str(make_repo({"f": "x"})), "--runs", "1", "--seed", "0",
+                         "--image", sandbox_image, "--chaos", json.dumps(spec), "--json", env=env)
+    assert result.returncode == 0, result.stderr + result.stdout[-3000:]
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["violations"] == []
+    (run,) = report["runs"]
+    assert run["status"] == "killed"
+    assert {k: v for k, v in report["kinds"]["process_kill"].items() if v} == {"injected": 1, "recovered": 1}
+    store = AuditStore()
+    killed = [(r.kind, r.step) for r in parse_log(store.read_log(run["flow_run_id"]))]
+    assert killed[-3:] == [("step_input", "b"), ("attempt_started", "b"), ("chaos_fault", "b")]  # died in b
+    assert ("step_finished", "a") in killed
+    resumed = parse_log(store.read_log(run["rerun_flow_run_id"]))
+    assert [(r.step, r.data["status"]) for r in resumed if r.kind == "step_finished"] == [
+        ("a", "cached"), ("b", "cached")]
+    assert resumed[-1].kind == "run_finished" and resumed[-1].data["status"] == "completed"
