@@ -1,0 +1,231 @@
+"""Steps on any worker: a plan step as a Prefect background task served by task workers.
+
+With ``steps_on="task-workers"`` the flow run does not execute its steps: it
+submits each one with ``Task.apply_async`` and Prefect's server hands it to
+one of the task workers serving ``run_step_on_worker`` (``agentic
+task-worker``). The worker keeps nothing the run needs afterwards: it fetches
+the step's input snapshot from the snapshot remote into its own workspace
+(under its own ``AGENTIC_HOME``), runs the step in its own sandbox, pushes the
+output snapshot, and returns the ``StepResult`` through Prefect's result
+storage. The cache key is ``step_cache_key`` with the remote's epoch in place
+of a workspace's, so a step done once by any worker is a cache hit for all.
+
+A task worker that dies mid-step leaves its task run ``Running`` forever:
+Prefect's server re-queues a background task run only when handing it to a
+worker fails, not when the worker dies later. So the worker names itself
+(its Prefect task-worker id) in a Prefect variable while it runs a step, and
+the flow watches: once that worker has left the server's list of connected
+task workers, the task run is set ``Crashed`` and the step submitted again,
+with the same parameters and so the same cache key.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect import task
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import VariableCreate
+from prefect.context import TaskRunContext
+from prefect.logging import get_logger
+from prefect.states import Crashed, State
+
+from prefect_agentic.errors import StepFailed
+from prefect_agentic.executor import (
+    RunContext,
+    StepResult,
+    close_run_resources,
+    execute_step,
+    run_resources,
+)
+from prefect_agentic.plan.models import Step
+from prefect_agentic.record.progress import StepEvent, StepStatus, publish
+from prefect_agentic.settings import agentic_home
+from prefect_agentic.snapshot_remote import SnapshotRemote, run_ref
+from prefect_agentic.tasks.step import input_snapshot_of, step_cache_key
+from prefect_agentic.workspace import Workspace, workspace_lock
+
+OWNER_PREFIX = "agentic-step-owner-"
+"""Prefect variable ``<prefix><task run id>``: the task worker running that step now."""
+WATCH_INTERVAL_S = 0.5
+ABSENT_POLLS = 3
+"""Polls in a row a worker must be missing from the server's list before its step is taken from it
+(the server forgets a worker for an instant each time it hands it a task run)."""
+
+logger = get_logger("prefect_agentic.task_workers")
+
+
+def worker_id() -> str:
+    """This process's task-worker id, as Prefect's ``TaskWorker.client_id`` names it to the server."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _cache_key(context: TaskRunContext | None, parameters: dict[str, Any]) -> str:
+    return step_cache_key(context, parameters)
+
+
+@task(persist_result=True, result_serializer="json", cache_key_fn=_cache_key)
+def run_step_on_worker(step: Step, run: RunContext, input_result: StepResult | None = None,
+                       attempt: int = 1) -> StepResult:
+    """Run one step on this task worker, from and to the snapshot remote.
+
+    ``attempt`` counts the flow's submissions of the step after a retryable
+    failure (Prefect's own retries belong to the task run, which lives here).
+    """
+    if run.snapshot_remote is None:
+        raise ValueError("run_step_on_worker needs a run with a snapshot remote")
+    remote = SnapshotRemote.parse(run.snapshot_remote)
+    path = agentic_home() / "workspaces" / run.run_key
+    here = run.model_copy(update={"workspace": path, "sandbox_key": f"{run.run_key}.{os.getpid()}"})
+    snapshot = input_snapshot_of(run, input_result)
+    owner = _claim()
+    try:
+        with workspace_lock(path):
+            workspace = Workspace.prepare(remote.path, run.base_snapshot, path)
+            if not workspace.has_commit(snapshot):
+                remote.fetch(path, snapshot)
+            publish(StepEvent(run_key=run.run_key, step_id=step.id, status=StepStatus.RUNNING, attempt=attempt))
+            try:
+                result = execute_step(step, here, snapshot, attempt)
+            except StepFailed as exc:
+                if exc.attempt_snapshot:  # the flow shows what the failed attempt left
+                    remote.push(path, exc.attempt_snapshot, run_ref(run.run_key, f"{step.id}.failed"))
+                raise
+            if result.snapshot != snapshot:
+                remote.push(path, result.snapshot, run_ref(run.run_key, step.id))
+            return result
+    finally:
+        close_run_resources(run.run_key)
+        _release(owner)
+
+
+def _claim() -> str | None:
+    """Name this worker as the one running the current task run (see the module docstring)."""
+    context = TaskRunContext.get()
+    if context is None:
+        return None
+    name = f"{OWNER_PREFIX}{context.task_run.id}"
+    with get_client(sync_client=True) as client:
+        client.create_variable(VariableCreate(name=name, value=worker_id()))
+    return name
+
+
+def _release(name: str | None) -> None:
+    if name is None:
+        return
+    with get_client(sync_client=True) as client:
+        client.delete_variable_by_name(name)
+
+
+def connected_task_workers(client: Any, task_key: str) -> set[str]:
+    """The ids of the task workers connected to the server now that serve ``task_key``."""
+    response = client.request("POST", "/task_workers/filter",
+                              json={"task_worker_filter": {"task_keys": [task_key]}})
+    response.raise_for_status()
+    return {str(worker["identifier"]) for worker in response.json()}
+
+
+class TaskWorkerStep:
+    """The flow's side of one step on the task workers: submit, watch, re-submit; future-like.
+
+    ``wait()``, ``state`` and ``add_done_callback`` are what the scheduler uses of a
+    ``PrefectFuture``. The final state is the step's last task run's.
+    """
+
+    def __init__(self, step: Step, run: RunContext, input_result: StepResult | None) -> None:
+        self.step, self.run, self.input_result = step, run, input_result
+        self.task_run_ids: list[UUID] = []
+        self.taken_from: list[str] = []
+        self._state: State[Any] | None = None
+        self._done = threading.Event()
+        self._callbacks: list[Callable[[TaskWorkerStep], None]] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._drive, name=f"step-{step.id}", daemon=True).start()
+
+    @property
+    def state(self) -> State[Any]:
+        self.wait()
+        assert self._state is not None
+        return self._state
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._done.wait(timeout)
+
+    def add_done_callback(self, fn: Callable[[TaskWorkerStep], None]) -> None:
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def _drive(self) -> None:
+        try:
+            self._state = self._run_attempts()
+        except BaseException as exc:  # noqa: BLE001 - any failure to dispatch ends the step, never the thread silently
+            self._state = Crashed(message=f"step '{self.step.id}' could not be run on the task workers: {exc}")
+        with self._lock:
+            self._done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            fn(self)
+
+    def _run_attempts(self) -> State[Any]:
+        attempt = 1
+        task = run_step_on_worker.with_options(name=self.step.id, task_run_name=self.step.id)
+        while True:
+            future = task.apply_async(kwargs={"step": self.step, "run": self.run,
+                                              "input_result": self.input_result, "attempt": attempt})
+            self.task_run_ids.append(future.task_run_id)
+            state = self._watch(future.task_run_id, run_step_on_worker.task_key)
+            if state is None:  # its worker died: the same step again, same cache key
+                continue
+            if state.is_completed():
+                self._fetch(state.result().snapshot)
+                return state
+            error = state.result(raise_on_failure=False)
+            if getattr(error, "retryable", False) and attempt <= self.step.retries:
+                attempt += 1
+                time.sleep(self.step.retry_backoff_seconds * 2 ** (attempt - 2))
+                continue
+            snapshot = getattr(error, "attempt_snapshot", None)
+            if snapshot:
+                self._fetch(snapshot)
+            return state
+
+    def _watch(self, task_run_id: UUID, task_key: str) -> State[Any] | None:
+        """The task run's final state, or None once the worker running it is gone (the run is then Crashed)."""
+        absent = 0
+        with get_client(sync_client=True) as client:
+            while True:
+                task_run = client.read_task_run(task_run_id)
+                state = task_run.state
+                if state is not None and state.is_final():
+                    return state
+                owner = client.read_variable_by_name(f"{OWNER_PREFIX}{task_run_id}")
+                if state is not None and state.is_running() and owner is not None:
+                    live = connected_task_workers(client, task_key)
+                    absent = 0 if owner.value in live else absent + 1
+                    if absent >= ABSENT_POLLS:
+                        self._take_back(client, task_run_id, str(owner.value))
+                        return None
+                time.sleep(WATCH_INTERVAL_S)
+
+    def _take_back(self, client: Any, task_run_id: UUID, owner: str) -> None:
+        message = f"task worker {owner} went away while running step '{self.step.id}'; the step is submitted again"
+        logger.warning("%s", message)
+        client.set_task_run_state(task_run_id, Crashed(message=message), force=True)
+        client.delete_variable_by_name(f"{OWNER_PREFIX}{task_run_id}")
+        self.taken_from.append(owner)
+
+    def _fetch(self, snapshot: str) -> None:
+        """Bring a snapshot a worker made into the flow's own workspace (reports, diffs, export)."""
+        workspace = run_resources(self.run).workspace
+        if not workspace.has_commit(snapshot) and self.run.snapshot_remote is not None:
+            SnapshotRemote.parse(self.run.snapshot_remote).fetch(Path(workspace.path), snapshot)
