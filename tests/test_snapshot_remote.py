@@ -16,7 +16,12 @@ import pytest
 
 from prefect_agentic.boundary import WorkspaceFiles
 from prefect_agentic.errors import SnapshotMissingError, WorkspaceBoundaryError
-from prefect_agentic.snapshot_remote import OBJECT_REF_PREFIX, SnapshotRemote, SnapshotRemoteError, run_ref
+from prefect_agentic.snapshot_remote import (
+    OBJECT_REF_PREFIX,
+    SnapshotRemote,
+    SnapshotRemoteError,
+    run_ref,
+)
 from prefect_agentic.workspace import Workspace, resolve_base
 
 

@@ -90,7 +90,7 @@ class Machines:
 
 
 @pytest.fixture
-def machines(tmp_path: Path, sandbox_image: str) -> Iterator[Machines]:
+def machines(tmp_path: Path, sandbox_image: str, docker_client) -> Iterator[Machines]:  # type: ignore[no-untyped-def]
     machines = Machines(tmp_path)
     server = machines.start("server", str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
                             "--port", str(machines.port), machine="server")
@@ -101,6 +101,10 @@ def machines(tmp_path: Path, sandbox_image: str) -> Iterator[Machines]:
         yield machines
     finally:
         machines.stop()
+        # a killed worker's sandbox container outlives it (the engine is the machine's): removed here
+        for container in docker_client.containers.list(all=True, filters={"label": [f"{LABEL_MANAGED}=true"]}):
+            if container.labels.get(LABEL_RUN, "").startswith("moving-"):
+                container.remove(force=True)
 
 
 def _run(machines: Machines, repo: Path, machine: str, *extra: str, remote: bool = True) -> subprocess.Popen[str]:
@@ -129,7 +133,7 @@ def _started_on(machines: Machines, key: str, timeout: float = 120) -> str:
     raise TimeoutError("step s2 never started on a task worker")
 
 
-def test_a_step_whose_worker_dies_is_redone_by_the_other(machines: Machines, make_repo, docker_client) -> None:  # type: ignore[no-untyped-def]
+def test_a_step_whose_worker_dies_is_redone_by_the_other(machines: Machines, make_repo) -> None:  # type: ignore[no-untyped-def]
     repo = make_repo({"README.md": "hello\n"})
     (machines.root / "plan.yaml").write_text(PLAN)
     key = run_key("moving", repo, resolve_base(repo, "HEAD"))
@@ -154,10 +158,11 @@ def test_a_step_whose_worker_dies_is_redone_by_the_other(machines: Machines, mak
         states.setdefault(task_run.name, []).append(task_run.state.name if task_run.state else "")
     assert states == {"s1": ["Completed"], "s2": ["Crashed", "Completed"], "s3": ["Completed"],
                       "s4": ["Completed"]}, states
+    # the run moves: another machine (its own AGENTIC_HOME, nothing of the first) takes every step from
+    # the cache and its snapshots from the remote
+    moved = _report(_run(machines, repo, "flow2", "--steps-on", "task-workers"))
+    assert [s["status"] for s in moved["steps"]] == ["cached"] * 4
+    assert moved["final_snapshot"] == report["final_snapshot"]
     # the same final snapshot as a local run of the same plan (no remote, no task worker)
     local = _report(_run(machines, repo, "local", remote=False))
     assert report["final_snapshot"] == local["final_snapshot"]
-    # the dead worker's sandbox container outlives it (its engine is the machine's): removed here
-    for container in docker_client.containers.list(all=True, filters={"label": [f"{LABEL_MANAGED}=true"]}):
-        if container.labels.get(LABEL_RUN, "").startswith(f"{key}."):
-            container.remove(force=True)
