@@ -17,12 +17,13 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from deploy_helpers import BIN, free_port
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+from prefect.client.schemas.filters import LogFilter, LogFilterTextSearch, TaskRunFilter, TaskRunFilterName
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from prefect_agentic.sandbox.runner import LABEL_MANAGED, LABEL_RUN
@@ -89,15 +90,21 @@ class Machines:
                     process.wait()
 
 
-@pytest.fixture
-def machines(tmp_path: Path, sandbox_image: str, docker_client) -> Iterator[Machines]:  # type: ignore[no-untyped-def]
-    machines = Machines(tmp_path)
+    def workers_up(self) -> None:
+        """Start each task worker that is not running (a test before may have killed one)."""
+        for name in ("w1", "w2"):
+            if name not in self.processes or self.processes[name].poll() is not None:
+                self.start(name, str(BIN / "agentic"), "task-worker", machine=name)
+
+
+@pytest.fixture(scope="module")
+def machines(tmp_path_factory: pytest.TempPathFactory, sandbox_image: str, docker_client) -> Iterator[Machines]:  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("machines")
+    machines = Machines(root)
     server = machines.start("server", str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
                             "--port", str(machines.port), machine="server")
     try:
-        wait_healthy(machines.api_url, server, tmp_path / "server.log", 120)
-        for name in ("w1", "w2"):
-            machines.start(name, str(BIN / "agentic"), "task-worker", machine=name)
+        wait_healthy(machines.api_url, server, root / "server.log", 120)
         yield machines
     finally:
         machines.stop()
@@ -122,18 +129,47 @@ def _report(process: subprocess.Popen[str], timeout: float = 180) -> dict:  # ty
     return json.loads(out)
 
 
+def _marker(machines: Machines, worker: str, key: str, name: str) -> Path:
+    return machines.root / worker / "agentic" / "workspaces" / key / ".agentic" / name
+
+
 def _started_on(machines: Machines, key: str, timeout: float = 120) -> str:
     """The worker whose own workspace shows step s2 running (its marker), waited for without a clock race."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for name in ("w1", "w2"):
-            if (machines.root / name / "agentic" / "workspaces" / key / ".agentic" / "s2-started").exists():
+            if _marker(machines, name, key, "s2-started").exists():
                 return name
         time.sleep(0.1)
     raise TimeoutError("step s2 never started on a task worker")
 
 
+def _states(machines: Machines, since: datetime) -> dict[str, list[str]]:
+    """Step name → the states of its task runs created since ``since``, oldest first."""
+    with temporary_settings({PREFECT_API_URL: machines.api_url}), get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=STEPS)))
+    states: dict[str, list[str]] = {}
+    for task_run in sorted(runs, key=lambda r: r.created or since):
+        if task_run.created and task_run.created >= since:
+            states.setdefault(task_run.name, []).append(task_run.state.name if task_run.state else "")
+    return states
+
+
+def _wait_for_log(machines: Machines, word: str, text: str, timeout: float = 120) -> None:
+    """Wait until a flow run logged ``text`` (found by ``word``: the API's text search matches any word)."""
+    deadline = time.monotonic() + timeout
+    with temporary_settings({PREFECT_API_URL: machines.api_url}), get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            found = client.read_logs(log_filter=LogFilter(text=LogFilterTextSearch(query=word)), limit=50)
+            if any(text in log.message for log in found):
+                return
+            time.sleep(0.3)
+    raise TimeoutError(f"no flow run logged {text!r}")
+
+
 def test_a_step_whose_worker_dies_is_redone_by_the_other(machines: Machines, make_repo) -> None:  # type: ignore[no-untyped-def]
+    machines.workers_up()
+    since = datetime.now(timezone.utc)
     repo = make_repo({"README.md": "hello\n"})
     (machines.root / "plan.yaml").write_text(PLAN)
     key = run_key("moving", repo, resolve_base(repo, "HEAD"))
@@ -148,14 +184,10 @@ def test_a_step_whose_worker_dies_is_redone_by_the_other(machines: Machines, mak
 
     assert [s["status"] for s in report["steps"]] == ["completed"] * 4
     # the step was redone on the survivor, from the snapshot it fetched from the remote
-    assert (machines.root / survivor / "agentic" / "workspaces" / key / ".agentic" / "s2-started").exists()
+    assert _marker(machines, survivor, key, "s2-started").exists()
     assert SnapshotRemote(machines.remote).has(report["final_snapshot"])
     # no step completed twice: s2's first task run crashed with its worker, every other one ran once
-    with temporary_settings({PREFECT_API_URL: machines.api_url}), get_client(sync_client=True) as client:
-        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=STEPS)))
-    states: dict[str, list[str]] = {}
-    for task_run in sorted(runs, key=lambda r: r.created or 0):
-        states.setdefault(task_run.name, []).append(task_run.state.name if task_run.state else "")
+    states = _states(machines, since)
     assert states == {"s1": ["Completed"], "s2": ["Crashed", "Completed"], "s3": ["Completed"],
                       "s4": ["Completed"]}, states
     # the run moves: another machine (its own AGENTIC_HOME, nothing of the first) takes every step from
@@ -164,5 +196,37 @@ def test_a_step_whose_worker_dies_is_redone_by_the_other(machines: Machines, mak
     assert [s["status"] for s in moved["steps"]] == ["cached"] * 4
     assert moved["final_snapshot"] == report["final_snapshot"]
     # the same final snapshot as a local run of the same plan (no remote, no task worker)
+    local = _report(_run(machines, repo, "local", remote=False))
+    assert report["final_snapshot"] == local["final_snapshot"]
+
+
+GATED = PLAN.replace("sleep 4", "while [ ! -e .agentic/go ]; do sleep 0.2; done")
+
+
+def test_a_run_whose_machine_dies_resumes_on_another_without_redoing_a_step(machines: Machines, make_repo) -> None:  # type: ignore[no-untyped-def]
+    """The flow run's machine dies while a worker runs s2; the run started again elsewhere waits for that s2."""
+    machines.workers_up()
+    since = datetime.now(timezone.utc)
+    repo = make_repo({"README.md": "moved\n"})
+    (machines.root / "plan.yaml").write_text(GATED)
+    key = run_key("moving", repo, resolve_base(repo, "HEAD"))
+
+    first = _run(machines, repo, "flow-a", "--steps-on", "task-workers")
+    worker = _started_on(machines, key)
+    first.kill()  # SIGKILL: the flow run's machine dies; the step goes on on its worker
+    first.communicate()
+    second = _run(machines, repo, "flow-b", "--steps-on", "task-workers")
+    try:  # it finds the s2 that still runs instead of submitting another
+        _wait_for_log(machines, "adopting", "Step 's2' still runs in task run", timeout=60)
+    except TimeoutError:
+        second.kill()
+        raise AssertionError("the second flow run did not adopt s2:\n" + second.communicate()[1][-6000:]) from None
+    _marker(machines, worker, key, "go").write_text("")  # now s2 may finish
+    report = _report(second)
+
+    assert [s["status"] for s in report["steps"]] == ["cached", "completed", "completed", "completed"]
+    assert _states(machines, since) == {"s1": ["Completed", "Cached"], "s2": ["Completed"],
+                                        "s3": ["Completed"], "s4": ["Completed"]}
+    (machines.root / "plan.yaml").write_text(PLAN)
     local = _report(_run(machines, repo, "local", remote=False))
     assert report["final_snapshot"] == local["final_snapshot"]

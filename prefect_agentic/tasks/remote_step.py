@@ -12,11 +12,14 @@ of a workspace's, so a step done once by any worker is a cache hit for all.
 
 A task worker that dies mid-step leaves its task run ``Running`` forever:
 Prefect's server re-queues a background task run only when handing it to a
-worker fails, not when the worker dies later. So the worker names itself
-(its Prefect task-worker id) in a Prefect variable while it runs a step, and
-the flow watches: once that worker has left the server's list of connected
-task workers, the task run is set ``Crashed`` and the step submitted again,
-with the same parameters and so the same cache key.
+worker fails, not when the worker dies later. So the worker claims the step
+while it runs it: a Prefect variable named by the step's cache key holds the
+worker's Prefect task-worker id and the task run's. The flow watches: once
+that worker has left the server's list of connected task workers, the task
+run is set ``Crashed`` and the step submitted again, with the same parameters
+and so the same cache key. A flow run retried after a crash (on any machine)
+finds the claim of a step its predecessor submitted and waits for that task
+run instead of running the step a second time.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import VariableCreate
 from prefect.context import TaskRunContext
+from prefect.exceptions import MissingContextError
 from prefect.logging import get_logger
 from prefect.states import Crashed, State
 
@@ -52,8 +56,6 @@ from prefect_agentic.snapshot_remote import SnapshotRemote, run_ref
 from prefect_agentic.tasks.step import input_snapshot_of, step_cache_key
 from prefect_agentic.workspace import Workspace, workspace_lock
 
-OWNER_PREFIX = "agentic-step-owner-"
-"""Prefect variable ``<prefix><task run id>``: the task worker running that step now."""
 WATCH_INTERVAL_S = 0.5
 ABSENT_POLLS = 3
 """Polls in a row a worker must be missing from the server's list before its step is taken from it
@@ -85,7 +87,8 @@ def run_step_on_worker(step: Step, run: RunContext, input_result: StepResult | N
     path = agentic_home() / "workspaces" / run.run_key
     here = run.model_copy(update={"workspace": path, "sandbox_key": f"{run.run_key}.{os.getpid()}"})
     snapshot = input_snapshot_of(run, input_result)
-    owner = _claim()
+    claim = step_claim_name(step, run, input_result)
+    owner = _claim(claim)
     try:
         with workspace_lock(path):
             workspace = Workspace.prepare(remote.path, run.base_snapshot, path)
@@ -103,25 +106,56 @@ def run_step_on_worker(step: Step, run: RunContext, input_result: StepResult | N
             return result
     finally:
         close_run_resources(run.run_key)
-        _release(owner)
+        _release(claim, owner)
 
 
-def _claim() -> str | None:
-    """Name this worker as the one running the current task run (see the module docstring)."""
+def step_claim_name(step: Step, run: RunContext, input_result: StepResult | None) -> str:
+    """The Prefect variable naming the worker that runs this step now: the step's cache key.
+
+    Named by the cache key rather than the task run, so that a flow run retried
+    after a crash (on any machine) finds the step its predecessor submitted and
+    still runs, and waits for it instead of running it a second time.
+    """
+    return step_cache_key(None, {"step": step, "run": run, "input_result": input_result})
+
+
+def _claim(name: str) -> str | None:
+    """Name this worker (and its task run) as the one running the step now."""
     context = TaskRunContext.get()
     if context is None:
         return None
-    name = f"{OWNER_PREFIX}{context.task_run.id}"
+    value = {"worker": worker_id(), "task_run": str(context.task_run.id)}
     with get_client(sync_client=True) as client:
-        client.create_variable(VariableCreate(name=name, value=worker_id()))
-    return name
+        if client.read_variable_by_name(name) is not None:  # a claim its dead worker left
+            client.delete_variable_by_name(name)
+        client.create_variable(VariableCreate(name=name, value=value))
+    return str(context.task_run.id)
 
 
-def _release(name: str | None) -> None:
-    if name is None:
+def _release(name: str, task_run_id: str | None) -> None:
+    """Remove the claim, unless another task run of the step claimed it since."""
+    if task_run_id is None:
         return
     with get_client(sync_client=True) as client:
-        client.delete_variable_by_name(name)
+        if _claim_of(client, name, task_run_id) is not None:
+            client.delete_variable_by_name(name)
+
+
+def _claim_of(client: Any, name: str, task_run_id: str) -> str | None:
+    """The worker that claimed the step for ``task_run_id``, or None (no claim, or another run's)."""
+    found = client.read_variable_by_name(name)
+    value = found.value if found is not None else None
+    if isinstance(value, dict) and value.get("task_run") == task_run_id:
+        return str(value.get("worker"))
+    return None
+
+
+def _flow_run_logger() -> Any:
+    """The flow run's logger (its lines reach the flow run's logs in the UI), else this module's."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logger
 
 
 def connected_task_workers(client: Any, task_key: str) -> set[str]:
@@ -147,6 +181,7 @@ class TaskWorkerStep:
         self._done = threading.Event()
         self._callbacks: list[Callable[[TaskWorkerStep], None]] = []
         self._lock = threading.Lock()
+        self.logger = _flow_run_logger()
         threading.Thread(target=self._drive, name=f"step-{step.id}", daemon=True).start()
 
     @property
@@ -179,11 +214,21 @@ class TaskWorkerStep:
     def _run_attempts(self) -> State[Any]:
         attempt = 1
         task = run_step_on_worker.with_options(name=self.step.id, task_run_name=self.step.id)
+        claim = step_claim_name(self.step, self.run, self.input_result)
+        adopted = self._running_elsewhere(claim)
+        if adopted is not None:  # an earlier flow run's submission of this step still runs: wait for it
+            self.logger.info("Step '%s' still runs in task run %s, submitted by an earlier flow run of this "
+                             "run: adopting it (waiting for it instead of running the step again)",
+                             self.step.id, adopted)
+            state = self._watch(adopted, run_step_on_worker.task_key, claim)
+            if state is not None and state.is_completed():
+                self._fetch(state.result().snapshot)
+                return state
         while True:
             future = task.apply_async(kwargs={"step": self.step, "run": self.run,
                                               "input_result": self.input_result, "attempt": attempt})
             self.task_run_ids.append(future.task_run_id)
-            state = self._watch(future.task_run_id, run_step_on_worker.task_key)
+            state = self._watch(future.task_run_id, run_step_on_worker.task_key, claim)
             if state is None:  # its worker died: the same step again, same cache key
                 continue
             if state.is_completed():
@@ -199,7 +244,18 @@ class TaskWorkerStep:
                 self._fetch(snapshot)
             return state
 
-    def _watch(self, task_run_id: UUID, task_key: str) -> State[Any] | None:
+    def _running_elsewhere(self, claim: str) -> UUID | None:
+        """The task run a worker runs this step in now (claimed, not final), if any."""
+        with get_client(sync_client=True) as client:
+            found = client.read_variable_by_name(claim)
+            value = found.value if found is not None else None
+            if not isinstance(value, dict) or not value.get("task_run"):
+                return None
+            task_run_id = UUID(str(value["task_run"]))
+            state = client.read_task_run(task_run_id).state
+            return None if state is None or state.is_final() else task_run_id
+
+    def _watch(self, task_run_id: UUID, task_key: str, claim: str) -> State[Any] | None:
         """The task run's final state, or None once the worker running it is gone (the run is then Crashed)."""
         absent = 0
         with get_client(sync_client=True) as client:
@@ -208,20 +264,20 @@ class TaskWorkerStep:
                 state = task_run.state
                 if state is not None and state.is_final():
                     return state
-                owner = client.read_variable_by_name(f"{OWNER_PREFIX}{task_run_id}")
+                owner = _claim_of(client, claim, str(task_run_id))
                 if state is not None and state.is_running() and owner is not None:
-                    live = connected_task_workers(client, task_key)
-                    absent = 0 if owner.value in live else absent + 1
+                    absent = 0 if owner in connected_task_workers(client, task_key) else absent + 1
                     if absent >= ABSENT_POLLS:
-                        self._take_back(client, task_run_id, str(owner.value))
+                        self._take_back(client, task_run_id, owner, claim)
                         return None
                 time.sleep(WATCH_INTERVAL_S)
 
-    def _take_back(self, client: Any, task_run_id: UUID, owner: str) -> None:
+    def _take_back(self, client: Any, task_run_id: UUID, owner: str, claim: str) -> None:
         message = f"task worker {owner} went away while running step '{self.step.id}'; the step is submitted again"
-        logger.warning("%s", message)
+        self.logger.warning("%s", message)
         client.set_task_run_state(task_run_id, Crashed(message=message), force=True)
-        client.delete_variable_by_name(f"{OWNER_PREFIX}{task_run_id}")
+        if _claim_of(client, claim, str(task_run_id)) is not None:
+            client.delete_variable_by_name(claim)
         self.taken_from.append(owner)
 
     def _fetch(self, snapshot: str) -> None:
