@@ -23,7 +23,12 @@ from pathlib import Path
 import pytest
 from deploy_helpers import BIN, free_port
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterTextSearch, TaskRunFilter, TaskRunFilterName
+from prefect.client.schemas.filters import (
+    LogFilter,
+    LogFilterTextSearch,
+    TaskRunFilter,
+    TaskRunFilterName,
+)
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from prefect_agentic.sandbox.runner import LABEL_MANAGED, LABEL_RUN
@@ -190,11 +195,6 @@ def test_a_step_whose_worker_dies_is_redone_by_the_other(machines: Machines, mak
     states = _states(machines, since)
     assert states == {"s1": ["Completed"], "s2": ["Crashed", "Completed"], "s3": ["Completed"],
                       "s4": ["Completed"]}, states
-    # the run moves: another machine (its own AGENTIC_HOME, nothing of the first) takes every step from
-    # the cache and its snapshots from the remote
-    moved = _report(_run(machines, repo, "flow2", "--steps-on", "task-workers"))
-    assert [s["status"] for s in moved["steps"]] == ["cached"] * 4
-    assert moved["final_snapshot"] == report["final_snapshot"]
     # the same final snapshot as a local run of the same plan (no remote, no task worker)
     local = _report(_run(machines, repo, "local", remote=False))
     assert report["final_snapshot"] == local["final_snapshot"]

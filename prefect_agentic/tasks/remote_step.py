@@ -90,7 +90,7 @@ def run_step_on_worker(step: Step, run: RunContext, input_result: StepResult | N
     claim = step_claim_name(step, run, input_result)
     owner = _claim(claim)
     try:
-        with workspace_lock(path):
+        with _run_lock(run.run_key), workspace_lock(path):
             workspace = Workspace.prepare(remote.path, run.base_snapshot, path)
             if not workspace.has_commit(snapshot):
                 remote.fetch(path, snapshot)
@@ -107,6 +107,17 @@ def run_step_on_worker(step: Step, run: RunContext, input_result: StepResult | N
     finally:
         close_run_resources(run.run_key)
         _release(claim, owner)
+
+
+_run_locks: dict[str, threading.Lock] = {}
+_run_locks_guard = threading.Lock()
+
+
+def _run_lock(run_key: str) -> threading.Lock:
+    """One step of a run at a time in this worker (its steps share the worker's workspace of the run);
+    steps of other runs go on in parallel up to the worker's ``--limit``."""
+    with _run_locks_guard:
+        return _run_locks.setdefault(run_key, threading.Lock())
 
 
 def step_claim_name(step: Step, run: RunContext, input_result: StepResult | None) -> str:
