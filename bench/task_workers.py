@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from deploy_helpers import BIN, free_port  # noqa: E402
+from deploy_helpers import BIN, free_port
 
-from prefect_agentic.stack import wait_healthy  # noqa: E402
+from prefect_agentic.stack import wait_healthy
 
 
 def parallel_plan(plan_id: str, steps: int) -> str:
