@@ -69,11 +69,7 @@ def worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _cache_key(context: TaskRunContext | None, parameters: dict[str, Any]) -> str:
-    return step_cache_key(context, parameters)
-
-
-@task(persist_result=True, result_serializer="json", cache_key_fn=_cache_key)
+@task(persist_result=True, result_serializer="json", cache_key_fn=step_cache_key)
 def run_step_on_worker(step: Step, run: RunContext, input_result: StepResult | None = None,
                        attempt: int = 1) -> StepResult:
     """Run one step on this task worker, from and to the snapshot remote.
