@@ -29,10 +29,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
+import httpx
 from prefect import get_run_logger, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import VariableCreate
@@ -56,12 +58,15 @@ from prefect_agentic.snapshot_remote import SnapshotRemote, run_ref
 from prefect_agentic.tasks.step import input_snapshot_of, step_cache_key
 from prefect_agentic.workspace import Workspace, workspace_lock
 
-WATCH_INTERVAL_S = 0.5
+WATCH_INTERVAL_S = 1.0
+API_ATTEMPTS = 8
+"""Calls to the API that a busy server refuses (5xx, 429, a dropped connection) are tried this often."""
 ABSENT_POLLS = 3
 """Polls in a row a worker must be missing from the server's list before its step is taken from it
 (the server forgets a worker for an instant each time it hands it a task run)."""
 
 logger = get_logger("prefect_agentic.task_workers")
+T = TypeVar("T")
 
 
 def worker_id() -> str:
@@ -157,6 +162,19 @@ def _claim_of(client: Any, name: str, task_run_id: str) -> str | None:
     return None
 
 
+def _patient(call: Callable[[], T]) -> T:
+    """``call()``, again after a pause when a busy server refuses it (a 503 from SQLite under load)."""
+    for attempt in range(1, API_ATTEMPTS + 1):
+        try:
+            return call()
+        except (httpx.HTTPStatusError, httpx.TransportError) as exc:
+            status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else None
+            if attempt == API_ATTEMPTS or (status is not None and status < 500 and status != 429):
+                raise
+            time.sleep(min(2.0 ** attempt, 15.0))
+    raise AssertionError("unreachable")
+
+
 def _flow_run_logger() -> Any:
     """The flow run's logger (its lines reach the flow run's logs in the UI), else this module's."""
     try:
@@ -232,8 +250,8 @@ class TaskWorkerStep:
                 self._fetch(state.result().snapshot)
                 return state
         while True:
-            future = task.apply_async(kwargs={"step": self.step, "run": self.run,
-                                              "input_result": self.input_result, "attempt": attempt})
+            kwargs = {"step": self.step, "run": self.run, "input_result": self.input_result, "attempt": attempt}
+            future = _patient(partial(task.apply_async, kwargs=kwargs))
             self.task_run_ids.append(future.task_run_id)
             state = self._watch(future.task_run_id, run_step_on_worker.task_key, claim)
             if state is None:  # its worker died: the same step again, same cache key
@@ -267,15 +285,15 @@ class TaskWorkerStep:
         absent = 0
         with get_client(sync_client=True) as client:
             while True:
-                task_run = client.read_task_run(task_run_id)
-                state = task_run.state
+                state = _patient(lambda: client.read_task_run(task_run_id)).state
                 if state is not None and state.is_final():
                     return state
-                owner = _claim_of(client, claim, str(task_run_id))
+                owner = _patient(lambda: _claim_of(client, claim, str(task_run_id)))
                 if state is not None and state.is_running() and owner is not None:
-                    absent = 0 if owner in connected_task_workers(client, task_key) else absent + 1
+                    live = _patient(lambda: connected_task_workers(client, task_key))
+                    absent = 0 if owner in live else absent + 1
                     if absent >= ABSENT_POLLS:
-                        self._take_back(client, task_run_id, owner, claim)
+                        _patient(partial(self._take_back, client, task_run_id, owner, claim))
                         return None
                 time.sleep(WATCH_INTERVAL_S)
 
