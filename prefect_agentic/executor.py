@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -65,6 +65,13 @@ class RunContext(BaseModel):
     """The adapter version each tool runs with: the pinned one, or the installed one after an upgrade switch."""
     image_id: str | None = None
     """The sandbox image (by content digest) the run's containers start from; None: the configured tag's."""
+    steps_on: Literal["local", "task-workers"] = "local"
+    """Where steps run: in the flow run's process, or on task workers (``tasks/remote_step.py``)."""
+    snapshot_remote: str | None = None
+    """The bare repository snapshots travel through when steps run on task workers (``snapshot_remote``)."""
+    sandbox_key: str | None = None
+    """Labels this process's containers (default: the run key); a task worker's own, so that two
+    workers on one Docker engine never remove each other's containers."""
 
 
 def run_tool(run: RunContext, name: str) -> type[Tool]:
@@ -118,7 +125,7 @@ def run_resources(run: RunContext) -> RunResources:
         found = _resources.get(run.run_key)
         if found is None:
             workspace = Workspace(run.workspace, run.sandbox.workspace_owner())
-            sandbox = open_sandbox(run.sandbox, run.workspace, run.run_key, image_id=run.image_id)
+            sandbox = open_sandbox(run.sandbox, run.workspace, run.sandbox_key or run.run_key, image_id=run.image_id)
             meter = BudgetMeter(run.budget, started=run.started_at)
             found = _resources[run.run_key] = RunResources(
                 workspace, sandbox, meter,

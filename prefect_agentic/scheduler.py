@@ -18,6 +18,7 @@ from __future__ import annotations
 import queue
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from prefect.futures import PrefectFuture
 
@@ -29,6 +30,7 @@ from prefect_agentic.pins import pin_new_tools
 from prefect_agentic.plan.revision import changed_completed_steps
 from prefect_agentic.record.progress import StepEvent, StepStatus, publish
 from prefect_agentic.report import PlanRevision, StepReport
+from prefect_agentic.tasks.remote_step import TaskWorkerStep
 from prefect_agentic.tasks.step import step_task
 from prefect_agentic.tools.registry import default_registry
 
@@ -103,7 +105,7 @@ class StepScheduler:
     revisions: list[PlanRevision] = field(default_factory=list)
     superseded: list[StepReport] = field(default_factory=list)
     _replan: Replan | None = None
-    _futures: dict[str, PrefectFuture[StepResult]] = field(default_factory=dict)
+    _futures: dict[str, Any] = field(default_factory=dict)  # PrefectFuture or TaskWorkerStep
     _reports: dict[str, StepReport] = field(default_factory=dict)
     _finished: queue.Queue[str] = field(default_factory=queue.Queue)
 
@@ -175,10 +177,14 @@ class StepScheduler:
             "args": step.args, "input_from": source, "plan_version": self.plan.version,
             **step.model_dump(mode="json", include={"depends_on", "success", "retries",
                                                     "writes_workspace"})})
-        task = step_task(step, self.plan.id)
-        if self.refresh_cache:
-            task = task.with_options(refresh_cache=True)
-        future = task.submit(step, self.run, input_result=self._futures[source] if source else None)
+        if self.run.steps_on == "task-workers":
+            input_result = self._futures[source].state.result() if source else None
+            future: PrefectFuture[StepResult] | TaskWorkerStep = TaskWorkerStep(step, self.run, input_result)
+        else:
+            task = step_task(step, self.plan.id)
+            if self.refresh_cache:
+                task = task.with_options(refresh_cache=True)
+            future = task.submit(step, self.run, input_result=self._futures[source] if source else None)
         self._futures[step.id] = future
         future.add_done_callback(lambda _f, step_id=step.id: self._finished.put(step_id))
 

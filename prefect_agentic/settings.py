@@ -15,6 +15,11 @@ def agentic_home() -> Path:
     return Path(os.environ.get("AGENTIC_HOME", Path.home() / ".prefect-agentic")).expanduser()
 
 
+def snapshot_remote_setting() -> str | None:
+    """``$AGENTIC_SNAPSHOT_REMOTE``: the bare repository steps on task workers exchange snapshots through."""
+    return os.environ.get("AGENTIC_SNAPSHOT_REMOTE") or None
+
+
 def uses_embedded_api() -> bool:
     """True when no Prefect server is configured: flows run on Prefect's ephemeral API."""
     return not PREFECT_API_URL.value()

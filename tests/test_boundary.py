@@ -66,6 +66,7 @@ ALLOWED: dict[str, str] = {
     "replay.py:_live_context": GIT_DIR + " (whether the workspace still exists)",
     "stack.py:_spawn": HOST_STATE, "stack.py:running_stack": HOST_STATE, "stack.py:start_stack": HOST_STATE,
     "stack.py:stop_stack": HOST_STATE,
+    "snapshot_remote.py:SnapshotRemote.ensure": "the snapshot remote: a host-owned bare repository (a setting)",
     "sandbox/limits.py:_field": "cgroup files under /sys/fs/cgroup", "sandbox/limits.py:_number": "cgroup files",
     "sandbox/limits.py:read_counters": "cgroup files",
     "sandbox/runner.py:_ContainerSandbox._create": GIT_DIR + "; the wheelhouse is a host setting",

@@ -84,6 +84,17 @@ ON_UPGRADE_HELP = ("When the run is resumed where a version it pinned is gone: s
                    "with the installed version (upgrade).")
 
 
+class StepsOnChoice(str, Enum):
+    """Where the run's steps execute (``flows/run_plan.py``)."""
+
+    local = "local"
+    task_workers = "task-workers"
+
+
+STEPS_ON_HELP = ("Run steps here (local) or on `agentic task-worker`s through a Prefect server, "
+                 "snapshots travelling through AGENTIC_SNAPSHOT_REMOTE (task-workers).")
+
+
 def _plan_goal(goal: str | None, loop: LoopSettings | None, policy: ToolPolicy | None) -> Plan:
     """A plan for ``goal`` from the loop's model (its request is a durable, cached model call)."""
     from prefect_agentic.errors import LLMError
@@ -212,6 +223,7 @@ def run(
     chaos: Annotated[Optional[str], typer.Option(help=CHAOS_HELP)] = None,
     chaos_block: Annotated[Optional[str], typer.Option(help="Name of a saved Agentic Chaos Settings block.")] = None,
     on_upgrade: Annotated[OnUpgrade, typer.Option(help=ON_UPGRADE_HELP)] = OnUpgrade.pinned,
+    steps_on: Annotated[StepsOnChoice, typer.Option(help=STEPS_ON_HELP)] = StepsOnChoice.local,
 ) -> None:
     """Run a plan on a git repository; completed steps of earlier runs come from the cache."""
     from prefect.task_runners import ThreadPoolTaskRunner
@@ -276,7 +288,7 @@ def run(
         with display, embedded_run_settings(), interrupt_handler(interrupts.first, interrupts.second):
             state = flow(plan=plan, repo=str(repo.resolve()), ref=ref, sandbox=settings, fresh=fresh,
                          policy=policy, budget=budget, loop=loop, gates=gates, chaos=chaos_spec,
-                         on_upgrade=on_upgrade.value, return_state=True)
+                         on_upgrade=on_upgrade.value, steps_on=steps_on.value, return_state=True)
     finally:
         unsubscribe()
         stop_asking()

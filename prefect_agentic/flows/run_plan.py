@@ -7,10 +7,12 @@ never changes under it) and is compiled into tasks when the flow starts.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.exceptions import Pause
@@ -47,7 +49,8 @@ from prefect_agentic.record.events import RunIds
 from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe
 from prefect_agentic.report import RunReport, StepReport
 from prefect_agentic.scheduler import RunHook, StepScheduler
-from prefect_agentic.settings import agentic_home
+from prefect_agentic.settings import agentic_home, snapshot_remote_setting, uses_embedded_api
+from prefect_agentic.snapshot_remote import SnapshotRemote, SnapshotRemoteError, run_ref
 from prefect_agentic.workspace import (
     Workspace,
     parse_size,
@@ -58,6 +61,7 @@ from prefect_agentic.workspace import (
 )
 
 DEFAULT_CONCURRENCY = 4
+StepsOn = Literal["local", "task-workers"]
 
 
 def _flow_run_name() -> str:
@@ -91,6 +95,7 @@ def run_plan(
     export: ExportTarget | None = None,
     chaos: ChaosSpec | None = None,
     on_upgrade: UpgradePolicy = DEFAULT_UPGRADE_POLICY,
+    steps_on: StepsOn = "local",
 ) -> RunReport:
     """Run ``plan`` on the repository at ``repo`` starting from commit ``ref``.
 
@@ -110,7 +115,9 @@ def run_plan(
     policy allows it; see ``prefect_agentic.export``). ``chaos`` injects faults
     (docs/chaos.md). ``on_upgrade`` says what a resumed run does when the worker's pack lacks a
     version the run pinned: ``pinned`` stops it (``VersionPinError``), ``upgrade`` goes on with the
-    installed version (docs/guides/upgrades.md). Raises ``PlanRunFailed`` (the flow run fails)
+    installed version (docs/guides/upgrades.md). With ``steps_on="task-workers"`` each step runs
+    on a task worker (``agentic task-worker``) and snapshots travel through the bare repository
+    ``AGENTIC_SNAPSHOT_REMOTE`` names (docs/guides/task-workers.md). Raises ``PlanRunFailed`` (the flow run fails)
     when any step failed or could not run; the report is attached.
     """
     logger = get_run_logger()
@@ -128,9 +135,12 @@ def run_plan(
         workspace = Workspace.prepare(source, base, path, size=size)
         if workspace.size_problem:
             logger.warning("Workspace size limit %s is NOT enforced: %s", sandbox.workspace_size, workspace.size_problem)
+        remote = _snapshot_remote(steps_on, workspace, key, base)
         run = RunContext(run_key=key, plan_id=plan.id, workspace=workspace.path,
-                         workspace_epoch=workspace.epoch, base_snapshot=base, sandbox=sandbox,
-                         policy=policy, budget=budget or Budget(), secrets=secrets or {}, chaos=chaos)
+                         workspace_epoch=workspace.epoch if remote is None else _remote_epoch(remote, fresh),
+                         base_snapshot=base, sandbox=sandbox,
+                         policy=policy, budget=budget or Budget(), secrets=secrets or {}, chaos=chaos,
+                         steps_on=steps_on, snapshot_remote=None if remote is None else str(remote.path))
         logger.info("Plan %s v%s on %s@%s (workspace %s)", plan.id, plan.version, source, base[:12],
                     workspace.path)
         if export is not None:  # a target that cannot take the result is refused before any step runs
@@ -187,6 +197,27 @@ def export_result(target: ExportTarget, report: RunReport, policy: ToolPolicy) -
             result.push_refused = f"policy rule '{decision.rule}': {decision.reason}"
             logger.warning("Branch %s not pushed to %s: %s", branch, target.push, result.push_refused)
     return result
+
+
+def _snapshot_remote(steps_on: StepsOn, workspace: Workspace, key: str, base: str) -> SnapshotRemote | None:
+    """For steps on task workers: the snapshot remote, holding the run's base snapshot from now on."""
+    if steps_on == "local":
+        return None
+    if uses_embedded_api():
+        raise SnapshotRemoteError("steps on task workers need a Prefect server (set PREFECT_API_URL): "
+                                  "task workers take their steps from the server's queue")
+    configured = snapshot_remote_setting()
+    if configured is None:
+        raise SnapshotRemoteError("steps on task workers need a snapshot remote: set AGENTIC_SNAPSHOT_REMOTE "
+                                  "to a bare repository path every task worker can reach")
+    remote = SnapshotRemote.parse(configured).ensure()
+    remote.push(workspace.path, base, run_ref(key, "base"))
+    return remote
+
+
+def _remote_epoch(remote: SnapshotRemote, fresh: bool) -> str:
+    """The remote's epoch; a fresh run's own, so that no worker's cache answers its steps."""
+    return f"{remote.epoch()}-fresh-{uuid.uuid4().hex}" if fresh else remote.epoch()
 
 
 @contextmanager
