@@ -7,6 +7,7 @@ image is an error, never a skip.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -134,6 +135,16 @@ def agentic_cli(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:  # ty
     """Run the installed `agentic` command as a user would."""
     return subprocess.run([sys.executable, "-m", "prefect_agentic.cli.main", *args],
                           capture_output=True, text=True, **kwargs)
+
+
+def agentic_chaos_json(plan: Path, repo: Path, image: str, chaos: str, runs: int, seed: int) -> tuple[dict, str]:  # type: ignore[type-arg]
+    """`agentic chaos PLAN --json` on the embedded API, as a user runs it: its report (once it exited 0) and
+    what it said on stderr (its progress)."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    result = agentic_cli("chaos", str(plan), "--repo", str(repo), "--runs", str(runs), "--seed", str(seed),
+                         "--image", image, "--chaos", chaos, "--json", env=env)
+    assert result.returncode == 0, result.stderr + result.stdout[-3000:]
+    return json.loads(result.stdout), result.stderr
 
 
 @pytest.fixture

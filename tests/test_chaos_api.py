@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import agentic_cli
+from conftest import agentic_chaos_json
 from prefect.client.orchestration import get_client
 from prefect.exceptions import PrefectHTTPStatusError
 
@@ -122,11 +121,7 @@ def test_a_campaign_with_api_faults_keeps_every_invariant_and_logs_each_fault(
         {"kind": "api_error", "routes": "artifacts/*", "status": 500, "attempts": [2], "rate": 0.5},
         {"kind": "api_latency", "rate": 0.5, "seconds": 0.05},
     ]}
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the embedded API, as `agentic run`
-    result = agentic_cli("chaos", str(plan), "--repo", str(make_repo({"f": "x"})), "--runs", "2", "--seed", "2",
-                         "--image", sandbox_image, "--chaos", json.dumps(spec), "--json", env=env)
-    assert result.returncode == 0, result.stderr + result.stdout[-3000:]
-    report = json.loads(result.stdout)
+    report, _ = agentic_chaos_json(plan, make_repo({"f": "x"}), sandbox_image, json.dumps(spec), runs=2, seed=2)
     assert report["ok"] is True and report["violations"] == []
     assert [r["status"] for r in report["runs"]] == ["completed", "completed"]
     errors = report["kinds"]["api_error"]

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from conftest import EXAMPLES, agentic_cli
+from conftest import EXAMPLES, agentic_chaos_json, agentic_cli
 
 from prefect_agentic.chaos import ChaosSpec
 from prefect_agentic.chaos import invariants as inv
@@ -159,19 +159,16 @@ def test_agentic_chaos_runs_the_plan_with_faults_and_every_invariant_holds(
     seed = 0
     hits = [ChaosSpec.model_validate({**SPEC, "seed": seed + i}).hits(2, "b", 1) for i in range(2)]
     assert hits == [False, True]  # the seed was chosen so one run survives b's timeout and one fails cleanly
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the embedded API, as `agentic run`
-    result = agentic_cli("chaos", str(plan), "--repo", str(repo), "--runs", "2", "--seed", str(seed),
-                         "--image", sandbox_image, "--chaos", json.dumps(SPEC), "--json", env=env)
-    assert result.returncode == 0, result.stderr + result.stdout[-3000:]
-    report = json.loads(result.stdout)
+    report, progress = agentic_chaos_json(plan, repo, sandbox_image, json.dumps(SPEC), runs=2, seed=seed)
     assert report["ok"] is True and report["violations"] == []
     assert [(r["seed"], r["status"]) for r in report["runs"]] == [(0, "completed"), (1, "failed")]
     kinds = {kind: {k: v for k, v in counts.items() if v} for kind, counts in report["kinds"].items()}
     assert kinds == {"tool_exit": {"injected": 2, "recovered": 2},
                      "latency_before": {"injected": 2, "absorbed": 2},
                      "tool_timeout": {"injected": 1, "failed_cleanly": 1}}
-    assert "reference run" in result.stderr and "run 2/2 (seed 1)" in result.stderr
+    assert "reference run" in progress and "run 2/2 (seed 1)" in progress
 
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the embedded API, as `agentic run`
     table = agentic_cli("chaos", str(plan), "--repo", str(repo), "--runs", "1", "--seed", "1",
                         "--image", sandbox_image, "--chaos", json.dumps(SPEC), env=env)
     assert table.returncode == 0, table.stderr
@@ -224,12 +221,8 @@ def test_the_demo_plan_survives_a_killed_container_and_fails_cleanly_on_a_refusi
     spec = tmp_path / "sandbox-faults.yaml"
     spec.write_text(SANDBOX_FAULTS)
     repo = make_repo(example="demo")
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    result = agentic_cli("chaos", str(EXAMPLES / "plans" / "fix-lint-demo.yaml"), "--repo", str(repo),
-                         "--runs", "3", "--seed", "3", "--image", sandbox_image, "--chaos", str(spec), "--json",
-                         env=env)
-    assert result.returncode == 0, result.stderr + result.stdout[-3000:]
-    report = json.loads(result.stdout)
+    report, _ = agentic_chaos_json(EXAMPLES / "plans" / "fix-lint-demo.yaml", repo, sandbox_image, str(spec),
+                                runs=3, seed=3)
     assert report["ok"] is True
     assert [(r["seed"], r["status"]) for r in report["runs"]] == [(3, "failed"), (4, "failed"), (5, "failed")]
     kinds = {kind: {k: v for k, v in counts.items() if v} for kind, counts in report["kinds"].items()}

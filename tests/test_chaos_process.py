@@ -9,10 +9,9 @@ re-run ends on the reference snapshot, and no container is left.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from conftest import agentic_cli
+from conftest import agentic_chaos_json
 from test_chaos_campaign import attempt, records, sealed
 
 from prefect_agentic.chaos import ChaosSpec, Fault
@@ -46,11 +45,7 @@ def test_agentic_chaos_kills_the_run_mid_step_and_running_it_again_resumes_it(
     plan = tmp_path / "plan.yaml"
     plan.write_text(PLAN)
     spec = {"faults": [{"kind": "process_kill", "steps": "b", "seconds": 1.5}]}  # b's command runs 3 s
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the embedded API, as `agentic run`
-    result = agentic_cli("chaos", str(plan), "--repo", str(make_repo({"f": "x"})), "--runs", "1", "--seed", "0",
-                         "--image", sandbox_image, "--chaos", json.dumps(spec), "--json", env=env)
-    assert result.returncode == 0, result.stderr + result.stdout[-3000:]
-    report = json.loads(result.stdout)
+    report, _ = agentic_chaos_json(plan, make_repo({"f": "x"}), sandbox_image, json.dumps(spec), runs=1, seed=0)
     assert report["ok"] is True and report["violations"] == []
     (run,) = report["runs"]
     assert run["status"] == "killed"
