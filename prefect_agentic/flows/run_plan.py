@@ -150,11 +150,8 @@ def run_plan(
         trail = RunAudit.open(plan, run, ids, audit, on_upgrade, repo=str(source), ref=ref, fresh=fresh)
         run = trail.run  # with the versions it is pinned to
         scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run, loop, gates), refresh_cache=fresh)
-        if chaos is None:
+        with _chaos_window(chaos, trail):
             reports = _run_steps(scheduler, trail, key)
-        else:
-            with _chaos_window(chaos, trail):
-                reports = _run_steps(scheduler, trail, key)
         report = RunReport(
             plan_id=plan.id, plan_version=scheduler.plan.version, goal=plan.goal, run_key=key,
             flow_run_id=flow_run_runtime.id, repo=str(source), base_snapshot=base,
@@ -221,15 +218,16 @@ def _remote_epoch(remote: SnapshotRemote, fresh: bool) -> str:
 
 
 @contextmanager
-def _chaos_window(chaos: ChaosSpec, trail: RunAudit) -> Iterator[None]:
-    """While the run's steps run: its API faults hit Prefect's clients, a process kill may come."""
+def _chaos_window(chaos: ChaosSpec | None, trail: RunAudit) -> Iterator[None]:
+    """While the run's steps run: its API faults hit Prefect's clients, a process kill may come
+    (nothing for a run without chaos)."""
     with ExitStack() as stack:
-        if chaos.api_faults:
+        if chaos is not None and chaos.api_faults:
             # patches Prefect's clients: loaded by runs with API faults only
             from prefect_agentic.chaos import api as chaos_api
 
             stack.enter_context(chaos_api.active(chaos, trail.log))
-        if chaos.process_kills:
+        if chaos is not None and chaos.process_kills:
             from prefect_agentic.chaos import process
 
             stack.callback(process.disarm)
