@@ -34,7 +34,7 @@ from deploy_helpers import free_port, fresh_checkout
 from prefect.client.schemas.objects import FlowRun
 from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from test_wheel_deploy import TEAM_PREFECT_YAML, WheelStack, _venv_with
+from test_wheel_deploy import WheelStack, _venv_with
 
 from prefect_agentic.stack import wait_healthy
 
@@ -112,10 +112,7 @@ def test_a_suspended_run_started_on_the_old_pack_finishes_on_the_new_one(  # typ
         tmp_path: Path, sandbox_image: str) -> None:
     old, new = stacks
     project = tmp_path / "project"
-    project.mkdir()
-    (project / "prefect.yaml").write_text(TEAM_PREFECT_YAML)
-    deployed = old.run("prefect", "--no-prompt", "deploy", "--all", cwd=project)
-    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    old.deploy_team_project(project)
     repo = make_repo({"README.md": "app\n"})
     runs = {}
     for policy in ("upgrade", "pinned"):

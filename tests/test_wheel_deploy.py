@@ -61,6 +61,13 @@ class WheelStack:
         return subprocess.run(argv, check=False, cwd=cwd, env={**self.env, **(env or {})},
                               capture_output=True, text=True, timeout=timeout)
 
+    def deploy_team_project(self, project: Path) -> None:
+        """A team's project directory whose prefect.yaml names the pack's deployments, deployed by this install."""
+        project.mkdir()
+        (project / "prefect.yaml").write_text(TEAM_PREFECT_YAML)
+        deployed = self.run("prefect", "--no-prompt", "deploy", "--all", cwd=project)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+
     def start(self, name: str, *command: str) -> subprocess.Popen[bytes]:
         log = (self.home / f"{name}.log").open("ab")
         process = subprocess.Popen([str(self.python), "-m", *command], cwd=self.home, env=self.env,
@@ -145,10 +152,7 @@ def test_the_virtualenv_has_the_pack_from_the_wheel_only(wheel_stack: WheelStack
 def test_a_team_project_deploys_the_installed_pack_and_a_plan_runs_to_completion(  # type: ignore[no-untyped-def]
         wheel_stack: WheelStack, make_repo, tmp_path: Path) -> None:
     project = tmp_path / "team-project"
-    project.mkdir()
-    (project / "prefect.yaml").write_text(TEAM_PREFECT_YAML)
-    deploy = wheel_stack.run("prefect", "--no-prompt", "deploy", "--all", cwd=project)
-    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    wheel_stack.deploy_team_project(project)
 
     repo = make_repo({"test_ok.py": "def test_ok():\n    assert True\n"})
     (project / "tiny.yaml").write_text(TINY)
