@@ -9,7 +9,11 @@ floor, ours...), so a change in the machine's load hits both alike:
     body is only the same ``docker exec`` (docker SDK) into a running container
     (target <= 1.10x);
   * container-per-step vs floor: the same with a container per step against
-    floor tasks doing ``docker run --rm`` (target <= 1.05x);
+    floor tasks doing ``docker run --rm`` (target <= 1.05x); with ``--only
+    per_step_slot``, on a server, the same twice more: ours without the
+    sandbox slot (``concurrency_limit=None``) against that floor, and ours
+    against a floor that holds a slot of a global concurrency limit through
+    Prefect's own ``concurrency()``, as each of our steps does;
   * cached step vs cached plain task: a chain run once, then again from the
     cache, ours (``run-plan``) against the floor's (target <= 1.3x);
   * 16 x 1 s steps at 8: a plan of 16 independent ``sleep 1`` steps at
@@ -38,9 +42,12 @@ Runs use the embedded API's settings exactly as ``agentic run`` does
 Options: ``--raw`` also prints raw ``docker exec``/``docker run`` (CLI, SDK);
 ``--resume`` the 100-step resume ratio; ``--slot`` the sandbox slot's cost on
 a temporary SQLite server; ``--runtimes`` only our per-step latency under runc
-and gVisor (``SandboxSettings.runtime="runsc"``), both sandbox modes.
+and gVisor (``SandboxSettings.runtime="runsc"``), both sandbox modes;
+``--chain N`` longer chains (less noise in the marginal cost); ``--per-round``
+each round's ratio under the median.
 
-Usage: ``python bench/step_overhead.py [--quick] [--rounds N] [--raw] [--resume] [--slot] [--runtimes]``
+Usage: ``python bench/step_overhead.py [--quick] [--rounds N] [--chain N] [--per-round] [--only ...] [--raw]
+[--resume] [--slot] [--runtimes]``
 (``make bench``).
 """
 
@@ -68,14 +75,16 @@ os.environ.setdefault("AGENTIC_HOME", str(_STATE / "agentic"))
 
 import docker
 from prefect import flow, task
+from prefect.concurrency.sync import concurrency
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
+from prefect_agentic.concurrency import ensure_limit
 from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.flows.run_plan import run_plan
 from prefect_agentic.plan.loader import plan_from_data
 from prefect_agentic.report import RunReport
-from prefect_agentic.settings import embedded_run_settings
+from prefect_agentic.settings import embedded_run_settings, uses_embedded_api
 from prefect_agentic.tasks.step import step_tags
 
 IMAGE = os.environ.get("AGENTIC_SANDBOX_IMAGE", "prefect-agentic/sandbox:2")
@@ -86,6 +95,8 @@ QUIET_S = float(os.environ.get("BENCH_QUIET_S", "0.5"))
 """Untimed wait before each timed flow run (``quiet_api``)."""
 CACHED_QUIET_S = 2.0
 """The same before a cached run: after a cached chain the server records its task states for longer."""
+FLOOR_SLOT_LIMIT = "bench-floor-sandboxes"
+"""The global concurrency limit the slotted floor holds a slot of (created by the bench, size 50)."""
 TARGETS = {"warm": 1.10, "per_step": 1.05, "cached": 1.3, "parallel": 1.10}
 """Issue 17: ratios against the Prefect floor in the same bench run."""
 
@@ -299,6 +310,12 @@ class Comparison:
         self.floors.append(Sample(floor_fn))
         self.ours.append(Sample(ours_fn))
 
+    def per_round(self) -> str:
+        """Each round's ratio (ours / floor), ``void`` where the floor stalled: how much the median hides."""
+        ratios = [f"{o.value / f.value:.2f}" if f.stalls == 0 else "void"
+                  for f, o in zip(self.floors, self.ours, strict=True)]
+        return f"{'':34s} per round: {' '.join(ratios)}"
+
     def line(self) -> str:
         valid = [(f.value, o.value) for f, o in zip(self.floors, self.ours, strict=True) if f.stalls == 0]
         void = len(self.floors) - len(valid)
@@ -347,17 +364,33 @@ def compare_warm(comparison: Comparison, repo: Path, container: WarmContainer, c
         lambda: marginal(ours, chain))
 
 
-def compare_per_step(comparison: Comparison, repo: Path, chain: int, n: int) -> None:
+def compare_per_step(comparison: Comparison, repo: Path, chain: int, n: int, *, slot: str = "ours") -> None:
+    """A container per step against floor tasks doing ``docker run --rm``.
+
+    ``slot`` says who takes a slot of a global concurrency limit around each
+    step: ``"ours"`` (our default settings, the floor takes none), ``"none"``
+    (ours with ``concurrency_limit=None``), ``"both"`` (the floor also holds a
+    slot through Prefect's own ``concurrency()`` context). On a server the last
+    two show what the slot costs; on the embedded API nobody takes one.
+    """
     settings = SandboxSettings(image=IMAGE, mode="per_step")
+    if slot == "none":
+        settings.concurrency_limit = None
+    if slot == "both" and not uses_embedded_api():
+        ensure_limit(FLOOR_SLOT_LIMIT, 50)
     client = docker.from_env()
 
     def run_op() -> None:
-        client.containers.run(IMAGE, COMMAND, remove=True, network_mode="none")
+        if slot != "both":
+            client.containers.run(IMAGE, COMMAND, remove=True, network_mode="none")
+            return
+        with concurrency(FLOOR_SLOT_LIMIT, occupy=1):
+            client.containers.run(IMAGE, COMMAND, remove=True, network_mode="none")
 
     def ours(length: int) -> float:
-        return run(chain_plan(f"bench-per-step-{length}", length, COMMAND), repo, settings)[0]
+        return run(chain_plan(f"bench-per-step-{slot}-{length}", length, COMMAND), repo, settings)[0]
 
-    comparison.round(lambda: marginal(lambda length: floor_chain_seconds(run_op, length, f"run{n}"), chain),
+    comparison.round(lambda: marginal(lambda length: floor_chain_seconds(run_op, length, f"run{slot}{n}"), chain),
                      lambda: marginal(ours, chain))
 
 
@@ -429,10 +462,12 @@ def compare_parallel(comparison: Comparison, repo: Path, container: WarmContaine
 def floor_ratios(repo: Path, chain: int, rounds: int, only: set[str]) -> list[Comparison]:
     """Issue 17's ratios: our step against the Prefect floor, interleaved rounds (floor, ours, floor, ours...).
 
-    ``only``: the comparisons to run (warm, per_step, cached, parallel, parallel_cold).
+    ``only``: the comparisons to run (warm, per_step, per_step_slot, cached, parallel, parallel_cold).
     """
     warm = Comparison("warm step vs floor", TARGETS["warm"])
     per_step = Comparison("container-per-step vs floor", TARGETS["per_step"])
+    no_slot = Comparison("  same, ours without sandbox slot", TARGETS["per_step"])
+    both_slot = Comparison("  same, floor holds a slot too", TARGETS["per_step"])
     cached = Comparison("cached step vs cached plain task", TARGETS["cached"])
     parallel = Comparison("16 x 1 s steps at 8 vs plain", TARGETS["parallel"])
     cold = Comparison("16 x 1 s at 8 vs cold plain", TARGETS["parallel"])
@@ -449,6 +484,9 @@ def floor_ratios(repo: Path, chain: int, rounds: int, only: set[str]) -> list[Co
                 compare_warm(warm, repo, container, chain, n)
             if "per_step" in only:
                 compare_per_step(per_step, repo, chain, n)
+            if "per_step_slot" in only:
+                compare_per_step(no_slot, repo, chain, n, slot="none")
+                compare_per_step(both_slot, repo, chain, n, slot="both")
             if chains is not None:
                 chains.round(cached)
             if "parallel" in only:
@@ -456,7 +494,8 @@ def floor_ratios(repo: Path, chain: int, rounds: int, only: set[str]) -> list[Co
             if "parallel_cold" in only:
                 compare_parallel(cold, repo, None)
             print(f"  round {n + 1}/{rounds} done", file=sys.stderr, flush=True)
-    return [c for name, c in (("warm", warm), ("per_step", per_step), ("cached", cached),
+    return [c for name, c in (("warm", warm), ("per_step", per_step), ("per_step_slot", no_slot),
+                              ("per_step_slot", both_slot), ("cached", cached),
                               ("parallel", parallel), ("parallel_cold", cold)) if name in only]
 
 
@@ -495,7 +534,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter chains (a smoke run)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, 2 with --quick)")
     parser.add_argument("--only", nargs="+", default=["warm", "per_step", "cached", "parallel", "parallel_cold"],
-                        choices=["warm", "per_step", "cached", "parallel", "parallel_cold"], help="run only these comparisons")
+                        choices=["warm", "per_step", "per_step_slot", "cached", "parallel", "parallel_cold"],
+                        help="run only these comparisons (per_step_slot: on a server, what the sandbox slot costs)")
+    parser.add_argument("--chain", type=int, help="steps added to the one-step chain (default 10, 5 with --quick)")
+    parser.add_argument("--per-round", action="store_true", help="also print each round's ratio")
     parser.add_argument("--why-stalls", action="store_true",
                         help="the embedded server prints each statement SQLite refused (to stderr)")
     parser.add_argument("--raw", action="store_true",
@@ -507,6 +549,7 @@ def main() -> None:
                         help="only the per-step cost under each OCI runtime (runc, runsc)")
     options = parser.parse_args()
     repeats, chain = (3, 5) if options.quick else (10, 10)
+    chain = options.chain or chain
     rounds = options.rounds or (2 if options.quick else 5)
     RETRIES.install()
     repo = make_repo()
@@ -527,6 +570,8 @@ def main() -> None:
     comparisons = floor_ratios(repo, chain, rounds, set(options.only))
     for comparison in comparisons:
         print(comparison.line())
+        if options.per_round:
+            print(comparison.per_round())
     print(f"2-second stalls (503 retries) in all runs, warm-up included: {RETRIES.count}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
