@@ -40,8 +40,15 @@ from prefect_agentic.stack import wait_healthy
 
 
 def parallel_plan(plan_id: str, steps: int) -> str:
+    """``steps`` independent ``sleep 1`` steps, each command naming its plan.
+
+    On task workers a step's cache key holds the snapshot remote's epoch, not a
+    run's workspace, so an identical step (same id, command and input snapshot)
+    of an earlier run would be a cache hit; naming the plan makes every run's
+    steps its own.
+    """
     lines = [f"id: {plan_id}", "version: 1", "goal: parallel sandboxed seconds", "steps:"]
-    lines += [f"  - {{id: s{i:03d}, tool: shell, args: {{command: 'sleep 1'}}}}" for i in range(steps)]
+    lines += [f"  - {{id: s{i:03d}, tool: shell, args: {{command: ': {plan_id}; sleep 1'}}}}" for i in range(steps)]
     return "\n".join(lines) + "\n"
 
 
@@ -112,7 +119,11 @@ def main() -> None:
                                   text=True, check=False)
             if done.returncode != 0:
                 raise SystemExit(f"run {label} failed:\n{done.stdout}\n{done.stderr[-4000:]}")
-            return json.loads(done.stdout)["duration_s"], busy_fraction(cpu_before, cpu_times())
+            report = json.loads(done.stdout)
+            cached = [step["step_id"] for step in report["steps"] if step.get("cached")]
+            if cached:
+                raise SystemExit(f"run {label}: steps came from the cache, the figure would be void: {cached[:5]}")
+            return report["duration_s"], busy_fraction(cpu_before, cpu_times())
         finally:
             for worker in workers:
                 os.killpg(worker.pid, signal.SIGTERM)
