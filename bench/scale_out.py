@@ -39,6 +39,7 @@ import contextlib
 import io
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -273,6 +274,7 @@ def main() -> None:
         stack.stop_server()
         postgres(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         remove_floor_containers(token)
+        shutil.rmtree(_STATE, ignore_errors=True)  # the checkout, workspaces and results (~300 MB)
 
     report(options, rounds, baseline, load_before)
 
