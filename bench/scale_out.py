@@ -1,29 +1,56 @@
-"""Throughput of prefect-agentic on Prefect's distributed engine, measured on this machine.
+"""Throughput of prefect-agentic on Prefect's distributed engine against a plain Prefect floor.
 
 A Prefect server on PostgreSQL, ``run-plan/default`` deployed from a fresh
-checkout, ``--workers`` process workers on ``agentic-process``; ``--runs``
-flow runs of a one-step plan (a 1 s sandboxed command) submitted at once.
-Prints:
-  * runs per minute (first submission to last completion);
-  * the per-run overhead of going through a deployment: mean latency of a
-    flow run (created → completed) against the same plan run in this process
-    with ``run_plan`` on the same server (the baseline), and their ratio.
+checkout, and next to it the floor ``scale-out-floor/floor``
+(``bench/scale_out_floor.py``: a plain Prefect flow whose one task, configured
+as our step tasks are, makes the docker calls of one default sandboxed step:
+a container with networking off runs ``sleep 1`` and is removed), deployed
+from the same checkout to the same pool; ``--workers`` process workers on
+``agentic-process`` run both. ``--rounds`` interleaved rounds (the order
+alternates: floor first, then ours first...), each a batch of ``--runs`` floor
+flow runs submitted at once and waited for, and a batch of ``--runs`` one-step
+plans (``sleep 1`` in the sandbox), after an untimed warm-up batch of floor runs
+that fills every worker slot (with ``--warm`` it starts each worker's warm
+process). Prints:
+  * per batch: runs per minute, from the first flow run's creation to the last
+    run's terminal state (server timestamps); a round where any run of either
+    batch did not complete is void;
+  * the median runs per minute of each kind over the valid rounds and the
+    median ratio ours/floor (issue 17's target: >= 0.9x);
+  * where a run's time goes, per kind: start-up (Pending -> Running: the
+    flow-run process, pull steps, flow load), running (Running -> terminal),
+    created -> completed (with queueing behind the workers' slots);
+  * for ours also the per-run overhead of going through a deployment against
+    the same plan run by ``run_plan`` in this process on the same server;
+  * the load average before and after.
+
+``--warm`` runs both kinds on ``agentic worker`` (flow runs forked warm)
+instead of ``prefect worker start``.
 
 Needs what the scale-out test needs (``make setup``: Docker, the sandbox
-image, PostgreSQL). Usage: ``python bench/scale_out.py [--runs 20] [--workers 2]``.
+image, PostgreSQL). Usage:
+``python bench/scale_out.py [--runs 20] [--rounds 3] [--workers 2] [--warm]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -33,13 +60,25 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
 os.environ.setdefault("PREFECT_HOME", str(_STATE / "prefect"))
 os.environ.setdefault("AGENTIC_HOME", str(_STATE / "agentic"))
 
-from deploy_helpers import PrefectStack, free_port, postgres, postgres_database_url, wait_for_state  # noqa: E402
-from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
+import docker
+import requests
+from deploy_helpers import PrefectStack, free_port, postgres, postgres_database_url, wait_for_state
+from prefect import Flow
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from prefect_agentic.blocks import SandboxSettings  # noqa: E402
-from prefect_agentic.flows.run_plan import run_plan  # noqa: E402
-from prefect_agentic.plan.loader import plan_from_data  # noqa: E402
-from prefect_agentic.submit import submit_plan  # noqa: E402
+from prefect_agentic.blocks import SandboxSettings
+from prefect_agentic.flows.run_plan import run_plan
+from prefect_agentic.plan.loader import plan_from_data
+from prefect_agentic.submit import submit_plan
+
+FLOOR_DEPLOYMENT = "scale-out-floor/floor"
+FLOOR_LABEL = "prefect-agentic.bench"
+"""The floor's container label (``bench/scale_out_floor.py``); its value is this bench's token."""
+TARGET = 0.9
+"""Issue 17: our deployed runs per minute >= 0.9x the floor's."""
+TERMINAL = {"Completed", "Failed", "Crashed", "Cancelled"}
 
 
 def one_step_plan(plan_id: str) -> dict:  # type: ignore[type-arg]
@@ -68,54 +107,215 @@ def in_process_seconds(repo: Path, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+def deploy_floor(stack: PrefectStack) -> None:
+    """Deploy ``bench/scale_out_floor.py:docker_floor`` from the stack's checkout to ``agentic-process``.
+
+    A local-directory source: the deployment's pull step sets the flow-run
+    process's working directory to the checkout, where the entrypoint is loaded.
+    """
+    floor = Flow.from_source(source=str(stack.checkout), entrypoint="bench/scale_out_floor.py:docker_floor")
+    with contextlib.redirect_stdout(io.StringIO()):  # its table of deployments
+        floor.deploy(name="floor", work_pool_name="agentic-process", print_next_steps=False,  # type: ignore[union-attr]
+                     ignore_warnings=True)
+
+
+@dataclass
+class Batch:
+    """``--runs`` flow runs of one kind, submitted at once, each in a terminal state."""
+
+    kind: str
+    runs: list[Any]
+    states: list[list[Any]]
+    in_tasks: list[float]
+    """Per flow run: seconds its task runs (the one step) were Running."""
+    containers: int | None = None
+    """Containers the batch created (counted for the floor only: ours share a label with other runs)."""
+
+    @property
+    def completed(self) -> int:
+        return sum(1 for r in self.runs if r.state.name == "Completed")
+
+    @property
+    def complete(self) -> bool:
+        return self.completed == len(self.runs)
+
+    @property
+    def seconds(self) -> float:
+        """First flow run created -> last terminal state."""
+        first = min(r.created for r in self.runs)
+        last = max(r.state.timestamp for r in self.runs)
+        return (last - first).total_seconds()
+
+    @property
+    def per_minute(self) -> float:
+        return self.completed / self.seconds * 60
+
+    def start_up(self) -> list[float]:
+        return [_start_up_seconds(states) for states in self.states]
+
+    def running(self) -> list[float]:
+        return [r.total_run_time.total_seconds() for r in self.runs]
+
+    def step_task(self) -> list[float]:
+        return self.in_tasks
+
+    def latency(self) -> list[float]:
+        return [(r.state.timestamp - r.expected_start_time).total_seconds() for r in self.runs]
+
+    def line(self) -> str:
+        made = "" if self.containers is None else f"; {self.containers} containers created"
+        return (f"{self.kind:5s} {self.completed:3d}/{len(self.runs)} completed {self.per_minute:7.1f} "
+                f"runs/minute ({self.seconds:6.1f} s){made}")
+
+
+def run_batch(stack: PrefectStack, kind: str, submit: Callable[[int], UUID], runs: int) -> Batch:
+    with temporary_settings({PREFECT_API_URL: stack.api_url}):
+        ids = [submit(i) for i in range(runs)]
+    finished = [wait_for_state(stack, i, TERMINAL, timeout=1800) for i in ids]
+    with stack.client() as client:
+        states = [client.read_flow_run_states(i) for i in ids]
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)),
+                                          limit=10 * runs)
+    in_tasks = {i: 0.0 for i in ids}
+    for task_run in task_runs:
+        in_tasks[task_run.flow_run_id] += task_run.total_run_time.total_seconds()
+    return Batch(kind, finished, states, [in_tasks[i] for i in ids])
+
+
+class ContainersCreated:
+    """Counts, from now until ``stop``, the containers created with this bench's floor label.
+
+    Listened to live: the engine keeps only its last events for a later
+    ``since`` query, and other work on this engine makes many.
+    """
+
+    def __init__(self, token: str) -> None:
+        self.count = 0
+        self.stream = docker.from_env().events(decode=True, filters={
+            "type": "container", "event": "create", "label": f"{FLOOR_LABEL}={token}"})
+        self.thread = threading.Thread(target=self._pump, name="floor-containers", daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        try:
+            for _ in self.stream:
+                self.count += 1
+        except (OSError, ValueError, requests.RequestException):
+            pass  # the stream was closed by stop()
+
+    def stop(self) -> int:
+        time.sleep(1)  # the last create event is older than its run's Completed state; let it arrive
+        self.stream.close()
+        self.thread.join(timeout=10)
+        return self.count
+
+
+def remove_floor_containers(token: str) -> None:
+    """Remove whatever floor container of this bench is left (none, unless a run was killed)."""
+    for container in docker.from_env().containers.list(all=True, filters={"label": f"{FLOOR_LABEL}={token}"}):
+        container.remove(force=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=20, help="flow runs in a batch")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (a floor batch and ours)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--limit", type=int, default=4, help="flow runs per worker at once")
+    parser.add_argument("--warm", action="store_true", help="`agentic worker` (warm fork) for both kinds")
     options = parser.parse_args()
     repo = make_repo()
+    token = secrets.token_hex(4)
+    load_before = os.getloadavg()
 
-    database = f"agentic_bench_{secrets.token_hex(4)}"
+    database = f"agentic_bench_{token}"
     postgres(f"CREATE DATABASE {database}")
     stack = PrefectStack(_STATE / "stack", free_port(),
                          extra_env={"PREFECT_API_DATABASE_CONNECTION_URL": postgres_database_url(database)})
+    rounds: list[tuple[Batch, Batch]] = []  # (floor, ours)
     try:
         stack.start_server()
         for command in (("agentic", "init"), ("prefect", "--no-prompt", "deploy", "--name", "run-plan/default")):
             done = stack.run(*command)
             assert done.returncode == 0, done.stdout + done.stderr
+        with temporary_settings({PREFECT_API_URL: stack.api_url}):
+            deploy_floor(stack)
         for i in range(options.workers):
-            stack.start_worker(f"w{i + 1}", limit=options.limit)
+            stack.start_worker(f"w{i + 1}", limit=options.limit, warm=options.warm)
         with temporary_settings({PREFECT_API_URL: stack.api_url}):
             baseline = in_process_seconds(repo)
-            sandbox = SandboxSettings().model_dump(mode="json")
-            started = time.perf_counter()
-            ids = [submit_plan(plan_from_data(one_step_plan(f"bench-scale-{i:03d}"), "bench"), str(repo),
-                               parameters={"sandbox": sandbox}).id for i in range(options.runs)]
-        finished = [wait_for_state(stack, i, {"Completed", "Failed", "Crashed"}, timeout=1800) for i in ids]
-        elapsed = time.perf_counter() - started
-        with stack.client() as client:
-            startup = statistics.mean(_start_up_seconds(client.read_flow_run_states(i)) for i in ids)
+        sandbox = SandboxSettings().model_dump(mode="json")
+
+        def floor(r: int) -> Callable[[int], UUID]:
+            return lambda i: run_deployment(FLOOR_DEPLOYMENT, parameters={"key": f"{token}-r{r}-{i:03d}",
+                                                                          "label": token}, timeout=0).id
+
+        def ours(r: int) -> Callable[[int], UUID]:
+            return lambda i: submit_plan(plan_from_data(one_step_plan(f"bench-scale-{token}-r{r}-{i:03d}"), "bench"),
+                                         str(repo), parameters={"sandbox": sandbox}).id
+
+        warm_up = run_batch(stack, "floor", floor(-1), options.workers * options.limit)
+        print(f"warm-up (untimed, every worker slot busy): {warm_up.completed}/{len(warm_up.runs)} floor runs "
+              f"completed", flush=True)
+        for r in range(options.rounds):
+            batches: dict[str, Batch] = {}
+            for kind in (("floor", "ours") if r % 2 == 0 else ("ours", "floor")):
+                if kind == "floor":
+                    created = ContainersCreated(token)
+                    batches[kind] = run_batch(stack, kind, floor(r), options.runs)
+                    batches[kind].containers = created.stop()
+                else:
+                    batches[kind] = run_batch(stack, kind, ours(r), options.runs)
+            rounds.append((batches["floor"], batches["ours"]))
+            void = "" if all(b.complete for b in batches.values()) else "   VOID (a run did not complete)"
+            print(f"round {r + 1}: {batches['floor'].line()}; {batches['ours'].line()}{void}", flush=True)
     finally:
         stack.stop_workers()
         stack.stop_server()
         postgres(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        remove_floor_containers(token)
+        shutil.rmtree(_STATE, ignore_errors=True)  # the checkout, workspaces and results (~300 MB)
 
-    ok = sum(1 for f in finished if f.state.name == "Completed")
-    latency = statistics.mean((f.end_time - f.expected_start_time).total_seconds() for f in finished)
-    running = statistics.mean(f.total_run_time.total_seconds() for f in finished)
-    per_run = startup + running
-    print(f"{options.runs} flow runs, {options.workers} workers x {options.limit}, PostgreSQL server; "
-          f"{ok} completed; cores {os.cpu_count()}, load {os.getloadavg()[0]:.1f}")
-    print(f"throughput                 {ok / elapsed * 60:8.1f} runs/minute ({elapsed:.1f} s in all)")
-    print(f"in-process run_plan        {baseline:8.2f} s   (baseline: same plan, same server, this process)")
-    print(f"deployment run, start-up   {startup:8.2f} s   (Pending -> Running: flow-run process, pull "
-          f"steps, flow load)")
-    print(f"deployment run, running    {running:8.2f} s   (Running -> Completed, in the flow-run process)")
-    print(f"deployment run, per run    {per_run:8.2f} s   ratio {per_run / baseline:5.2f}x baseline, "
-          f"overhead {per_run - baseline:+.2f} s a run")
-    print(f"  created -> completed     {latency:8.2f} s   (mean, with queueing behind the workers' slots)")
+    report(options, rounds, baseline, load_before)
+
+
+def report(options: argparse.Namespace, rounds: list[tuple[Batch, Batch]], baseline: float,
+           load_before: tuple[float, float, float]) -> None:
+    valid = [(f, o) for f, o in rounds if f.complete and o.complete]
+    workers = "agentic worker (warm)" if options.warm else "prefect worker start"
+    print(f"{options.runs} flow runs a batch, {options.rounds} rounds (floor and ours interleaved), "
+          f"{options.workers} x `{workers}` --limit {options.limit}, PostgreSQL server; cores {os.cpu_count()}")
+    print(f"load average before: {_load(load_before)}; after: {_load(os.getloadavg())}")
+    print(f"valid rounds {len(valid)} of {len(rounds)}; completed: floor "
+          f"{sum(f.completed for f, _ in rounds)}/{options.runs * len(rounds)}, ours "
+          f"{sum(o.completed for _, o in rounds)}/{options.runs * len(rounds)}")
+    if not valid:
+        print("throughput                 VOID (no round where every run completed)")
+        return
+    floor_rate = statistics.median(f.per_minute for f, _ in valid)
+    ours_rate = statistics.median(o.per_minute for _, o in valid)
+    ratio = statistics.median(o.per_minute / f.per_minute for f, o in valid)
+    print(f"throughput, floor          {floor_rate:8.1f} runs/minute (median; plain Prefect flow, one task: "
+          f"docker create/start/wait/remove)")
+    print(f"throughput, ours           {ours_rate:8.1f} runs/minute (median; run-plan/default, one-step plan)")
+    print(f"ratio ours/floor           {ratio:8.2f}x  (median of rounds; target >= {TARGET}x: "
+          f"{'PASS' if ratio >= TARGET else 'MISS'})")
+    print("per run, mean over valid rounds          floor     ours")
+    for name, part in (("start-up (Pending -> Running)", Batch.start_up),
+                       ("running (Running -> Completed)", Batch.running),
+                       ("  of it, the step task Running", Batch.step_task),
+                       ("created -> completed (queueing)", Batch.latency)):
+        f_mean = statistics.mean(x for f, _ in valid for x in part(f))
+        o_mean = statistics.mean(x for _, o in valid for x in part(o))
+        print(f"  {name:36s} {f_mean:6.2f} s {o_mean:6.2f} s   ({o_mean - f_mean:+.2f} s)")
+    per_run = statistics.mean(x for _, o in valid for x in o.start_up()) + \
+        statistics.mean(x for _, o in valid for x in o.running())
+    print(f"in-process run_plan        {baseline:8.2f} s   (same plan, same server, this process); ours "
+          f"deployed per run {per_run:.2f} s, ratio {per_run / baseline:4.2f}x, overhead {per_run - baseline:+.2f} s")
+
+
+def _load(load: tuple[float, float, float]) -> str:
+    return " ".join(f"{x:.2f}" for x in load)
 
 
 def _start_up_seconds(states: list) -> float:  # type: ignore[type-arg]
