@@ -67,6 +67,7 @@ from prefect import Flow
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from scale_out_floor import LABEL as FLOOR_LABEL
 
 from prefect_agentic.blocks import SandboxSettings
 from prefect_agentic.flows.run_plan import run_plan
@@ -74,8 +75,6 @@ from prefect_agentic.plan.loader import plan_from_data
 from prefect_agentic.submit import submit_plan
 
 FLOOR_DEPLOYMENT = "scale-out-floor/floor"
-FLOOR_LABEL = "prefect-agentic.bench"
-"""The floor's container label (``bench/scale_out_floor.py``); its value is this bench's token."""
 TARGET = 0.9
 """Issue 17: our deployed runs per minute >= 0.9x the floor's."""
 TERMINAL = {"Completed", "Failed", "Crashed", "Cancelled"}

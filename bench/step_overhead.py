@@ -62,6 +62,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Self, TypeVar
 
@@ -381,10 +382,7 @@ def compare_per_step(comparison: Comparison, repo: Path, chain: int, n: int, *, 
     client = docker.from_env()
 
     def run_op() -> None:
-        if slot != "both":
-            client.containers.run(IMAGE, COMMAND, remove=True, network_mode="none")
-            return
-        with concurrency(FLOOR_SLOT_LIMIT, occupy=1):
+        with concurrency(FLOOR_SLOT_LIMIT, occupy=1) if slot == "both" else nullcontext():
             client.containers.run(IMAGE, COMMAND, remove=True, network_mode="none")
 
     def ours(length: int) -> float:
