@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.errors import SandboxImageMissingError
-from prefect_agentic.sandbox.runner import LABEL_RUN, open_sandbox
+from prefect_agentic.sandbox.runner import LABEL_RUN, _oom_event_logged, open_sandbox
 from prefect_agentic.workspace import Workspace
 
 MODES = ["per_step", "warm"]
@@ -131,3 +132,38 @@ def test_a_wheelhouse_is_mounted_read_only_and_only_when_set(sandbox_image: str,
         assert plain.run(["test", "-e", "/wheelhouse"], timeout=30).exit_code == 1
     finally:
         plain.close()
+
+
+def test_a_container_killed_from_outside_is_not_called_out_of_memory(sandbox_image: str, workspace: Path,  # type: ignore[no-untyped-def]
+                                                                      docker_client) -> None:
+    key = f"test-killed-{os.getpid()}"
+    box = open_sandbox(SandboxSettings(image=sandbox_image), workspace, key)
+    killer = threading.Thread(target=_kill_when_running, args=(docker_client, key), daemon=True)
+    killer.start()
+    result = box.run(["sleep", "60"], timeout=120)
+    killer.join()
+    assert (result.exit_code, result.oom_killed, result.timed_out) == (137, False, False)
+
+
+def test_an_oom_kill_is_found_in_the_engine_log_after_the_container_is_gone(sandbox_image: str,  # type: ignore[no-untyped-def]
+                                                                             docker_client) -> None:
+    """The fallback for an OOM event that reaches the engine after the exit (seen under gVisor)."""
+    since = time.time()
+    container = docker_client.containers.run(
+        sandbox_image, ["python3", "-c", "x = bytearray(512 * 1024 * 1024)"], mem_limit="64m",
+        memswap_limit="64m", network_mode="none", detach=True)
+    try:
+        assert container.wait(timeout=120)["StatusCode"] == 137
+        assert _oom_event_logged(docker_client, container.id, since)
+    finally:
+        container.remove(force=True)
+
+
+def _kill_when_running(docker_client, key: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        running = docker_client.containers.list(filters={"label": f"{LABEL_RUN}={key}", "status": "running"})
+        if running:
+            running[0].kill()
+            return
+        time.sleep(0.1)

@@ -47,6 +47,9 @@ WHEELHOUSE_MOUNT = "/wheelhouse"
 LABEL_MANAGED = "org.prefect-agentic.managed"
 LABEL_RUN = "org.prefect-agentic.run"
 KILL_GRACE_SECONDS = 5.0
+OOM_EVENT_GRACE_SECONDS = 5.0
+"""How long a SIGKILLed container's OOM event may trail its exit (gVisor delivers it late at times)."""
+SIGKILL_EXIT_CODE = 137
 BASE_ENV = {
     "HOME": "/tmp",
     # The workspace belongs to another uid than git inside expects; trusting it is
@@ -298,7 +301,7 @@ class ContainerPerStep(_ContainerSandbox):
         try:
             stream = container.attach(stdout=True, stderr=True, stream=True, demux=True, logs=False)
             out, err, pump = self._capture(stream)
-            started = time.monotonic()
+            started, started_at = time.monotonic(), time.time()
             container.start()
             sampler = CounterSampler(container.id).start()
             self._notify_started(container)
@@ -314,7 +317,10 @@ class ContainerPerStep(_ContainerSandbox):
             counters = sampler.stop()
             pump.join(timeout=10)
             container.reload()
-            oom = bool(container.attrs["State"].get("OOMKilled"))
+            oom = bool(container.attrs["State"].get("OOMKilled")) or (counters is not None and counters.oom_kills > 0)
+            if (exit_code == SIGKILL_EXIT_CODE and not oom and not timed_out
+                    and container.id not in self._killed):
+                oom = _oom_event_logged(self.client, container.id, started_at)
         except docker.errors.APIError as exc:
             raise SandboxError(f"sandbox container failed: {exc.explanation or exc}") from None
         finally:
@@ -457,6 +463,24 @@ class WarmContainer(_ContainerSandbox):
             self._container = None
             self._held.close()
         super().close()
+
+
+def _oom_event_logged(client: docker.DockerClient, container_id: str, since: float) -> bool:
+    """Whether the engine logged an OOM kill of the container, waiting a little for a late one.
+
+    ``State.OOMKilled`` and the cgroup counters can both miss an OOM kill of a
+    container that has exited: under gVisor the runtime's OOM event may reach the
+    engine after the exit, and the container's cgroup is gone by then. The engine's
+    event log has the event either way. Only asked for an unexplained SIGKILL, so
+    the wait costs nothing on the usual paths.
+    """
+    stream = client.events(since=int(since) - 1, until=int(time.time() + OOM_EVENT_GRACE_SECONDS),
+                           filters={"type": "container", "container": container_id, "event": "oom"},
+                           decode=True)
+    try:
+        return next(iter(stream), None) is not None
+    finally:
+        stream.close()
 
 
 def _delta(after: CgroupCounters | None, before: CgroupCounters | None) -> CgroupCounters | None:
