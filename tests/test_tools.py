@@ -183,3 +183,14 @@ def test_third_party_tools_come_in_through_the_entry_point(tmp_path: Path) -> No
     finally:
         sys.path.remove(str(tmp_path))
         default_registry.cache_clear()
+
+
+def test_loading_the_flow_and_every_tool_leaves_the_model_layer_unimported() -> None:
+    """Every run loads the registry; only a step that asks a model should pay for pydantic-ai."""
+    probe = ("import sys; from prefect_agentic.flows.run_plan import run_plan; "
+             "from prefect_agentic.tools.registry import default_registry; "
+             "assert 'propose_patch' in default_registry(); "
+             "print(sorted(m for m in ('pydantic_ai', 'openai') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

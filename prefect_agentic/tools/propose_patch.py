@@ -13,10 +13,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import PurePosixPath
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
-from pydantic_ai import Agent, ModelRetry
 
 from prefect_agentic.blocks.llm_endpoint import LLMEndpoint
 from prefect_agentic.boundary import WorkspaceFiles
@@ -26,9 +25,10 @@ from prefect_agentic.errors import (
     ToolError,
     WorkspaceBoundaryError,
 )
-from prefect_agentic.llm.models import structured_output
-from prefect_agentic.llm.session import ModelSession
 from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput
+
+if TYPE_CHECKING:
+    from pydantic_ai import Agent
 
 SYSTEM_PROMPT = """\
 You change code in a git repository. You get an instruction and the current content of the
@@ -101,6 +101,13 @@ class ProposePatchTool(Tool):
         return True
 
     def run(self, args: ProposePatchInput, ctx: ToolContext) -> Mapping[str, Any]:
+        # The model layer (pydantic-ai, openai) takes about a second to import; every run loads
+        # the tool registry, and only runs that ask a model for a patch should pay for it.
+        from pydantic_ai import Agent, ModelRetry
+
+        from prefect_agentic.llm.models import structured_output
+        from prefect_agentic.llm.session import ModelSession
+
         endpoint = load_endpoint(args.endpoint)
         session = ModelSession(endpoint, purpose="patch", recorder=ctx.recorder, step_id=ctx.step_id)
         model = session.model()
