@@ -1,0 +1,188 @@
+"""Where a deployed run's CPU goes: prefect-agentic against the plain Prefect floor of ``scale_out.py``.
+
+When a pool's workers run more flow runs at once than the machine has cores,
+throughput is CPU-bound, and the ratio of the two kinds' CPU per run bounds
+the ratio of their throughputs. This bench runs the same deployments as
+``bench/scale_out.py`` (the floor ``scale-out-floor/floor`` and
+``run-plan/default`` with a one-step ``sleep 1`` plan, one PostgreSQL-backed
+server, one worker) but ONE run at a time on an otherwise idle machine, and
+charges each run the CPU time the machine spent from its submission until a
+moment after its terminal state, split by who spent it:
+
+  * server: the ``prefect server start`` process tree (API, services, events);
+  * postgres: every PostgreSQL process;
+  * flow run: the worker's process tree, which includes each flow-run process
+    it started (and the git processes those ran) once it has ended;
+  * engine: dockerd and containerd;
+  * rest: the machine's busy time minus all of the above (container
+    processes and their runtime shims, this bench, anything else running).
+
+Kinds alternate (floor first, then ours first...) after one untimed run of
+each; the medians over ``--runs`` runs of each kind are printed, with the
+ratio floor/ours of the machine's CPU per run (the CPU-bound throughput bound,
+next to ``scale_out.py``'s target of >= 0.9x). ``--warm`` uses ``agentic worker``
+(flow runs forked from a warm process) instead of ``prefect worker start``.
+
+Needs ``make setup`` (Docker, the sandbox image, PostgreSQL). Usage:
+``python bench/scale_out_cpu.py [--runs 6] [--warm]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from uuid import UUID
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# scale_out sets the bench's environment (PREFECT_HOME, AGENTIC_HOME...) before Prefect loads: import all through it.
+from scale_out import (
+    _STATE,
+    FLOOR_DEPLOYMENT,
+    PREFECT_API_URL,
+    TERMINAL,
+    PrefectStack,
+    SandboxSettings,
+    deploy_floor,
+    free_port,
+    make_repo,
+    one_step_plan,
+    plan_from_data,
+    postgres,
+    postgres_database_url,
+    remove_floor_containers,
+    run_deployment,
+    submit_plan,
+    temporary_settings,
+    wait_for_state,
+)
+
+TICKS = os.sysconf("SC_CLK_TCK")
+PARTS = ("server", "postgres", "flow run", "engine")
+SETTLE_SECONDS = 3.0
+"""Idle time before and after each run, so that the tail of one run (heartbeat, log flush) is not charged to the next."""
+
+
+def machine_busy() -> float:
+    """CPU-seconds the whole machine has spent busy since boot (all cores)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / TICKS  # minus idle and iowait
+
+
+def _processes() -> dict[int, tuple[int, str, float]]:
+    """pid -> (parent pid, command line, CPU-seconds of it and its reaped children)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended meanwhile
+        ticks = sum(int(v) for v in stat[11:15])  # utime, stime, cutime, cstime
+        found[int(entry.name)] = (int(stat[1]), command, ticks / TICKS)
+    return found
+
+
+def _tree(processes: dict[int, tuple[int, str, float]], root: int) -> float:
+    total, stack = 0.0, [root]
+    while stack:
+        pid = stack.pop()
+        if pid in processes:
+            total += processes[pid][2]
+            stack.extend(p for p, (parent, _, _) in processes.items() if parent == pid)
+    return total
+
+
+def by_part(server_pid: int, worker_pid: int) -> Counter[str]:
+    processes = _processes()
+    parts: Counter[str] = Counter(server=_tree(processes, server_pid), **{"flow run": _tree(processes, worker_pid)})
+    for _, command, cpu in processes.values():
+        if command.startswith("postgres"):
+            parts["postgres"] += cpu
+        elif command.startswith(("/usr/sbin/dockerd", "dockerd", "containerd ", "/usr/bin/containerd ")):
+            parts["engine"] += cpu
+    return parts
+
+
+def charge(stack: PrefectStack, submit: Callable[[], UUID], server_pid: int, worker_pid: int) -> dict[str, float]:
+    """The CPU one run costs, by part (see the module's docstring)."""
+    time.sleep(SETTLE_SECONDS)
+    busy, parts = machine_busy(), by_part(server_pid, worker_pid)
+    flow_run = wait_for_state(stack, submit(), TERMINAL, timeout=600)
+    if flow_run.state.name != "Completed":
+        raise SystemExit(f"flow run {flow_run.id} ended {flow_run.state.name}: the bench is void")
+    time.sleep(SETTLE_SECONDS)
+    spent = {name: cpu - parts[name] for name, cpu in by_part(server_pid, worker_pid).items()}
+    spent["machine"] = machine_busy() - busy
+    spent["rest"] = spent["machine"] - sum(spent[p] for p in PARTS)
+    return spent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=6, help="timed runs of each kind")
+    parser.add_argument("--warm", action="store_true", help="`agentic worker` (warm fork) instead of `prefect worker`")
+    options = parser.parse_args()
+    repo, token = make_repo(), secrets.token_hex(4)
+    database = f"agentic_bench_cpu_{token}"
+    postgres(f"CREATE DATABASE {database}")
+    stack = PrefectStack(_STATE / "stack", free_port(),
+                         extra_env={"PREFECT_API_DATABASE_CONNECTION_URL": postgres_database_url(database)})
+    spent: dict[str, list[dict[str, float]]] = {"floor": [], "ours": []}
+    try:
+        stack.start_server()
+        for command in (("agentic", "init"), ("prefect", "--no-prompt", "deploy", "--name", "run-plan/default")):
+            done = stack.run(*command)
+            assert done.returncode == 0, done.stdout + done.stderr
+        with temporary_settings({PREFECT_API_URL: stack.api_url}):
+            deploy_floor(stack)
+        stack.start_worker("w1", limit=1, warm=options.warm)
+        assert stack.server is not None
+        server_pid, worker_pid = stack.server.pid, stack.workers["w1"].pid
+        sandbox = SandboxSettings().model_dump(mode="json")
+        submitters: dict[str, Callable[[int], UUID]] = {
+            "floor": lambda i: run_deployment(FLOOR_DEPLOYMENT, parameters={"key": f"{token}-{i}", "label": token},
+                                              timeout=0).id,
+            "ours": lambda i: submit_plan(plan_from_data(one_step_plan(f"bench-cpu-{token}-{i}"), "bench"),
+                                          str(repo), parameters={"sandbox": sandbox}).id,
+        }
+        with temporary_settings({PREFECT_API_URL: stack.api_url}):
+            for i in range(-1, options.runs):  # run -1: untimed, the first of each kind
+                for kind in (("floor", "ours") if i % 2 == 0 else ("ours", "floor")):
+                    cost = charge(stack, lambda k=kind, n=i: submitters[k](n), server_pid, worker_pid)
+                    if i >= 0:
+                        spent[kind].append(cost)
+    finally:
+        stack.stop_workers()
+        stack.stop_server()
+        postgres(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        remove_floor_containers(token)
+        shutil.rmtree(_STATE, ignore_errors=True)
+    report(options, spent)
+
+
+def report(options: argparse.Namespace, spent: dict[str, list[dict[str, float]]]) -> None:
+    worker = "agentic worker (warm)" if options.warm else "prefect worker start"
+    print(f"CPU-seconds per deployed run, median of {options.runs} runs of each kind, one at a time; {worker}; "
+          f"PostgreSQL server; cores {os.cpu_count()}")
+    medians = {kind: {part: statistics.median(r[part] for r in rows) for part in rows[0]}
+               for kind, rows in spent.items()}
+    print(f"  {'':10s} {'floor':>7s} {'ours':>7s} {'ours-floor':>10s}")
+    for part in ("machine", *PARTS, "rest"):
+        floor, ours = medians["floor"][part], medians["ours"][part]
+        print(f"  {part:10s} {floor:7.2f} {ours:7.2f} {ours - floor:+10.2f}")
+    ratio = medians["floor"]["machine"] / medians["ours"]["machine"]
+    print(f"ratio floor/ours of machine CPU per run: {ratio:.2f}x (the CPU-bound bound on ours/floor throughput)")
+
+
+if __name__ == "__main__":
+    main()
