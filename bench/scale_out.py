@@ -118,6 +118,16 @@ def deploy_floor(stack: PrefectStack) -> None:
                      ignore_warnings=True)
 
 
+def start_and_deploy(stack: PrefectStack) -> None:
+    """Start the stack's server, then deploy ``run-plan/default`` and the floor from its checkout."""
+    stack.start_server()
+    for command in (("agentic", "init"), ("prefect", "--no-prompt", "deploy", "--name", "run-plan/default")):
+        done = stack.run(*command)
+        assert done.returncode == 0, done.stdout + done.stderr
+    with temporary_settings({PREFECT_API_URL: stack.api_url}):
+        deploy_floor(stack)
+
+
 @dataclass
 class Batch:
     """``--runs`` flow runs of one kind, submitted at once, each in a terminal state."""
@@ -233,12 +243,7 @@ def main() -> None:
                          extra_env={"PREFECT_API_DATABASE_CONNECTION_URL": postgres_database_url(database)})
     rounds: list[tuple[Batch, Batch]] = []  # (floor, ours)
     try:
-        stack.start_server()
-        for command in (("agentic", "init"), ("prefect", "--no-prompt", "deploy", "--name", "run-plan/default")):
-            done = stack.run(*command)
-            assert done.returncode == 0, done.stdout + done.stderr
-        with temporary_settings({PREFECT_API_URL: stack.api_url}):
-            deploy_floor(stack)
+        start_and_deploy(stack)
         for i in range(options.workers):
             stack.start_worker(f"w{i + 1}", limit=options.limit, warm=options.warm)
         with temporary_settings({PREFECT_API_URL: stack.api_url}):

@@ -50,7 +50,6 @@ from scale_out import (
     TERMINAL,
     PrefectStack,
     SandboxSettings,
-    deploy_floor,
     free_port,
     make_repo,
     one_step_plan,
@@ -59,6 +58,7 @@ from scale_out import (
     postgres_database_url,
     remove_floor_containers,
     run_deployment,
+    start_and_deploy,
     submit_plan,
     temporary_settings,
     wait_for_state,
@@ -139,12 +139,7 @@ def main() -> None:
                          extra_env={"PREFECT_API_DATABASE_CONNECTION_URL": postgres_database_url(database)})
     spent: dict[str, list[dict[str, float]]] = {"floor": [], "ours": []}
     try:
-        stack.start_server()
-        for command in (("agentic", "init"), ("prefect", "--no-prompt", "deploy", "--name", "run-plan/default")):
-            done = stack.run(*command)
-            assert done.returncode == 0, done.stdout + done.stderr
-        with temporary_settings({PREFECT_API_URL: stack.api_url}):
-            deploy_floor(stack)
+        start_and_deploy(stack)
         stack.start_worker("w1", limit=1, warm=options.warm)
         assert stack.server is not None
         server_pid, worker_pid = stack.server.pid, stack.workers["w1"].pid
