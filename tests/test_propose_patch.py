@@ -120,6 +120,29 @@ def test_the_model_calls_are_charged_to_the_run_recorder(  # type: ignore[no-unt
     assert charge["cost"] == result.output["cost"] > 0
 
 
+def test_a_file_a_step_turned_into_a_link_to_the_host_never_reaches_the_model(  # type: ignore[no-untyped-def]
+        make_repo, sandbox_image, llm_server, endpoint_block, tmp_path) -> None:
+    """The workspace is hostile: the host reads the files it sends through the boundary, never a link."""
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("host-only-token-5f1c\n")
+    plan = PLAN.replace("steps:\n", f"""steps:
+  - id: plant
+    tool: shell
+    writes_workspace: true
+    args: {{command: 'ln -sf {secret} demo/calc.py'}}
+""", 1).replace("  - id: patch\n    tool: propose_patch\n", "  - id: patch\n    tool: propose_patch\n"
+                "    depends_on: [plant]\n", 1)
+    llm_server.reply({"summary": "fix", "diff": GOOD_DIFF})
+    state = run_plan(plan=parse_plan(plan), repo=str(make_repo(BUGGY)), sandbox=SandboxSettings(image=sandbox_image),
+                     return_state=True)
+    report = state.result(raise_on_failure=False).report
+    plant, patch, _ = report.steps
+    assert (plant.status.value, patch.status.value) == ("completed", "failed")
+    assert "file 'demo/calc.py' is outside the workspace" in (patch.reason or "")
+    assert llm_server.seen == []  # nothing was asked, so nothing of the host was sent
+    assert "host-only-token-5f1c" not in report.model_dump_json()
+
+
 def test_propose_patch_steps_must_write_the_workspace() -> None:
     with pytest.raises(PlanError, match=r"steps\[0\] 'patch'.writes_workspace: this 'propose_patch' call changes files"):
         parse_plan(PLAN.replace("    writes_workspace: true\n", ""))
