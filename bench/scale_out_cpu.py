@@ -63,6 +63,7 @@ from scale_out import (
     temporary_settings,
     wait_for_state,
 )
+from task_workers import cpu_times
 
 TICKS = os.sysconf("SC_CLK_TCK")
 PARTS = ("server", "postgres", "flow run", "engine")
@@ -72,8 +73,7 @@ SETTLE_SECONDS = 3.0
 
 def machine_busy() -> float:
     """CPU-seconds the whole machine has spent busy since boot (all cores)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / TICKS  # minus idle and iowait
+    return cpu_times()[0] / TICKS
 
 
 def _processes() -> dict[int, tuple[int, str, float]]:
