@@ -47,6 +47,44 @@ from prefect_agentic.settings import uses_embedded_api
 _known: set[tuple[str | None, str]] = set()
 _known_lock = threading.Lock()
 
+LIMIT_NAMES_TTL_SECONDS = 5.0
+"""How long one read of the API's limit names answers (as Prefect's client keeps its own)."""
+_LIMIT_PAGE = 200
+_limit_names: dict[str | None, tuple[float, frozenset[str]]] = {}
+
+
+def limit_names() -> frozenset[str]:
+    """The names of the API's global concurrency limits: one read, kept ``LIMIT_NAMES_TTL_SECONDS``.
+
+    One read answers both questions a step asks before it runs (which of its
+    tags have a limit, and whether the sandbox limit exists yet): a deployed
+    flow run is a fresh process, so each question asked on its own was one
+    more API call per run.
+    """
+    url, now = PREFECT_API_URL.value(), time.monotonic()
+    with _known_lock:
+        cached = _limit_names.get(url)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+    names: set[str] = set()
+    with get_client(sync_client=True) as client:
+        offset = 0
+        while True:
+            page = client.read_global_concurrency_limits(limit=_LIMIT_PAGE, offset=offset)
+            names.update(limit.name for limit in page)
+            if len(page) < _LIMIT_PAGE:
+                break
+            offset += _LIMIT_PAGE
+    with _known_lock:
+        _limit_names[url] = (now + LIMIT_NAMES_TTL_SECONDS, frozenset(names))
+    return frozenset(names)
+
+
+def forget_limit_names() -> None:
+    """Read the limit names again at the next question (a limit was just created or deleted elsewhere)."""
+    with _known_lock:
+        _limit_names.clear()
+
 
 def ensure_limit(name: str, limit: int, slot_decay_per_second: float | None = None) -> None:
     """Create the global concurrency limit ``name`` unless it exists (once per process and API)."""
@@ -54,10 +92,8 @@ def ensure_limit(name: str, limit: int, slot_decay_per_second: float | None = No
     with _known_lock:
         if key in _known:
             return
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
+    if name not in limit_names():
+        with get_client(sync_client=True) as client:
             try:
                 decay = {} if slot_decay_per_second is None else {"slot_decay_per_second": slot_decay_per_second}
                 client.create_global_concurrency_limit(
@@ -72,6 +108,7 @@ def forget_limit(name: str) -> None:
     """Delete the limit ``name`` (a per-run limit whose run is over); missing is fine."""
     with _known_lock:
         _known.discard((PREFECT_API_URL.value(), name))
+        _limit_names.clear()
     with get_client(sync_client=True) as client:
         try:
             client.delete_global_concurrency_limit_by_name(name)

@@ -195,6 +195,10 @@ class DeploymentError(AgenticError):
     """A deployment, work pool or saved block the submission needs is not on the Prefect API."""
 
 
+class SubmissionParameterError(AgenticError):
+    """Flow parameters of a submission do not fit the deployment's flow; the message names them."""
+
+
 class StackError(AgenticError):
     """The local Prefect stack (`agentic up`) did not start or stop as asked."""
 

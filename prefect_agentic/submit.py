@@ -7,19 +7,30 @@ it after a crash, runs that plan whatever version of the pack it has.
 
 from __future__ import annotations
 
+import importlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
+from prefect import Flow
 from prefect.blocks.core import Block
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import DeploymentFlowRunCreate
 from prefect.client.schemas.objects import FlowRun
-from prefect.deployments import run_deployment
-from prefect.exceptions import FlowRunWaitTimeout, ObjectNotFound
+from prefect.client.schemas.responses import DeploymentResponse
+from prefect.exceptions import (
+    FlowRunWaitTimeout,
+    ObjectNotFound,
+    ParameterTypeError,
+    SignatureMismatchError,
+)
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+from prefect.states import Scheduled, to_state_create
 
-from prefect_agentic.errors import DeploymentError
+from prefect_agentic.errors import DeploymentError, SubmissionParameterError
 from prefect_agentic.gates.notice import WaitingNotice, notice_for
 from prefect_agentic.plan.models import Plan
 
@@ -65,16 +76,91 @@ def submit_plan(plan: Plan, repo: str, *, ref: str = "HEAD", deployment: str = D
 
     The plan is stored whole, defaults included: a worker with a newer pack
     whose defaults differ (resuming a suspended run, or retrying a crashed one)
-    still reads the plan exactly as it was submitted.
+    still reads the plan exactly as it was submitted. Parameters that do not
+    fit the deployment's flow raise ``SubmissionParameterError`` naming them,
+    and no flow run is made.
     """
     values = {"plan": plan.model_dump(mode="json"), "repo": repo, "ref": ref,
               **(parameters or {})}
+    with get_client(sync_client=True) as client:
+        try:
+            target = client.read_deployment_by_name(deployment)
+        except ObjectNotFound:
+            raise DeploymentError(
+                f"no deployment '{deployment}' on the Prefect API; run `prefect deploy --all` in a "
+                f"checkout of prefect-agentic first") from None
+        checked = check_parameters_here(target, deployment, values)
+        return _create_flow_run(client, target, values, server_check=not checked)
+
+
+def check_parameters_here(target: DeploymentResponse, name: str, values: dict[str, Any]) -> bool:
+    """Validate ``values`` as the flow run will when it starts; True if done here.
+
+    Why here and not on the server: the server checks a flow run's parameters
+    against the deployment's JSON schema, and first checks that schema itself
+    against the JSON Schema meta-schema, for every flow run. ``run-plan``'s
+    schema is 32 KB (plans, sandbox, policy, budget, audit storage...), so that
+    check cost the server ~90 ms of CPU per submitted run, more than the rest
+    of making the run (``bench/scale_out.py``). The flows of this pack are
+    importable wherever the pack is, so the check the flow run itself makes
+    (pydantic, against the flow's signature) runs here instead, and its error
+    reaches the submitter at once. Other deployments, and parameters the
+    server fills in (``__prefect_kind`` values), keep the server's check.
+    """
+    flow = _pack_flow(target.entrypoint)
+    merged = {**(target.parameters or {}), **values}
+    if flow is None or _needs_hydration(merged):
+        return False
     try:
-        return run_deployment(deployment, parameters=values, timeout=0)  # type: ignore[return-value]
-    except ObjectNotFound:
-        raise DeploymentError(
-            f"no deployment '{deployment}' on the Prefect API; run `prefect deploy --all` in a "
-            f"checkout of prefect-agentic first") from None
+        with _quiet("prefect.flows"):  # it logs the error it raises; the caller reports it once
+            flow.validate_parameters(merged)
+    except (ParameterTypeError, SignatureMismatchError) as exc:
+        raise SubmissionParameterError(f"parameters for deployment '{name}' do not fit flow "
+                                       f"'{flow.name}': {exc}") from None
+    return True
+
+
+def _pack_flow(entrypoint: str | None) -> Flow[..., Any] | None:
+    """The flow a ``prefect_agentic.<module>:<flow>`` entrypoint names; None for any other entrypoint."""
+    module, _, attribute = (entrypoint or "").partition(":")
+    if not module.startswith("prefect_agentic.") or not attribute:
+        return None
+    try:
+        flow = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError):
+        return None  # a flow of another pack version: the server checks
+    return flow if isinstance(flow, Flow) else None
+
+
+def _needs_hydration(values: Any) -> bool:
+    if isinstance(values, dict):
+        return "__prefect_kind" in values or any(_needs_hydration(v) for v in values.values())
+    if isinstance(values, list):
+        return any(_needs_hydration(v) for v in values)
+    return False
+
+
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    was = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = was
+
+
+def _create_flow_run(client: SyncPrefectClient, target: DeploymentResponse, values: dict[str, Any], *,
+                     server_check: bool) -> FlowRun:
+    """``POST /deployments/{id}/create_flow_run``, scheduled now; without the server's parameter
+    check when ``server_check`` is False (Prefect's client has no argument for that field)."""
+    create = DeploymentFlowRunCreate(parameters=values, state=to_state_create(Scheduled()))
+    if not server_check:
+        create.enforce_parameter_schema = False
+    response = client.request("POST", "/deployments/{id}/create_flow_run", path_params={"id": target.id},
+                              json=create.model_dump(mode="json", exclude_unset=True))
+    return FlowRun.model_validate(response.json())
 
 
 def flow_run_url(flow_run_id: UUID) -> str | None:

@@ -119,6 +119,27 @@ def test_from_a_fresh_clone_init_deploy_and_submit_run_a_plan_end_to_end(  # typ
     assert shown.stdout == "hello\n", shown.stderr
 
 
+def test_parameters_that_do_not_fit_the_flow_are_refused_before_a_run_is_made(  # type: ignore[no-untyped-def]
+        stack, deployed, make_repo, tmp_path) -> None:
+    """`agentic submit` checks the parameters as the flow run would (the server's own check is skipped)."""
+    repo = make_repo({"f": "x"})
+    (tmp_path / "tiny.yaml").write_text(TINY)
+
+    def flow_runs() -> int:
+        with stack.client() as client:
+            return len(client.read_flow_runs(limit=200))
+
+    before = flow_runs()
+    for param, named in (("fresh=maybe", "fresh: Input should be a valid boolean"),
+                         ("fersh=true", "'fersh'"),
+                         ("sandbox={memory: 12}", "sandbox.memory")):
+        bad = stack.run("agentic", "submit", str(tmp_path / "tiny.yaml"), "--repo", str(repo), "--param", param)
+        assert bad.returncode == 2, bad.stdout + bad.stderr
+        assert "parameters for deployment 'run-plan/default' do not fit flow 'run-plan'" in bad.stderr
+        assert named in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    assert flow_runs() == before
+
+
 def test_a_paused_run_finishes_its_own_plan_after_the_pack_is_upgraded(  # type: ignore[no-untyped-def]
         stack, deployed, make_repo, tmp_path) -> None:
     repo = make_repo({"f": "x"})

@@ -10,6 +10,7 @@ from conftest import EXAMPLES
 from prefect.client.orchestration import get_client
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
+from prefect_agentic.concurrency import forget_limit_names
 from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.flows.run_plan import RunReport, run_plan
 from prefect_agentic.plan import load_plan, parse_plan
@@ -85,8 +86,6 @@ def _flow_run_name_and_task_tags(report: RunReport) -> tuple[str, dict[str, set[
 def test_flow_run_is_named_after_plan_and_goal_and_steps_are_tagged_only_under_a_tag_limit(  # type: ignore[no-untyped-def]
         make_repo, sandbox_image: str) -> None:
     """Untagged steps skip the task engine's slot call (a 2 s stall on SQLite); a tag limit still holds."""
-    import prefect_agentic.tasks.step as step_module
-
     name, tasks = _flow_run_name_and_task_tags(
         run(EXAMPLES / "plans" / "fix-lint-demo.yaml", make_repo(example="demo"), sandbox_image))
     assert name == "fix-lint-demo v1: Make ruff pass on the demo package"
@@ -95,7 +94,7 @@ def test_flow_run_is_named_after_plan_and_goal_and_steps_are_tagged_only_under_a
 
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name("tag:tool:ruff", 4)
-    step_module.forget_tag_limits()  # the answer of the run before is kept 5 s
+    forget_limit_names()  # the answer of the run before is kept 5 s
     try:
         _, tasks = _flow_run_name_and_task_tags(
             run(EXAMPLES / "plans" / "fix-lint-demo.yaml", make_repo(example="demo", name="limited"),
@@ -103,7 +102,7 @@ def test_flow_run_is_named_after_plan_and_goal_and_steps_are_tagged_only_under_a
     finally:
         with get_client(sync_client=True) as client:
             client.delete_global_concurrency_limit_by_name("tag:tool:ruff")
-        step_module.forget_tag_limits()
+        forget_limit_names()
     assert tasks["fix"] == {"plan:fix-lint-demo", "tool:ruff"}
     assert tasks["tests"] == set()  # its tool (pytest) and its plan have no limit
 

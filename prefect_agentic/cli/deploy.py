@@ -15,7 +15,7 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from prefect_agentic.errors import AgenticError, PlanError
+from prefect_agentic.errors import AgenticError, PlanError, SubmissionParameterError
 
 err = Console(stderr=True)
 
@@ -93,7 +93,7 @@ def submit(
                 raise _fail(f"--on-upgrade {on_upgrade}: give pinned or upgrade", 2)
             extra["on_upgrade"] = on_upgrade
         flow_run = submit_plan(plan, str(repo.resolve()), ref=ref, deployment=deployment, parameters=extra)
-    except (PlanError, RecipeError, yaml.YAMLError) as exc:
+    except (PlanError, RecipeError, SubmissionParameterError, yaml.YAMLError) as exc:
         raise _fail(str(exc), 2) from None
     except AgenticError as exc:
         raise _fail(str(exc), 3) from None

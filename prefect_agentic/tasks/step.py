@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-import time
 from typing import Any
 
 from prefect import Task, task
-from prefect.client.orchestration import get_client
 from prefect.context import TaskRunContext
 from prefect.runtime import task_run as task_run_runtime
 from prefect.states import State
 from prefect.tasks import exponential_backoff
 
+from prefect_agentic.concurrency import limit_names
 from prefect_agentic.executor import RunContext, StepResult, execute_step, pinned_tool_version
 from prefect_agentic.plan.models import Step
 from prefect_agentic.record.progress import StepEvent, StepStatus, publish
@@ -73,37 +71,9 @@ def run_step(step: Step, run: RunContext, input_result: StepResult | None = None
     return execute_step(step, run, snapshot, attempt)
 
 
-_LIMIT_TTL_S = 5.0
-_LIMIT_PAGE = 200
-_tag_limits: tuple[float, frozenset[str]] | None = None
-_tag_limits_lock = threading.Lock()
-
-
 def limited_tags() -> frozenset[str]:
-    """The tags that have a concurrency limit on the API (one read, kept 5 s as Prefect's client keeps its own)."""
-    global _tag_limits
-    now = time.monotonic()
-    with _tag_limits_lock:
-        if _tag_limits is not None and _tag_limits[0] > now:
-            return _tag_limits[1]
-        names: set[str] = set()
-        with get_client(sync_client=True) as client:
-            offset = 0
-            while True:
-                page = client.read_global_concurrency_limits(limit=_LIMIT_PAGE, offset=offset)
-                names.update(limit.name.removeprefix("tag:") for limit in page if limit.name.startswith("tag:"))
-                if len(page) < _LIMIT_PAGE:
-                    break
-                offset += _LIMIT_PAGE
-        _tag_limits = (now + _LIMIT_TTL_S, frozenset(names))
-        return _tag_limits[1]
-
-
-def forget_tag_limits() -> None:
-    """Read the tag limits again at the next step (a limit was just created or deleted)."""
-    global _tag_limits
-    with _tag_limits_lock:
-        _tag_limits = None
+    """The tags that have a concurrency limit on the API (Prefect keeps them as ``tag:<name>`` limits)."""
+    return frozenset(name.removeprefix("tag:") for name in limit_names() if name.startswith("tag:"))
 
 
 def step_tags(plan_id: str, tool: str) -> set[str]:
