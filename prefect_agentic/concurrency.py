@@ -213,15 +213,24 @@ def _client() -> SyncPrefectClient:
     with _known_lock:
         client = _clients.get(url)
         if client is None:
+            verify = _tls_context(url)
             transport = BusyRetryTransport(httpx.HTTPTransport(
-                verify=_tls_context(), http2=PREFECT_API_ENABLE_HTTP2.value(), retries=3))
-            client = _clients[url] = get_client(sync_client=True, httpx_settings={"transport": transport})
+                verify=verify, http2=PREFECT_API_ENABLE_HTTP2.value(), retries=3))
+            client = _clients[url] = get_client(sync_client=True,
+                                                httpx_settings={"transport": transport, "verify": verify})
             client.__enter__()
         return client
 
 
-def _tls_context() -> ssl.SSLContext:
-    """The TLS checks Prefect's own client makes (a transport of ours must make them itself)."""
+def _tls_context(url: str | None) -> ssl.SSLContext:
+    """The TLS checks Prefect's own client makes (a transport of ours must make them itself).
+
+    For a plain-HTTP API no TLS is spoken, and loading the CA bundle would cost
+    ~20 ms of CPU in every flow-run process: the context then trusts no
+    certificate at all, so it could only refuse a TLS peer, never accept one.
+    """
+    if url is not None and url.startswith("http://"):
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if PREFECT_API_TLS_INSECURE_SKIP_VERIFY.value():
         context = ssl.create_default_context()
         context.check_hostname = False

@@ -45,14 +45,19 @@ PROGRESS_INTERVAL_SECONDS = 1.0
 
 
 class ProgressArtifact:
-    """Audit observer: the share of the current plan's steps that have finished, in percent."""
+    """Audit observer: the share of the current plan's steps that have finished, in percent.
+
+    The artifact is made when the first step finishes, with the share done by
+    then: a bar at 0 % says nothing the run's state does not, and making it
+    up front was one more API request, on the way to the first step, in every run.
+    """
 
     def __init__(self, plan_id: str, steps: Sequence[str]) -> None:
+        self.plan_id = plan_id
         self.steps = list(steps)
         self.finished: set[str] = set()
         self._updated = 0.0
-        self.artifact_id: UUID = create_progress_artifact(
-            0.0, key=artifact_key("progress", plan_id), description=f"Steps of plan {plan_id} finished")
+        self.artifact_id: UUID | None = None
 
     def __call__(self, record: AuditRecord) -> None:
         if record.kind == "plan" and isinstance(record.data.get("plan"), dict):
@@ -67,8 +72,12 @@ class ProgressArtifact:
         if done < len(self.steps) and now - self._updated < PROGRESS_INTERVAL_SECONDS:
             return
         self._updated = now
-        update_progress_artifact(self.artifact_id, round(100.0 * done / max(1, len(self.steps)), 1),
-                                 description=f"{done} of {len(self.steps)} steps finished")
+        share, description = round(100.0 * done / max(1, len(self.steps)), 1), f"{done} of {len(self.steps)} steps finished"
+        if self.artifact_id is None:
+            self.artifact_id = create_progress_artifact(share, key=artifact_key("progress", self.plan_id),
+                                                        description=description)
+        else:
+            update_progress_artifact(self.artifact_id, share, description=description)
 
 
 def step_rows(report: RunReport, records: Sequence[AuditRecord]) -> list[dict[str, Any]]:

@@ -72,11 +72,8 @@ class RunAudit:
         """
         store = AuditStore(storage)
         records: list[AuditRecord] = []
-        observers: list[Observer] = [records.append, EventEmitter(ids)]
-        try:
-            observers.append(ProgressArtifact(plan.id, [s.id for s in plan.steps]))
-        except Exception:  # no progress bar is no reason to stop a run
-            logger.exception("could not create the progress artifact")
+        observers: list[Observer] = [records.append, EventEmitter(ids),
+                                     ProgressArtifact(plan.id, [s.id for s in plan.steps])]
         log = AuditLog(store, ids.flow_run_id, observers)
         records.extend(log.previous)
         first = log.previous[0] if log.previous else None

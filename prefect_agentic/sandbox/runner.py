@@ -21,6 +21,7 @@ are labelled so that leftovers of a killed process are removed by the next run.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -126,7 +127,25 @@ def force_remove(container: Container) -> bool:
         raise
 
 
+_clients: dict[tuple[int, str], docker.DockerClient] = {}
+_clients_lock = threading.Lock()
+
+
 def _client(settings: SandboxSettings) -> docker.DockerClient:
+    """A Docker client of ``settings.docker_host`` that answered a ping just now.
+
+    One client per process and engine (its connection pool is thread-safe):
+    making one asks the engine for its version, and a run asked twice (its
+    image pin, then its sandbox). A client whose ping fails is replaced once
+    before the engine counts as unreachable (the engine may have restarted).
+    The process id is part of the key: a forked process never shares its
+    parent's connections.
+    """
+    key = (os.getpid(), settings.docker_host.model_dump_json())
+    with _clients_lock:
+        client = _clients.get(key)
+    if client is not None and _answers(client):
+        return client
     try:
         client = settings.docker_host.get_client()
         client.ping()
@@ -135,7 +154,16 @@ def _client(settings: SandboxSettings) -> docker.DockerClient:
             f"cannot reach the Docker engine ({exc}); start it (`dockerd` or `make setup`) "
             "or point the sandbox settings' docker_host at a running engine"
         ) from None
+    with _clients_lock:
+        _clients[key] = client
     return client
+
+
+def _answers(client: docker.DockerClient) -> bool:
+    try:
+        return bool(client.ping())
+    except (docker.errors.DockerException, requests.RequestException):
+        return False
 
 
 def _image_id(client: docker.DockerClient, image: str) -> str:
