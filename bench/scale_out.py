@@ -13,10 +13,13 @@ plans (``sleep 1`` in the sandbox), after an untimed warm-up batch of floor runs
 that fills every worker slot (with ``--warm`` it starts each worker's warm
 process). Prints:
   * per batch: runs per minute, from the first flow run's creation to the last
-    run's terminal state (server timestamps); a round where any run of either
+    run's terminal state (server timestamps), and the machine's CPU while it
+    ran (share busy, CPU-seconds per run); a round where any run of either
     batch did not complete is void;
   * the median runs per minute of each kind over the valid rounds and the
-    median ratio ours/floor (issue 17's target: >= 0.9x);
+    median ratio ours/floor (issue 17's target: >= 0.9x); the median CPU per
+    run of each kind and their ratio, which bounds the throughput ratio when
+    both kinds keep the CPU busy (a kind below ~100% busy waits on something else);
   * where a run's time goes, per kind: start-up (Pending -> Running: the
     flow-run process, pull steps, flow load), running (Running -> terminal),
     created -> completed (with queueing behind the workers' slots);
@@ -68,6 +71,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from scale_out_floor import LABEL as FLOOR_LABEL
+from task_workers import busy_fraction, cpu_times
 
 from prefect_agentic.blocks import SandboxSettings
 from prefect_agentic.flows.run_plan import run_plan
@@ -139,6 +143,10 @@ class Batch:
     """Per flow run: seconds its task runs (the one step) were Running."""
     containers: int | None = None
     """Containers the batch created (counted for the floor only: ours share a label with other runs)."""
+    busy: float = 0.0
+    """Share of the machine's CPU time that was busy while the batch ran (all cores)."""
+    cpu_seconds: float = 0.0
+    """The machine's busy CPU-seconds while the batch ran."""
 
     @property
     def completed(self) -> int:
@@ -174,13 +182,16 @@ class Batch:
     def line(self) -> str:
         made = "" if self.containers is None else f"; {self.containers} containers created"
         return (f"{self.kind:5s} {self.completed:3d}/{len(self.runs)} completed {self.per_minute:7.1f} "
-                f"runs/minute ({self.seconds:6.1f} s){made}")
+                f"runs/minute ({self.seconds:6.1f} s, CPU {100 * self.busy:3.0f}% busy, "
+                f"{self.cpu_seconds / len(self.runs):4.2f} CPU-s a run){made}")
 
 
 def run_batch(stack: PrefectStack, kind: str, submit: Callable[[int], UUID], runs: int) -> Batch:
+    before = cpu_times()
     with temporary_settings({PREFECT_API_URL: stack.api_url}):
         ids = [submit(i) for i in range(runs)]
     finished = [wait_for_state(stack, i, TERMINAL, timeout=1800) for i in ids]
+    after = cpu_times()
     with stack.client() as client:
         states = [client.read_flow_run_states(i) for i in ids]
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)),
@@ -188,7 +199,9 @@ def run_batch(stack: PrefectStack, kind: str, submit: Callable[[int], UUID], run
     in_tasks = {i: 0.0 for i in ids}
     for task_run in task_runs:
         in_tasks[task_run.flow_run_id] += task_run.total_run_time.total_seconds()
-    return Batch(kind, finished, states, [in_tasks[i] for i in ids])
+    busy_ticks = after[0] - before[0]
+    return Batch(kind, finished, states, [in_tasks[i] for i in ids], busy=busy_fraction(before, after),
+                 cpu_seconds=busy_ticks / os.sysconf("SC_CLK_TCK"))
 
 
 class ContainersCreated:
@@ -304,6 +317,11 @@ def report(options: argparse.Namespace, rounds: list[tuple[Batch, Batch]], basel
     print(f"throughput, ours           {ours_rate:8.1f} runs/minute (median; run-plan/default, one-step plan)")
     print(f"ratio ours/floor           {ratio:8.2f}x  (median of rounds; target >= {TARGET}x: "
           f"{'PASS' if ratio >= TARGET else 'MISS'})")
+    floor_cpu = statistics.median(f.cpu_seconds / len(f.runs) for f, _ in valid)
+    ours_cpu = statistics.median(o.cpu_seconds / len(o.runs) for _, o in valid)
+    print(f"machine CPU a run, floor   {floor_cpu:8.2f} s (median; busy {100 * statistics.median(f.busy for f, _ in valid):.0f}%)"
+          f"; ours {ours_cpu:.2f} s (busy {100 * statistics.median(o.busy for _, o in valid):.0f}%); "
+          f"floor/ours {floor_cpu / ours_cpu:.2f}x (the bound on the ratio when both are CPU-bound)")
     print("per run, mean over valid rounds          floor     ours")
     for name, part in (("start-up (Pending -> Running)", Batch.start_up),
                        ("running (Running -> Completed)", Batch.running),
