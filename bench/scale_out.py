@@ -14,8 +14,10 @@ that fills every worker slot (with ``--warm`` it starts each worker's warm
 process). Prints:
   * per batch: runs per minute, from the first flow run's creation to the last
     run's terminal state (server timestamps), and the machine's CPU while it
-    ran (share busy, CPU-seconds per run); a round where any run of either
-    batch did not complete is void;
+    ran (share busy, CPU-seconds per run; in the summary split into the
+    server's process tree, PostgreSQL, the Docker engine and the rest: flow-run
+    processes, containers, this bench); a round where any run of either batch
+    did not complete is void;
   * the median runs per minute of each kind over the valid rounds and the
     median ratio ours/floor (issue 17's target: >= 0.9x); the median CPU per
     run of each kind and their ratio, which bounds the throughput ratio when
@@ -50,7 +52,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -66,12 +68,12 @@ os.environ.setdefault("AGENTIC_HOME", str(_STATE / "agentic"))
 import docker
 import requests
 from deploy_helpers import PrefectStack, free_port, postgres, postgres_database_url, wait_for_state
+from machine_cpu import busy_fraction, by_part, cpu_times
 from prefect import Flow
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from scale_out_floor import LABEL as FLOOR_LABEL
-from task_workers import busy_fraction, cpu_times
 
 from prefect_agentic.blocks import SandboxSettings
 from prefect_agentic.flows.run_plan import run_plan
@@ -147,6 +149,8 @@ class Batch:
     """Share of the machine's CPU time that was busy while the batch ran (all cores)."""
     cpu_seconds: float = 0.0
     """The machine's busy CPU-seconds while the batch ran."""
+    parts: dict[str, float] = field(default_factory=dict)
+    """Of them: the server's process tree, PostgreSQL, the Docker engine, and the rest (flow runs, containers...)."""
 
     @property
     def completed(self) -> int:
@@ -187,11 +191,11 @@ class Batch:
 
 
 def run_batch(stack: PrefectStack, kind: str, submit: Callable[[int], UUID], runs: int) -> Batch:
-    before = cpu_times()
+    before, parts_before = cpu_times(), by_part(stack.server.pid)
     with temporary_settings({PREFECT_API_URL: stack.api_url}):
         ids = [submit(i) for i in range(runs)]
     finished = [wait_for_state(stack, i, TERMINAL, timeout=1800) for i in ids]
-    after = cpu_times()
+    after, parts_after = cpu_times(), by_part(stack.server.pid)
     with stack.client() as client:
         states = [client.read_flow_run_states(i) for i in ids]
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)),
@@ -199,9 +203,11 @@ def run_batch(stack: PrefectStack, kind: str, submit: Callable[[int], UUID], run
     in_tasks = {i: 0.0 for i in ids}
     for task_run in task_runs:
         in_tasks[task_run.flow_run_id] += task_run.total_run_time.total_seconds()
-    busy_ticks = after[0] - before[0]
+    cpu_seconds = (after[0] - before[0]) / os.sysconf("SC_CLK_TCK")
+    parts = {name: parts_after[name] - parts_before[name] for name in ("server", "postgres", "engine")}
+    parts["rest"] = cpu_seconds - sum(parts.values())
     return Batch(kind, finished, states, [in_tasks[i] for i in ids], busy=busy_fraction(before, after),
-                 cpu_seconds=busy_ticks / os.sysconf("SC_CLK_TCK"))
+                 cpu_seconds=cpu_seconds, parts=parts)
 
 
 class ContainersCreated:
@@ -322,6 +328,10 @@ def report(options: argparse.Namespace, rounds: list[tuple[Batch, Batch]], basel
     print(f"machine CPU a run, floor   {floor_cpu:8.2f} s (median; busy {100 * statistics.median(f.busy for f, _ in valid):.0f}%)"
           f"; ours {ours_cpu:.2f} s (busy {100 * statistics.median(o.busy for _, o in valid):.0f}%); "
           f"floor/ours {floor_cpu / ours_cpu:.2f}x (the bound on the ratio when both are CPU-bound)")
+    for name in ("server", "postgres", "engine", "rest"):
+        f_part = statistics.median(f.parts[name] / len(f.runs) for f, _ in valid)
+        o_part = statistics.median(o.parts[name] / len(o.runs) for _, o in valid)
+        print(f"  of it, {name:18s} {f_part:6.2f} s {o_part:6.2f} s   ({o_part - f_part:+.2f} s)")
     print("per run, mean over valid rounds          floor     ours")
     for name, part in (("start-up (Pending -> Running)", Batch.start_up),
                        ("running (Running -> Completed)", Batch.running),

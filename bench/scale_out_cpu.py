@@ -36,13 +36,13 @@ import shutil
 import statistics
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from uuid import UUID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # scale_out sets the bench's environment (PREFECT_HOME, AGENTIC_HOME...) before Prefect loads: import all through it.
+from machine_cpu import by_part, machine_busy
 from scale_out import (
     _STATE,
     FLOOR_DEPLOYMENT,
@@ -63,54 +63,10 @@ from scale_out import (
     temporary_settings,
     wait_for_state,
 )
-from task_workers import cpu_times
 
-TICKS = os.sysconf("SC_CLK_TCK")
 PARTS = ("server", "postgres", "flow run", "engine")
 SETTLE_SECONDS = 3.0
 """Idle time before and after each run, so that the tail of one run (heartbeat, log flush) is not charged to the next."""
-
-
-def machine_busy() -> float:
-    """CPU-seconds the whole machine has spent busy since boot (all cores)."""
-    return cpu_times()[0] / TICKS
-
-
-def _processes() -> dict[int, tuple[int, str, float]]:
-    """pid -> (parent pid, command line, CPU-seconds of it and its reaped children)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # it ended meanwhile
-        ticks = sum(int(v) for v in stat[11:15])  # utime, stime, cutime, cstime
-        found[int(entry.name)] = (int(stat[1]), command, ticks / TICKS)
-    return found
-
-
-def _tree(processes: dict[int, tuple[int, str, float]], root: int) -> float:
-    total, stack = 0.0, [root]
-    while stack:
-        pid = stack.pop()
-        if pid in processes:
-            total += processes[pid][2]
-            stack.extend(p for p, (parent, _, _) in processes.items() if parent == pid)
-    return total
-
-
-def by_part(server_pid: int, worker_pid: int) -> Counter[str]:
-    processes = _processes()
-    parts: Counter[str] = Counter(server=_tree(processes, server_pid), **{"flow run": _tree(processes, worker_pid)})
-    for _, command, cpu in processes.values():
-        if command.startswith("postgres"):
-            parts["postgres"] += cpu
-        elif command.startswith(("/usr/sbin/dockerd", "dockerd", "containerd ", "/usr/bin/containerd ")):
-            parts["engine"] += cpu
-    return parts
 
 
 def charge(stack: PrefectStack, submit: Callable[[], UUID], server_pid: int, worker_pid: int) -> dict[str, float]:

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from deploy_helpers import BIN, free_port, postgres, postgres_database_url
+from machine_cpu import busy_fraction, cpu_times
 
 from prefect_agentic.stack import wait_healthy
 
@@ -61,17 +62,6 @@ def make_repo(root: Path) -> Path:
                     ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"]):
         subprocess.run(command, cwd=repo, check=True, env=env)
     return repo
-
-
-def cpu_times() -> tuple[int, int]:
-    """(busy, total) jiffies of all the machine's cores since boot."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-def busy_fraction(before: tuple[int, int], after: tuple[int, int]) -> float:
-    return (after[0] - before[0]) / max(1, after[1] - before[1])
 
 
 def main() -> None:

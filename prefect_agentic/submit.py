@@ -104,12 +104,15 @@ def check_parameters_here(target: DeploymentResponse, name: str, values: dict[st
     of making the run (``bench/scale_out.py``). The flows of this pack are
     importable wherever the pack is, so the check the flow run itself makes
     (pydantic, against the flow's signature) runs here instead, and its error
-    reaches the submitter at once. Other deployments, and parameters the
-    server fills in (``__prefect_kind`` values), keep the server's check.
+    reaches the submitter at once. Other deployments, a deployment made from
+    another version of the flow (its schema differs from the one here), and
+    parameters the server fills in (``__prefect_kind`` values) keep the
+    server's check.
     """
     flow = _pack_flow(target.entrypoint)
     merged = {**(target.parameters or {}), **values}
-    if flow is None or _needs_hydration(merged):
+    if (flow is None or _needs_hydration(merged)
+            or flow.parameters.model_dump_for_openapi() != target.parameter_openapi_schema):
         return False
     try:
         with _quiet("prefect.flows"):  # it logs the error it raises; the caller reports it once

@@ -25,6 +25,8 @@ from test_agent_loop import GATED
 from test_gate_suspend import SHIP  # notes (writes), then publish (gated, reads)
 
 from prefect_agentic.concurrency import holding, wait_for_rate
+from prefect_agentic.plan import parse_plan
+from prefect_agentic.submit import check_parameters_here
 from prefect_agentic.workspace import mounted, resolve_base, run_key
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -138,6 +140,10 @@ def test_parameters_that_do_not_fit_the_flow_are_refused_before_a_run_is_made(  
         assert "parameters for deployment 'run-plan/default' do not fit flow 'run-plan'" in bad.stderr
         assert named in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
     assert flow_runs() == before
+    with stack.client() as client:  # the deployed schema is this flow's: the check was made here, not on the server
+        target = client.read_deployment_by_name("run-plan/default")
+    assert check_parameters_here(target, "run-plan/default", {"plan": parse_plan(TINY).model_dump(mode="json"),
+                                                              "repo": str(repo)})
 
 
 def test_a_paused_run_finishes_its_own_plan_after_the_pack_is_upgraded(  # type: ignore[no-untyped-def]
