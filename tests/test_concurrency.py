@@ -9,7 +9,13 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
-from prefect_agentic.concurrency import _tls_context, ensure_limit, forget_limit, forget_limit_names, limit_names
+from prefect_agentic.concurrency import (
+    _tls_context,
+    ensure_limit,
+    forget_limit,
+    forget_limit_names,
+    limit_names,
+)
 from prefect_agentic.sandbox.runner import _client
 
 
