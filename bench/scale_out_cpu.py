@@ -41,8 +41,9 @@ from pathlib import Path
 from uuid import UUID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine_cpu import by_part, machine_busy  # /proc only: loads nothing of Prefect
+
 # scale_out sets the bench's environment (PREFECT_HOME, AGENTIC_HOME...) before Prefect loads: import all through it.
-from machine_cpu import by_part, machine_busy
 from scale_out import (
     _STATE,
     FLOOR_DEPLOYMENT,
