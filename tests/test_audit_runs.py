@@ -236,7 +236,7 @@ async def read_artifacts(flow_run_id: str) -> dict[str, Any]:
     return {a.type: a.data for a in found}
 
 
-def test_each_run_publishes_a_summary_a_step_table_and_its_progress(runs) -> None:  # type: ignore[no-untyped-def]
+def test_each_run_publishes_a_summary_a_step_table_and_its_progress_while_steps_remain(runs) -> None:  # type: ignore[no-untyped-def]
     report = runs["failed"]
     artifacts = asyncio.run(read_artifacts(str(report.flow_run_id)))
     summary = artifacts["markdown"]
@@ -251,6 +251,9 @@ def test_each_run_publishes_a_summary_a_step_table_and_its_progress(runs) -> Non
     assert (rows["tests"]["status"], rows["tests"]["attempts"], rows["tests"]["cached"]) == ("failed", 2, False)
     assert rows["note"]["duration_s"] > 0 and rows["note"]["started"] <= rows["note"]["finished"]
     assert artifacts["progress"] == 100.0
+    # a one-step plan's steps all end at once: no progress bar, its state says what one would
+    one_step = asyncio.run(read_artifacts(str(runs["denied"].flow_run_id)))
+    assert "markdown" in one_step and "table" in one_step and "progress" not in one_step
 
 
 def test_stats_from_the_prefect_api_and_the_audit_logs(runs) -> None:  # type: ignore[no-untyped-def]

@@ -47,9 +47,10 @@ PROGRESS_INTERVAL_SECONDS = 1.0
 class ProgressArtifact:
     """Audit observer: the share of the current plan's steps that have finished, in percent.
 
-    The artifact is made when the first step finishes, with the share done by
-    then: a bar at 0 % says nothing the run's state does not, and making it
-    up front was one more API request, on the way to the first step, in every run.
+    The artifact is made when the first step finishes with steps still to go,
+    with the share done by then. A bar at 0 %, or at 100 % when every step ended
+    at once (a one-step plan), says nothing the run's state does not, and each
+    was one more API request in every such run.
     """
 
     def __init__(self, plan_id: str, steps: Sequence[str]) -> None:
@@ -58,6 +59,7 @@ class ProgressArtifact:
         self.finished: set[str] = set()
         self._updated = 0.0
         self.artifact_id: UUID | None = None
+        self._tried = False
 
     def __call__(self, record: AuditRecord) -> None:
         if record.kind == "plan" and isinstance(record.data.get("plan"), dict):
@@ -74,6 +76,9 @@ class ProgressArtifact:
         self._updated = now
         share, description = round(100.0 * done / max(1, len(self.steps)), 1), f"{done} of {len(self.steps)} steps finished"
         if self.artifact_id is None:
+            if done == len(self.steps) and not self._tried:
+                return
+            self._tried = True  # a creation the API refused is tried again at the next write
             self.artifact_id = create_progress_artifact(share, key=artifact_key("progress", self.plan_id),
                                                         description=description)
         else:
