@@ -32,9 +32,17 @@ process). Prints:
 ``--warm`` runs both kinds on ``agentic worker`` (flow runs forked warm)
 instead of ``prefect worker start``.
 
+``--same-work`` adds a third kind to every round, the second floor
+``scale-out-floor-same-work/same-work`` (``bench/scale_out_floor.py``): plain
+Prefect, git and Docker doing, with the same commands and API calls, the work
+one run of ours does around its second (size-limited workspace, clone, sandbox
+slot, hardened container with capture, events, artifacts), without our code.
+It splits the miss: ours/same-work is what our own code costs, same-work/floor
+what that work costs in Prefect, git and Docker.
+
 Needs what the scale-out test needs (``make setup``: Docker, the sandbox
 image, PostgreSQL). Usage:
-``python bench/scale_out.py [--runs 20] [--rounds 3] [--workers 2] [--warm]``.
+``python bench/scale_out.py [--runs 20] [--rounds 3] [--workers 2] [--warm] [--same-work]``.
 """
 
 from __future__ import annotations
@@ -81,6 +89,7 @@ from prefect_agentic.plan.loader import plan_from_data
 from prefect_agentic.submit import submit_plan
 
 FLOOR_DEPLOYMENT = "scale-out-floor/floor"
+SAME_WORK_DEPLOYMENT = "scale-out-floor-same-work/same-work"
 TARGET = 0.9
 """Issue 17: our deployed runs per minute >= 0.9x the floor's."""
 TERMINAL = {"Completed", "Failed", "Crashed", "Cancelled"}
@@ -113,15 +122,16 @@ def in_process_seconds(repo: Path, repeats: int = 3) -> float:
 
 
 def deploy_floor(stack: PrefectStack) -> None:
-    """Deploy ``bench/scale_out_floor.py:docker_floor`` from the stack's checkout to ``agentic-process``.
+    """Deploy both floors of ``bench/scale_out_floor.py`` from the stack's checkout to ``agentic-process``.
 
     A local-directory source: the deployment's pull step sets the flow-run
     process's working directory to the checkout, where the entrypoint is loaded.
     """
-    floor = Flow.from_source(source=str(stack.checkout), entrypoint="bench/scale_out_floor.py:docker_floor")
-    with contextlib.redirect_stdout(io.StringIO()):  # its table of deployments
-        floor.deploy(name="floor", work_pool_name="agentic-process", print_next_steps=False,  # type: ignore[union-attr]
-                     ignore_warnings=True)
+    for function, name in (("docker_floor", "floor"), ("docker_floor_same_work", "same-work")):
+        floor = Flow.from_source(source=str(stack.checkout), entrypoint=f"bench/scale_out_floor.py:{function}")
+        with contextlib.redirect_stdout(io.StringIO()):  # its table of deployments
+            floor.deploy(name=name, work_pool_name="agentic-process", print_next_steps=False,  # type: ignore[union-attr]
+                         ignore_warnings=True)
 
 
 def start_and_deploy(stack: PrefectStack) -> None:
@@ -251,6 +261,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--limit", type=int, default=4, help="flow runs per worker at once")
     parser.add_argument("--warm", action="store_true", help="`agentic worker` (warm fork) for both kinds")
+    parser.add_argument("--same-work", action="store_true",
+                        help="a third kind a round: plain Prefect doing the work of ours without our code")
     options = parser.parse_args()
     repo = make_repo()
     token = secrets.token_hex(4)
@@ -261,6 +273,7 @@ def main() -> None:
     stack = PrefectStack(_STATE / "stack", free_port(),
                          extra_env={"PREFECT_API_DATABASE_CONNECTION_URL": postgres_database_url(database)})
     rounds: list[tuple[Batch, Batch]] = []  # (floor, ours)
+    same_work: list[Batch] = []  # with --same-work, one a round
     try:
         start_and_deploy(stack)
         for i in range(options.workers):
@@ -273,6 +286,10 @@ def main() -> None:
             return lambda i: run_deployment(FLOOR_DEPLOYMENT, parameters={"key": f"{token}-r{r}-{i:03d}",
                                                                           "label": token}, timeout=0).id
 
+        def same(r: int) -> Callable[[int], UUID]:
+            return lambda i: run_deployment(SAME_WORK_DEPLOYMENT, parameters={
+                "key": f"{token}-r{r}-{i:03d}", "label": token, "repo": str(repo)}, timeout=0).id
+
         def ours(r: int) -> Callable[[int], UUID]:
             return lambda i: submit_plan(plan_from_data(one_step_plan(f"bench-scale-{token}-r{r}-{i:03d}"), "bench"),
                                          str(repo), parameters={"sandbox": sandbox}).id
@@ -282,16 +299,19 @@ def main() -> None:
               f"completed", flush=True)
         for r in range(options.rounds):
             batches: dict[str, Batch] = {}
-            for kind in (("floor", "ours") if r % 2 == 0 else ("ours", "floor")):
+            for kind in _order(r, options.same_work):
                 if kind == "floor":
                     created = ContainersCreated(token)
                     batches[kind] = run_batch(stack, kind, floor(r), options.runs)
                     batches[kind].containers = created.stop()
                 else:
-                    batches[kind] = run_batch(stack, kind, ours(r), options.runs)
+                    batches[kind] = run_batch(stack, kind, (ours if kind == "ours" else same)(r), options.runs)
             rounds.append((batches["floor"], batches["ours"]))
+            if "same" in batches:
+                same_work.append(batches["same"])
             void = "" if all(b.complete for b in batches.values()) else "   VOID (a run did not complete)"
-            print(f"round {r + 1}: {batches['floor'].line()}; {batches['ours'].line()}{void}", flush=True)
+            lines = "; ".join(batches[kind].line() for kind in ("floor", "ours", "same") if kind in batches)
+            print(f"round {r + 1}: {lines}{void}", flush=True)
     finally:
         stack.stop_workers()
         stack.stop_server()
@@ -300,6 +320,37 @@ def main() -> None:
         shutil.rmtree(_STATE, ignore_errors=True)  # the checkout, workspaces and results (~300 MB)
 
     report(options, rounds, baseline, load_before)
+    if same_work:
+        report_same_work(rounds, same_work)
+
+
+def _order(r: int, same_work: bool) -> tuple[str, ...]:
+    """The kinds of round ``r``: each kind goes first as often as the others."""
+    kinds = ("floor", "ours", "same") if same_work else ("floor", "ours")
+    return kinds[r % len(kinds):] + kinds[:r % len(kinds)]
+
+
+def report_same_work(rounds: list[tuple[Batch, Batch]], same_work: list[Batch]) -> None:
+    """Ours against plain Prefect doing the same work, and that work against the floor (valid rounds)."""
+    valid = [(f, o, s) for (f, o), s in zip(rounds, same_work, strict=True) if f.complete and o.complete and s.complete]
+    if not valid:
+        print("same work                  VOID (no round where every run of the three kinds completed)")
+        return
+    rate = statistics.median(s.per_minute for _, _, s in valid)
+    print(f"throughput, same work      {rate:8.1f} runs/minute (median; plain Prefect doing the work of ours, "
+          f"{len(valid)} valid rounds)")
+    print(f"ratio ours/same work       {statistics.median(o.per_minute / s.per_minute for _, o, s in valid):8.2f}x"
+          "  (median of rounds: what our own code costs)")
+    print(f"ratio same work/floor      {statistics.median(s.per_minute / f.per_minute for f, _, s in valid):8.2f}x"
+          "  (median of rounds: what the work costs in Prefect, git and Docker)")
+    cpu = statistics.median(s.cpu_seconds / len(s.runs) for _, _, s in valid)
+    ours_cpu = statistics.median(o.cpu_seconds / len(o.runs) for _, o, _ in valid)
+    print(f"machine CPU a run, same    {cpu:8.2f} s (median; busy "
+          f"{100 * statistics.median(s.busy for _, _, s in valid):.0f}%); same/ours {cpu / ours_cpu:.2f}x")
+    for name in ("server", "postgres", "engine", "rest"):
+        s_part = statistics.median(s.parts[name] / len(s.runs) for _, _, s in valid)
+        o_part = statistics.median(o.parts[name] / len(o.runs) for _, o, _ in valid)
+        print(f"  of it, {name:18s} {s_part:6.2f} s (ours {o_part:.2f} s, {o_part - s_part:+.2f} s)")
 
 
 def report(options: argparse.Namespace, rounds: list[tuple[Batch, Batch]], baseline: float,
