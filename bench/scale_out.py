@@ -305,7 +305,7 @@ def main() -> None:
                     batches[kind] = run_batch(stack, kind, floor(r), options.runs)
                     batches[kind].containers = created.stop()
                 else:
-                    batches[kind] = run_batch(stack, kind, (ours if kind == "ours" else same)(r), options.runs)
+                    batches[kind] = run_batch(stack, kind, {"ours": ours, "same": same}[kind](r), options.runs)
             rounds.append((batches["floor"], batches["ours"]))
             if "same" in batches:
                 same_work.append(batches["same"])
