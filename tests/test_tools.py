@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 import pytest
@@ -183,6 +184,43 @@ def test_third_party_tools_come_in_through_the_entry_point(tmp_path: Path) -> No
     finally:
         sys.path.remove(str(tmp_path))
         default_registry.cache_clear()
+
+
+def test_a_run_imports_only_the_tools_its_plan_names() -> None:
+    """Every flow-run process of a deployment loads the registry: it pays for the tools it uses."""
+    probe = ("import sys; from prefect_agentic.tools.registry import default_registry; "
+             "registry = default_registry(); before = {m for m in sys.modules if m.startswith('prefect_agentic.tools.')}; "
+             "assert registry.get('shell').name == 'shell' and 'pytest' in registry; "
+             "after = {m for m in sys.modules if m.startswith('prefect_agentic.tools.')}; "
+             "print(','.join(sorted(m.rsplit('.', 1)[1] for m in after - before))); "
+             "print(len(registry.names()))")
+    done = subprocess.run([sys.executable, "-c", probe], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    imported, every = done.stdout.split()
+    assert {"shell", "pytest"} <= set(imported.split(",")) <= {"shell", "pytest", "pip"}  # pytest installs through the pip tool
+    assert int(every) >= 19  # listing them imports the rest
+
+
+def test_every_entry_point_of_the_pack_is_named_as_its_tool() -> None:
+    """The pack's own entry points are imported by name when a plan asks for it; a misnamed one is an error."""
+    own = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.value.startswith("prefect_agentic.")]
+    assert len(own) >= 19
+    assert [ep.name for ep in own if ep.load().name != ep.name] == []
+    misnamed = EntryPoint("lint-v1", "prefect_agentic.tools.ruff:RuffTool", ENTRY_POINT_GROUP)
+    with pytest.raises(TypeError, match="entry point 'lint-v1' .* is the tool 'ruff'"):
+        ToolRegistry(deferred=[misnamed]).get("lint-v1")
+
+
+def test_a_deferred_tool_counts_when_another_version_is_registered() -> None:
+    """Registering a name resolves its deferred entry point first: the newest version still wins."""
+    shell = EntryPoint("shell", "prefect_agentic.tools.shell:ShellTool", ENTRY_POINT_GROUP)
+
+    class OldShell(shell.load()):  # type: ignore[misc]
+        version = "0.0.1"
+
+    registry = ToolRegistry([OldShell], deferred=[shell])
+    assert registry.versions("shell") == ["0.0.1", shell.load().version]
+    assert registry.get("shell") is shell.load()
 
 
 def test_loading_the_flow_and_every_tool_leaves_the_model_layer_unimported() -> None:

@@ -10,13 +10,20 @@ A name may have several versions registered at once: a pack that changes a
 tool keeps its older adapter registered while runs pinned to it may still be
 resumed (docs/guides/upgrades.md). ``get(name)`` is the newest version; a
 run's pinned version is ``get(name, version)``.
+
+The pack's own tools are imported when a name is first asked for, not when the
+registry is made: a run pays for the tools its plan uses, not for all twenty
+(every flow-run process of a deployment loads the registry afresh). That needs
+the entry point's name to be its tool's name, which holds for the pack's own
+(a test checks it); a third-party entry point may be named otherwise
+(``lint-v1``), so those are imported when the registry is made, as before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from packaging.version import InvalidVersion, Version
 
@@ -29,10 +36,14 @@ ENTRY_POINT_GROUP = "prefect_agentic.tools"
 class ToolRegistry:
     """A name → tool classes mapping (one class per version) with a helpful error for unknown names."""
 
-    def __init__(self, tools: Iterable[type[Tool]] = ()) -> None:
+    def __init__(self, tools: Iterable[type[Tool]] = (), deferred: Iterable[EntryPoint] = ()) -> None:
+        """``deferred``: entry points named as their tools, imported when their name is first asked for."""
         self._tools: dict[str, type[Tool]] = {}
         """The newest version of each tool."""
         self._versions: dict[str, dict[str, type[Tool]]] = {}
+        self._deferred: dict[str, list[EntryPoint]] = {}
+        for entry_point in deferred:
+            self._deferred.setdefault(entry_point.name, []).append(entry_point)
         for tool in tools:
             self.register(tool)
 
@@ -41,6 +52,7 @@ class ToolRegistry:
 
         Another version of a known name is kept beside it; the newest one is what ``get`` finds.
         """
+        self._resolve(tool.name)
         versions = self._versions.setdefault(tool.name, {})
         known = versions.get(tool.version)
         if known is not None and known is not tool:
@@ -53,14 +65,17 @@ class ToolRegistry:
 
     def unregister(self, name: str) -> None:
         """Remove every version of the tool called ``name`` (no error when there is none)."""
+        self._deferred.pop(name, None)
         self._tools.pop(name, None)
         self._versions.pop(name, None)
 
     def get(self, name: str, version: str | None = None) -> type[Tool]:
         """The tool called ``name`` (its newest version, or ``version``); ``ToolNotFoundError`` lists the known ones."""
+        self._resolve(name)
         try:
             tool = self._tools[name]
         except KeyError:
+            self._resolve_all()
             known = ", ".join(sorted(self._tools)) or "none"
             raise ToolNotFoundError(f"unknown tool '{name}' (known tools: {known})") from None
         if version is None or version == tool.version:
@@ -73,19 +88,39 @@ class ToolRegistry:
 
     def versions(self, name: str) -> list[str]:
         """The registered versions of ``name``, oldest first (none for an unknown name)."""
+        self._resolve(name)
         return sorted(self._versions.get(name, {}), key=_version_order)
 
     def has(self, name: str, version: str) -> bool:
+        self._resolve(name)
         return version in self._versions.get(name, {})
 
     def __contains__(self, name: object) -> bool:
+        if isinstance(name, str):
+            self._resolve(name)
         return name in self._tools
 
     def __iter__(self) -> Iterator[type[Tool]]:
+        self._resolve_all()
         return iter(sorted(self._tools.values(), key=lambda t: t.name))
 
     def names(self) -> list[str]:
+        self._resolve_all()
         return sorted(self._tools)
+
+    def _resolve(self, name: str) -> None:
+        """Import and register the deferred entry points named ``name`` (a failed import stays deferred)."""
+        pending = self._deferred.get(name)
+        if not pending:
+            return
+        tools = [_load(entry_point, name) for entry_point in pending]
+        del self._deferred[name]
+        for tool in tools:
+            self.register(tool)
+
+    def _resolve_all(self) -> None:
+        for name in list(self._deferred):
+            self._resolve(name)
 
 
 def _version_order(version: str) -> tuple[int, Version | str]:
@@ -96,34 +131,45 @@ def _version_order(version: str) -> tuple[int, Version | str]:
         return (0, version)
 
 
-def _builtin_tools() -> list[type[Tool]]:
-    from prefect_agentic.tools.bisect import BisectTool
-    from prefect_agentic.tools.change_request import ChangeRequestTool
-    from prefect_agentic.tools.git import GitTool
-    from prefect_agentic.tools.mcp import McpTool
-    from prefect_agentic.tools.propose_patch import ProposePatchTool
-    from prefect_agentic.tools.pytest import PytestTool
-    from prefect_agentic.tools.ruff import RuffTool
-    from prefect_agentic.tools.shell import ShellTool
+_BUILTINS = (
+    "shell:ShellTool", "git:GitTool", "pytest:PytestTool", "ruff:RuffTool", "propose_patch:ProposePatchTool",
+    "bisect:BisectTool", "change_request:ChangeRequestTool", "mcp:McpTool",
+)
+"""The core tools, found even where the pack's entry points are not installed (a source checkout)."""
 
-    return [ShellTool, GitTool, PytestTool, RuffTool, ProposePatchTool, BisectTool,
-            ChangeRequestTool, McpTool]
+_OWN_MODULES = "prefect_agentic."
+
+
+def _load(entry_point: EntryPoint, name: str | None = None) -> type[Tool]:
+    """The ``Tool`` subclass an entry point names; with ``name``, it must be the tool called so."""
+    tool = entry_point.load()
+    if not (isinstance(tool, type) and issubclass(tool, Tool)):
+        raise TypeError(
+            f"entry point '{entry_point.name}' in group {ENTRY_POINT_GROUP} ({entry_point.value}) "
+            "is not a prefect_agentic Tool subclass"
+        )
+    if name is not None and tool.name != name:
+        raise TypeError(
+            f"entry point '{entry_point.name}' ({entry_point.value}) is the tool '{tool.name}': an entry "
+            "point of prefect-agentic itself must be named as its tool, since it is imported by that name"
+        )
+    return tool
 
 
 @lru_cache(maxsize=1)
 def default_registry() -> ToolRegistry:
     """Built-in tools plus every tool installed through the entry point group.
 
-    Built-ins are registered first so that running from a source checkout
-    (without installed entry points) still finds them.
+    Built-ins come first so that running from a source checkout (without
+    installed entry points) still finds them; they and the pack's own entry
+    points are deferred until their name is asked for, third-party entry
+    points are imported now.
     """
-    registry = ToolRegistry(_builtin_tools())
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        tool = ep.load()
-        if not (isinstance(tool, type) and issubclass(tool, Tool)):
-            raise TypeError(
-                f"entry point '{ep.name}' in group {ENTRY_POINT_GROUP} ({ep.value}) "
-                "is not a prefect_agentic Tool subclass"
-            )
-        registry.register(tool)
+    installed = entry_points(group=ENTRY_POINT_GROUP)
+    builtins = [EntryPoint(spec.split(":")[0], f"{_OWN_MODULES}tools.{spec}", ENTRY_POINT_GROUP) for spec in _BUILTINS]
+    own = [ep for ep in installed if ep.value.startswith(_OWN_MODULES)]
+    registry = ToolRegistry(deferred=[*builtins, *own])
+    for entry_point in installed:
+        if not entry_point.value.startswith(_OWN_MODULES):
+            registry.register(_load(entry_point))
     return registry

@@ -86,7 +86,7 @@ def _warm_up() -> None:
         __import__(module)
     from prefect_agentic.tools.registry import default_registry
 
-    default_registry()  # imports every tool module (some import the model layer)
+    default_registry().names()  # imports every tool module (some import the model layer)
     default_registry.cache_clear()  # a child scans the entry points again: a tool installed since is found
 
 
