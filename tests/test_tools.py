@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
@@ -221,6 +223,20 @@ def test_a_deferred_tool_counts_when_another_version_is_registered() -> None:
     registry = ToolRegistry([OldShell], deferred=[shell])
     assert registry.versions("shell") == ["0.0.1", shell.load().version]
     assert registry.get("shell") is shell.load()
+
+
+def test_threads_asking_for_a_deferred_tool_at_once_all_find_it() -> None:
+    """Parallel steps share one registry: whichever thread imports the tool, every thread gets it."""
+    registry = ToolRegistry(deferred=[EntryPoint("git", "prefect_agentic.tools.git:GitTool", ENTRY_POINT_GROUP)])
+    start = threading.Barrier(8)
+
+    def ask() -> type[Tool]:
+        start.wait()
+        return registry.get("git")
+
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(lambda _: ask(), range(8)))
+    assert found == [GitTool] * 8
 
 
 def test_loading_the_flow_and_every_tool_leaves_the_model_layer_unimported() -> None:

@@ -21,6 +21,7 @@ the entry point's name to be its tool's name, which holds for the pack's own
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
@@ -42,6 +43,8 @@ class ToolRegistry:
         """The newest version of each tool."""
         self._versions: dict[str, dict[str, type[Tool]]] = {}
         self._deferred: dict[str, list[EntryPoint]] = {}
+        self._resolving = threading.RLock()
+        """Steps in threads may ask for a deferred name at once: one of them imports it."""
         for entry_point in deferred:
             self._deferred.setdefault(entry_point.name, []).append(entry_point)
         for tool in tools:
@@ -53,6 +56,9 @@ class ToolRegistry:
         Another version of a known name is kept beside it; the newest one is what ``get`` finds.
         """
         self._resolve(tool.name)
+        self._add(tool)
+
+    def _add(self, tool: type[Tool]) -> None:
         versions = self._versions.setdefault(tool.name, {})
         known = versions.get(tool.version)
         if known is not None and known is not tool:
@@ -109,14 +115,20 @@ class ToolRegistry:
         return sorted(self._tools)
 
     def _resolve(self, name: str) -> None:
-        """Import and register the deferred entry points named ``name`` (a failed import stays deferred)."""
-        pending = self._deferred.get(name)
-        if not pending:
+        """Import and register the deferred entry points named ``name`` (a failed import stays deferred).
+
+        The name leaves ``_deferred`` only once its tools are registered, so a thread that
+        finds it gone finds its tools.
+        """
+        if name not in self._deferred:
             return
-        tools = [_load(entry_point, name) for entry_point in pending]
-        del self._deferred[name]
-        for tool in tools:
-            self.register(tool)
+        with self._resolving:
+            pending = self._deferred.get(name)
+            if not pending:
+                return
+            for tool in [_load(entry_point, name) for entry_point in pending]:
+                self._add(tool)
+            del self._deferred[name]
 
     def _resolve_all(self) -> None:
         for name in list(self._deferred):
