@@ -32,7 +32,9 @@ from uuid import UUID
 import pytest
 from deploy_helpers import free_port, fresh_checkout
 from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.flow_runs import resume_flow_run
+from prefect.input.run_input import keyset_from_paused_state
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from test_wheel_deploy import WheelStack, _venv_with
 
@@ -125,7 +127,7 @@ def test_a_suspended_run_started_on_the_old_pack_finishes_on_the_new_one(  # typ
     old_worker = old.start("old-worker", "prefect", "worker", "start", "--pool", "agentic-process", "--type",
                            "process", "--name", "old-worker")
     for run_id in runs.values():
-        assert _wait(old, run_id, {"Suspended"}).state.state_details.pause_key.startswith("approve-ship-")
+        assert _waiting_for_an_answer(old, run_id).state.state_details.pause_key.startswith("approve-ship-")
     old.processes.remove(old_worker)  # the rolling upgrade: the old worker goes, a new one serves the pool
     _stop(old_worker)
     new.start("new-worker", "prefect", "worker", "start", "--pool", "agentic-process", "--type", "process",
@@ -195,6 +197,29 @@ def _wait(stack: WheelStack, run_id: UUID, names: set[str], timeout: float = 150
                 return flow_run
             assert time.monotonic() < deadline, f"{run_id} never reached {names}: {flow_run.state}"
             time.sleep(0.5)
+
+
+def _waiting_for_an_answer(stack: WheelStack, run_id: UUID, timeout: float = 150) -> FlowRun:
+    """The run once it is Suspended at its gate with its answer form saved.
+
+    Prefect's ``suspend_flow_run`` sets the Suspended state first and saves the form's schema
+    after it: a worker stopped in between can end the flow-run process with a run nobody can
+    answer ("Run input schema not found"), so the upgrade starts only once the form is there.
+    """
+    import time
+
+    flow_run = _wait(stack, run_id, {"Suspended"}, timeout)
+    schema_key = keyset_from_paused_state(flow_run.state)["schema"]  # type: ignore[arg-type]
+    deadline = time.monotonic() + timeout
+    with stack.client() as client:
+        while True:
+            try:
+                client.read_flow_run_input(run_id, schema_key)
+                return flow_run
+            except PrefectHTTPStatusError as exc:
+                assert exc.response.status_code == 404, exc
+                assert time.monotonic() < deadline, f"{run_id} is Suspended but its answer form was never saved"
+                time.sleep(0.5)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
