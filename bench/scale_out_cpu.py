@@ -24,7 +24,7 @@ next to ``scale_out.py``'s target of >= 0.9x). ``--warm`` uses ``agentic worker`
 (flow runs forked from a warm process) instead of ``prefect worker start``.
 
 Needs ``make setup`` (Docker, the sandbox image, PostgreSQL). Usage:
-``python bench/scale_out_cpu.py [--runs 6] [--warm]``.
+``python bench/scale_out_cpu.py [--runs 6] [--warm] [--same-work]``.
 """
 
 from __future__ import annotations
@@ -48,9 +48,11 @@ from scale_out import (
     _STATE,
     FLOOR_DEPLOYMENT,
     PREFECT_API_URL,
+    SAME_WORK_DEPLOYMENT,
     TERMINAL,
     PrefectStack,
     SandboxSettings,
+    compile_like_an_install,
     free_port,
     make_repo,
     one_step_plan,
@@ -88,15 +90,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=6, help="timed runs of each kind")
     parser.add_argument("--warm", action="store_true", help="`agentic worker` (warm fork) instead of `prefect worker`")
+    parser.add_argument("--same-work", action="store_true",
+                        help="also plain Prefect doing our run's work without our code (scale_out.py's --same-work)")
     options = parser.parse_args()
     repo, token = make_repo(), secrets.token_hex(4)
     database = f"agentic_bench_cpu_{token}"
     postgres(f"CREATE DATABASE {database}")
     stack = PrefectStack(_STATE / "stack", free_port(),
                          extra_env={"PREFECT_API_DATABASE_CONNECTION_URL": postgres_database_url(database)})
-    spent: dict[str, list[dict[str, float]]] = {"floor": [], "ours": []}
+    kinds = ("floor", "ours", "same") if options.same_work else ("floor", "ours")
+    spent: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     try:
         start_and_deploy(stack)
+        compile_like_an_install(stack)
         stack.start_worker("w1", limit=1, warm=options.warm)
         assert stack.server is not None
         server_pid, worker_pid = stack.server.pid, stack.workers["w1"].pid
@@ -106,10 +112,12 @@ def main() -> None:
                                               timeout=0).id,
             "ours": lambda i: submit_plan(plan_from_data(one_step_plan(f"bench-cpu-{token}-{i}"), "bench"),
                                           str(repo), parameters={"sandbox": sandbox}).id,
+            "same": lambda i: run_deployment(SAME_WORK_DEPLOYMENT, parameters={
+                "key": f"{token}-same-{i}", "label": token, "repo": str(repo)}, timeout=0).id,
         }
         with temporary_settings({PREFECT_API_URL: stack.api_url}):
             for i in range(-1, options.runs):  # run -1: untimed, the first of each kind
-                for kind in (("floor", "ours") if i % 2 == 0 else ("ours", "floor")):
+                for kind in (kinds if i % 2 == 0 else kinds[::-1]):
                     cost = charge(stack, lambda k=kind, n=i: submitters[k](n), server_pid, worker_pid)
                     if i >= 0:
                         spent[kind].append(cost)
@@ -128,12 +136,19 @@ def report(options: argparse.Namespace, spent: dict[str, list[dict[str, float]]]
           f"PostgreSQL server; cores {os.cpu_count()}")
     medians = {kind: {part: statistics.median(r[part] for r in rows) for part in rows[0]}
                for kind, rows in spent.items()}
-    print(f"  {'':10s} {'floor':>7s} {'ours':>7s} {'ours-floor':>10s}")
+    same = "same" in medians
+    print(f"  {'':10s} {'floor':>7s} {'ours':>7s} {'ours-floor':>10s}" + (f" {'same':>7s} {'ours-same':>10s}" if same else ""))
     for part in ("machine", *PARTS, "rest"):
         floor, ours = medians["floor"][part], medians["ours"][part]
-        print(f"  {part:10s} {floor:7.2f} {ours:7.2f} {ours - floor:+10.2f}")
+        line = f"  {part:10s} {floor:7.2f} {ours:7.2f} {ours - floor:+10.2f}"
+        if same:
+            line += f" {medians['same'][part]:7.2f} {ours - medians['same'][part]:+10.2f}"
+        print(line)
     ratio = medians["floor"]["machine"] / medians["ours"]["machine"]
     print(f"ratio floor/ours of machine CPU per run: {ratio:.2f}x (the CPU-bound bound on ours/floor throughput)")
+    if same:
+        print(f"ratio same/ours of machine CPU per run: {medians['same']['machine'] / medians['ours']['machine']:.2f}x "
+              f"(what our code costs on top of the work)")
 
 
 if __name__ == "__main__":

@@ -13,12 +13,19 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prefect.blocks.core import Block, block_schema_to_key
 from prefect.client.orchestration import SyncPrefectClient
+from prefect.utilities.dispatch import lookup_type
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 import prefect_agentic.blocks as blocks
 from prefect_agentic.blocks.branding import LOGO_DIR
+from prefect_agentic.blocks.registration import RegisteredBySlug
 
 
 @pytest.fixture
@@ -55,3 +62,45 @@ def test_block_register_m_prefect_agentic_registers_every_block_type(prefect_api
                 assert answer.status == 200
                 assert answer.headers["Content-Type"] == "image/svg+xml"
                 assert answer.read().startswith(b"<svg ")
+
+
+@pytest.mark.parametrize("name", blocks.BLOCK_TYPES)
+def test_each_block_class_is_found_by_the_key_prefect_derives_from_its_schema(name: str) -> None:
+    """Our block classes enter Prefect's registry by slug without building their schema; the key is
+    the one Prefect's own ``__dispatch_key__`` reads from the full block schema, and the lookup a
+    block parameter's document goes through (``Block.__new__`` with its slug) finds the class."""
+    cls = getattr(blocks, name)
+    key = block_schema_to_key(cls._to_block_schema())
+    assert cls.__dispatch_key__() == key
+    assert lookup_type(Block, key) is cls
+    assert Block.get_block_class_from_key(cls.get_block_type_slug()) is cls
+
+
+class _SchemaCounted:
+    """A field type that counts how often a JSON schema is built for it."""
+
+    built = 0
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.str_schema()
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        cls.built += 1
+        return handler(schema)
+
+
+def test_creating_a_block_class_builds_no_schema() -> None:
+    """Every cold flow-run process creates our block classes; Prefect's own registration would
+    build each one's JSON schema (twice) just to read its slug."""
+    before = _SchemaCounted.built
+
+    class Probe(RegisteredBySlug, Block):
+        _block_type_slug = "agentic-test-probe"
+        value: _SchemaCounted | None = None
+
+    assert _SchemaCounted.built == before
+    assert lookup_type(Block, "agentic-test-probe") is Probe
+    Probe.model_json_schema()
+    assert _SchemaCounted.built > before  # the counter does see a schema being built

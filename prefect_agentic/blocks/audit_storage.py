@@ -9,6 +9,7 @@ from prefect.filesystems import SMB, LocalFileSystem, RemoteFileSystem, Writable
 from pydantic import Field
 
 from prefect_agentic.blocks.branding import documentation_url, logo_url
+from prefect_agentic.blocks.registration import RegisteredBySlug
 from prefect_agentic.settings import agentic_home
 
 AUDIT_BLOCK_ENV = "AGENTIC_AUDIT_BLOCK"
@@ -19,7 +20,7 @@ def _local_audit_dir() -> LocalFileSystem:
     return LocalFileSystem(basepath=str(agentic_home() / "audit"))
 
 
-class AuditStorage(Block):
+class AuditStorage(RegisteredBySlug, Block):
     """A filesystem block holding each run's audit log and its content-addressed objects.
 
     Local by default (``$AGENTIC_HOME/audit``). Any writable Prefect

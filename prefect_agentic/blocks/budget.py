@@ -8,11 +8,12 @@ from prefect.blocks.core import Block
 from pydantic import Field
 
 from prefect_agentic.blocks.branding import documentation_url, logo_url
+from prefect_agentic.blocks.registration import RegisteredBySlug
 
 Limit = Annotated[float, Field(gt=0)] | None
 
 
-class Budget(Block):
+class Budget(RegisteredBySlug, Block):
     """Hard limits of one plan run, with a warning when a share of any limit is used.
 
     A run that reaches a hard limit stops cleanly: the step that hit it fails

@@ -6,10 +6,11 @@ from prefect.blocks.core import Block
 from pydantic import Field
 
 from prefect_agentic.blocks.branding import documentation_url, logo_url
+from prefect_agentic.blocks.registration import RegisteredBySlug
 from prefect_agentic.chaos.spec import ChaosSpec, Fault
 
 
-class ChaosSettings(Block):
+class ChaosSettings(RegisteredBySlug, Block):
     """Seed and faults of chaos runs (see docs/chaos.md); ``agentic run --chaos-block NAME``."""
 
     _block_type_name = "Agentic Chaos Settings"

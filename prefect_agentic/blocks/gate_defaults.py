@@ -9,11 +9,12 @@ from prefect.blocks.core import Block
 from pydantic import Field
 
 from prefect_agentic.blocks.branding import documentation_url, logo_url
+from prefect_agentic.blocks.registration import RegisteredBySlug
 
 GateMode = Literal["auto", "pause", "suspend"]
 
 
-class GateDefaults(Block):
+class GateDefaults(RegisteredBySlug, Block):
     """Timeouts, polling and waiting mode of a run's approval gates.
 
     No answer within the timeout counts as a rejection: the run stops cleanly

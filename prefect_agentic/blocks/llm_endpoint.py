@@ -17,10 +17,11 @@ from prefect.blocks.system import Secret
 from pydantic import Field, SecretStr, field_validator
 
 from prefect_agentic.blocks.branding import documentation_url, logo_url
+from prefect_agentic.blocks.registration import RegisteredBySlug
 from prefect_agentic.concurrency import rate_limit_name
 
 
-class LLMEndpoint(Block):
+class LLMEndpoint(RegisteredBySlug, Block):
     """A model at a provider: its name, key, base URL, limits and token prices."""
 
     _block_type_name = "Agentic LLM Endpoint"

@@ -10,6 +10,7 @@ from prefect_docker.host import DockerHost
 from pydantic import Field, field_validator
 
 from prefect_agentic.blocks.branding import documentation_url, logo_url
+from prefect_agentic.blocks.registration import RegisteredBySlug
 
 DEFAULT_IMAGE = "prefect-agentic/sandbox:2"
 GLOBAL_SANDBOX_LIMIT = "agentic-sandboxes"
@@ -22,7 +23,7 @@ def run_limit_name(run_key: str) -> str:
     return f"{GLOBAL_SANDBOX_LIMIT}-run-{run_key}"[:120]
 
 
-class SandboxSettings(Block):
+class SandboxSettings(RegisteredBySlug, Block):
     """Settings of the Docker containers that step commands run in.
 
     The Docker engine is reached through prefect-docker's ``DockerHost`` block,

@@ -19,6 +19,7 @@ from prefect.blocks.core import Block
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prefect_agentic.blocks.branding import documentation_url, logo_url
+from prefect_agentic.blocks.registration import RegisteredBySlug
 
 
 class CommandRule(BaseModel):
@@ -76,7 +77,7 @@ DEFAULT_COMMAND_RULES: tuple[CommandRule, ...] = (
 DEFAULT_APPROVAL_OPERATIONS = ("*:push", "*:merge", "*:deploy", "*:shift-traffic", "*:publish")
 
 
-class ToolPolicy(Block):
+class ToolPolicy(RegisteredBySlug, Block):
     """Which tools, operations, commands, paths, networks and secrets steps may use."""
 
     _block_type_name = "Agentic Tool Policy"
