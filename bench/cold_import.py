@@ -63,6 +63,12 @@ if kind.startswith("floor"):
     sys.path.insert(0, sys.argv[2])
     from scale_out_floor import docker_floor_same_work as flow
     parameters = {"key": "k", "label": "l", "repo": "/tmp/r"}
+else:
+    from prefect_agentic.blocks import SandboxSettings
+    from prefect_agentic.flows.run_plan import run_plan as flow
+    parameters = {"plan": {"id": "p", "goal": "g", "steps": [{"id": "work", "tool": "shell",
+                                                                "args": {"command": "sleep 1"}}]},
+                  "repo": "/tmp/r", "sandbox": SandboxSettings().model_dump(mode="json")}
 if kind == "floor with a block parameter":
     from prefect import flow as flow_decorator
     from prefect.blocks.system import Secret
@@ -71,12 +77,6 @@ if kind == "floor with a block parameter":
         pass
 
     flow_decorator(with_block).validate_parameters({"secret": {"value": "s", "block_type_slug": "secret"}})
-else:
-    from prefect_agentic.blocks import SandboxSettings
-    from prefect_agentic.flows.run_plan import run_plan as flow
-    parameters = {"plan": {"id": "p", "goal": "g", "steps": [{"id": "work", "tool": "shell",
-                                                                "args": {"command": "sleep 1"}}]},
-                  "repo": "/tmp/r", "sandbox": SandboxSettings().model_dump(mode="json")}
 flow.validate_parameters(parameters)
 done = time.process_time()
 print(json.dumps({"engine": engine - started, "flow": done - engine,

@@ -24,7 +24,7 @@ next to ``scale_out.py``'s target of >= 0.9x). ``--warm`` uses ``agentic worker`
 (flow runs forked from a warm process) instead of ``prefect worker start``.
 
 Needs ``make setup`` (Docker, the sandbox image, PostgreSQL). Usage:
-``python bench/scale_out_cpu.py [--runs 6] [--warm] [--same-work]``.
+``python bench/scale_out_cpu.py [--runs 6] [--warm] [--same-work] [--without-crash-automations]``.
 """
 
 from __future__ import annotations
@@ -90,6 +90,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=6, help="timed runs of each kind")
     parser.add_argument("--warm", action="store_true", help="`agentic worker` (warm fork) instead of `prefect worker`")
+    parser.add_argument("--without-crash-automations", action="store_true",
+                        help="delete the crash automations `agentic init` made (to see what their triggers cost the server)")
     parser.add_argument("--same-work", action="store_true",
                         help="also plain Prefect doing our run's work without our code (scale_out.py's --same-work)")
     options = parser.parse_args()
@@ -103,6 +105,14 @@ def main() -> None:
     try:
         start_and_deploy(stack)
         compile_like_an_install(stack)
+        if options.without_crash_automations:
+            from prefect.automations import Automation  # after scale_out set the environment
+
+            from prefect_agentic.automations import CRASH_DETECTOR, CRASH_RETRY
+
+            with temporary_settings({PREFECT_API_URL: stack.api_url}):
+                for name in (CRASH_DETECTOR, CRASH_RETRY):
+                    Automation.read(name=name).delete()
         stack.start_worker("w1", limit=1, warm=options.warm)
         assert stack.server is not None
         server_pid, worker_pid = stack.server.pid, stack.workers["w1"].pid
@@ -132,8 +142,9 @@ def main() -> None:
 
 def report(options: argparse.Namespace, spent: dict[str, list[dict[str, float]]]) -> None:
     worker = "agentic worker (warm)" if options.warm else "prefect worker start"
+    automations = "; crash automations deleted" if options.without_crash_automations else ""
     print(f"CPU-seconds per deployed run, median of {options.runs} runs of each kind, one at a time; {worker}; "
-          f"PostgreSQL server; cores {os.cpu_count()}")
+          f"PostgreSQL server{automations}; cores {os.cpu_count()}")
     medians = {kind: {part: statistics.median(r[part] for r in rows) for part in rows[0]}
                for kind, rows in spent.items()}
     same = "same" in medians
