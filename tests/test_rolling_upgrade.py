@@ -23,6 +23,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -187,8 +188,6 @@ def test_a_suspended_run_started_on_the_old_pack_finishes_on_the_new_one(  # typ
 
 
 def _wait(stack: WheelStack, run_id: UUID, names: set[str], timeout: float = 150) -> FlowRun:
-    import time
-
     deadline = time.monotonic() + timeout
     with stack.client() as client:
         while True:
@@ -206,8 +205,6 @@ def _waiting_for_an_answer(stack: WheelStack, run_id: UUID, timeout: float = 150
     after it: a worker stopped in between can end the flow-run process with a run nobody can
     answer ("Run input schema not found"), so the upgrade starts only once the form is there.
     """
-    import time
-
     flow_run = _wait(stack, run_id, {"Suspended"}, timeout)
     schema_key = keyset_from_paused_state(flow_run.state)["schema"]  # type: ignore[arg-type]
     deadline = time.monotonic() + timeout
