@@ -36,7 +36,9 @@ instead of ``prefect worker start``.
 ``scale-out-floor-same-work/same-work`` (``bench/scale_out_floor.py``): plain
 Prefect, git and Docker doing, with the same commands and API calls, the work
 one run of ours does around its second (size-limited workspace, clone, sandbox
-slot, hardened container with capture, events, artifacts), without our code.
+slot, hardened container with capture, events, artifacts, and the crash
+automations watching the run: it is tagged ``agentic`` as ours are), without
+our code.
 It splits the miss: ours/same-work is what our own code costs, same-work/floor
 what that work costs in Prefect, git and Docker.
 
@@ -85,6 +87,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from scale_out_floor import LABEL as FLOOR_LABEL
 
 import prefect_agentic
+from prefect_agentic.automations import RUN_TAG
 from prefect_agentic.blocks import SandboxSettings
 from prefect_agentic.flows.run_plan import run_plan
 from prefect_agentic.plan.loader import plan_from_data
@@ -126,14 +129,18 @@ def in_process_seconds(repo: Path, repeats: int = 3) -> float:
 def deploy_floor(stack: PrefectStack) -> None:
     """Deploy both floors of ``bench/scale_out_floor.py`` from the stack's checkout to ``agentic-process``.
 
+    The same-work floor is tagged as our deployments are, so that the crash
+    automations of ``agentic init`` watch its runs too (part of the work, priced
+    by ``bench/server_ops.py``); the first floor is not.
+
     A local-directory source: the deployment's pull step sets the flow-run
     process's working directory to the checkout, where the entrypoint is loaded.
     """
-    for function, name in (("docker_floor", "floor"), ("docker_floor_same_work", "same-work")):
+    for function, name, tags in (("docker_floor", "floor", []), ("docker_floor_same_work", "same-work", [RUN_TAG])):
         floor = Flow.from_source(source=str(stack.checkout), entrypoint=f"bench/scale_out_floor.py:{function}")
         with contextlib.redirect_stdout(io.StringIO()):  # its table of deployments
             floor.deploy(name=name, work_pool_name="agentic-process", print_next_steps=False,  # type: ignore[union-attr]
-                         ignore_warnings=True)
+                         ignore_warnings=True, tags=tags)
 
 
 def compile_like_an_install(stack: PrefectStack) -> None:
