@@ -25,8 +25,9 @@ clone checked out at the commit, a slot of the global sandbox limit
 service here, see ``bench/slot_acquire.py``), the container with our hardening, bind mounts and
 output capture, the step's events, the summary and step-table artifacts, and
 the unmount; ``bench/scale_out.py`` deploys it tagged ``agentic``, so that the
-crash automations watch its runs as they watch ours. Ours against it is what our own code costs; the first floor
-against it is what that work costs in Prefect, git and Docker.
+crash automations watch its runs as they watch ours. Ours against it is what
+our own code costs; the first floor against it is what that work costs in
+Prefect, git and Docker.
 """
 
 from __future__ import annotations

@@ -26,9 +26,10 @@ floors), it
 
 Every price is the server's CPU over a block of operations minus its CPU over
 an idle block as long, median of ``--rounds`` rounds (the kinds interleaved).
-Prints each price, also as a ratio to a read of the floor's deployment, the sum per
-run of the replayed writes next to the measured in-process difference, and the
-deployed-only reads.
+Prints each price, also as a ratio to a read of the floor's deployment, the
+sum a run of the replayed writes next to the measured in-process difference,
+what a deployed run adds, and the extra server CPU a deployed run of ours is
+then expected to cost (to set against ``bench/scale_out.py``'s server split).
 
 Needs what ``bench/scale_out.py`` needs (``make setup``). Usage:
 ``python bench/server_ops.py [--runs 3] [--ops 30] [--rounds 5]``.
