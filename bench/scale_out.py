@@ -62,7 +62,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,14 +155,34 @@ def compile_like_an_install(stack: PrefectStack) -> None:
         compileall.compile_dir(directory, quiet=1)
 
 
-def start_and_deploy(stack: PrefectStack) -> None:
-    """Start the stack's server, then deploy ``run-plan/default`` and the floor from its checkout."""
-    stack.start_server()
-    for command in (("agentic", "init"), ("prefect", "--no-prompt", "deploy", "--name", "run-plan/default")):
-        done = stack.run(*command)
-        assert done.returncode == 0, done.stdout + done.stderr
-    with temporary_settings({PREFECT_API_URL: stack.api_url}):
-        deploy_floor(stack)
+@contextlib.contextmanager
+def deployed_stack(token: str, database_prefix: str) -> Iterator[PrefectStack]:
+    """A Prefect server on a fresh PostgreSQL database, ``run-plan/default`` and the floors deployed.
+
+    Every bench of the scale-out family measures on this same stack. On the way
+    out (a finished bench, an error or Ctrl-C) it stops the workers and the
+    server, drops the database, removes the floor containers labelled ``token``
+    and the bench's state directory (the checkout, workspaces and results, ~300
+    MB), so a bench leaves nothing behind to load the next one.
+    """
+    database = f"{database_prefix}_{token}"
+    postgres(f"CREATE DATABASE {database}")
+    stack = PrefectStack(_STATE / "stack", free_port(),
+                         extra_env={"PREFECT_API_DATABASE_CONNECTION_URL": postgres_database_url(database)})
+    try:
+        stack.start_server()
+        for command in (("agentic", "init"), ("prefect", "--no-prompt", "deploy", "--name", "run-plan/default")):
+            done = stack.run(*command)
+            assert done.returncode == 0, done.stdout + done.stderr
+        with temporary_settings({PREFECT_API_URL: stack.api_url}):
+            deploy_floor(stack)
+        yield stack
+    finally:
+        stack.stop_workers()
+        stack.stop_server()
+        postgres(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        remove_floor_containers(token)
+        shutil.rmtree(_STATE, ignore_errors=True)
 
 
 @dataclass
@@ -289,14 +309,9 @@ def main() -> None:
     token = secrets.token_hex(4)
     load_before = os.getloadavg()
 
-    database = f"agentic_bench_{token}"
-    postgres(f"CREATE DATABASE {database}")
-    stack = PrefectStack(_STATE / "stack", free_port(),
-                         extra_env={"PREFECT_API_DATABASE_CONNECTION_URL": postgres_database_url(database)})
     rounds: list[tuple[Batch, Batch]] = []  # (floor, ours)
     same_work: list[Batch] = []  # with --same-work, one a round
-    try:
-        start_and_deploy(stack)
+    with deployed_stack(token, "agentic_bench") as stack:
         compile_like_an_install(stack)
         for i in range(options.workers):
             stack.start_worker(f"w{i + 1}", limit=options.limit, warm=options.warm)
@@ -334,12 +349,6 @@ def main() -> None:
             void = "" if all(b.complete for b in batches.values()) else "   VOID (a run did not complete)"
             lines = "; ".join(batches[kind].line() for kind in ("floor", "ours", "same") if kind in batches)
             print(f"round {r + 1}: {lines}{void}", flush=True)
-    finally:
-        stack.stop_workers()
-        stack.stop_server()
-        postgres(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        remove_floor_containers(token)
-        shutil.rmtree(_STATE, ignore_errors=True)  # the checkout, workspaces and results (~300 MB)
 
     report(options, rounds, baseline, load_before)
     if same_work:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import shutil
 import statistics
 import sys
 import time
@@ -45,7 +44,6 @@ from machine_cpu import by_part, machine_busy  # /proc only: loads nothing of Pr
 
 # scale_out sets the bench's environment (PREFECT_HOME, AGENTIC_HOME...) before Prefect loads: import all through it.
 from scale_out import (
-    _STATE,
     FLOOR_DEPLOYMENT,
     PREFECT_API_URL,
     SAME_WORK_DEPLOYMENT,
@@ -53,15 +51,11 @@ from scale_out import (
     PrefectStack,
     SandboxSettings,
     compile_like_an_install,
-    free_port,
+    deployed_stack,
     make_repo,
     one_step_plan,
     plan_from_data,
-    postgres,
-    postgres_database_url,
-    remove_floor_containers,
     run_deployment,
-    start_and_deploy,
     submit_plan,
     temporary_settings,
     wait_for_state,
@@ -96,14 +90,9 @@ def main() -> None:
                         help="also plain Prefect doing our run's work without our code (scale_out.py's --same-work)")
     options = parser.parse_args()
     repo, token = make_repo(), secrets.token_hex(4)
-    database = f"agentic_bench_cpu_{token}"
-    postgres(f"CREATE DATABASE {database}")
-    stack = PrefectStack(_STATE / "stack", free_port(),
-                         extra_env={"PREFECT_API_DATABASE_CONNECTION_URL": postgres_database_url(database)})
     kinds = ("floor", "ours", "same") if options.same_work else ("floor", "ours")
     spent: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
-    try:
-        start_and_deploy(stack)
+    with deployed_stack(token, "agentic_bench_cpu") as stack:
         compile_like_an_install(stack)
         if options.without_crash_automations:
             from prefect.automations import Automation  # after scale_out set the environment
@@ -131,12 +120,7 @@ def main() -> None:
                     cost = charge(stack, lambda k=kind, n=i: submitters[k](n), server_pid, worker_pid)
                     if i >= 0:
                         spent[kind].append(cost)
-    finally:
-        stack.stop_workers()
-        stack.stop_server()
-        postgres(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        remove_floor_containers(token)
-        shutil.rmtree(_STATE, ignore_errors=True)
+
     report(options, spent)
 
 
