@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
@@ -39,6 +40,7 @@ from prefect.client.schemas.filters import (
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Crashed
 
+from prefect_agentic.gates.form_copy import GRACE_SECONDS, restore_lost_form
 from prefect_agentic.record.audit import parse_log
 
 GATED = """
@@ -218,6 +220,54 @@ def test_a_suspended_then_approved_run_has_one_verified_chain_and_said_once_wher
             "prefect-agentic.run.resumed", "prefect-agentic.run.completed"} <= set(names), names
     requested = next(e for e in events if e["event"] == "prefect-agentic.approval.requested")
     assert requested["payload"]["approve_command"] == f"agentic approve {flow_run_id}"
+
+
+def test_a_gate_whose_process_died_before_prefect_saved_its_form_is_answered_from_the_copy(  # type: ignore[no-untyped-def]
+        stack, make_repo, tmp_path, sandbox_image) -> None:
+    """``suspend_flow_run`` sets Suspended, then saves the form: a process dying in between leaves a
+    run nobody can resume. The gate kept a copy; `agentic approvals` puts it back."""
+    repo = make_repo({"README.md": "x\n"})
+    (tmp_path / "lost.yaml").write_text(GATED.replace("audit-gated", "audit-lost-form"))
+    submit = Watched(stack, "submit", str(tmp_path / "lost.yaml"), "--repo", str(repo), "--deployment",
+                     "run-plan/audit", "--param", f"sandbox={{image: {sandbox_image}}}", "--wait",
+                     "--timeout", "300")
+    flow_run_id = UUID(submit.wait_for(r"\(([0-9a-f-]{36})\)").group(1))
+    suspended = wait_for_state(stack, flow_run_id, {"Suspended"}, timeout=120)
+    assert suspended.state.name == "Suspended"
+    keyset = suspended.state.state_details.run_input_keyset
+    with stack.client() as client:
+        saved = _eventually(lambda: _input_or_none(client, flow_run_id, keyset["schema"]),
+                            lambda found: found is not None)
+        client.delete_flow_run_input(flow_run_id, keyset["schema"])  # the state a death in between leaves
+        refused = client.resume_flow_run(flow_run_id, run_input={"decision": "approve", "approver": "ada"})
+        assert refused.status.value == "REJECT" and "schema not found" in str(refused.details), refused
+        with temporary_settings({PREFECT_API_URL: stack.api_url}):
+            # a suspension only just made still has its process saving the form: left alone
+            assert not restore_lost_form(client.read_flow_run(flow_run_id), grace_seconds=3600)
+
+    age = (datetime.now(timezone.utc) - suspended.state.timestamp).total_seconds()
+    time.sleep(max(0.0, GRACE_SECONDS - age + 1))
+    listed = stack.run("agentic", "approvals", "list")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert f"flow run {flow_run_id}: its process ended before Prefect saved the answer form" in listed.stderr
+    with stack.client() as client:
+        assert client.read_flow_run_input(flow_run_id, keyset["schema"]) == saved  # what Prefect would have saved
+    again = stack.run("agentic", "approvals", "list")
+    assert "restored it" not in again.stderr  # once restored, nothing to do
+
+    approve = stack.run("agentic", "approve", str(flow_run_id), "--as", "ada")
+    assert approve.returncode == 0, approve.stdout + approve.stderr
+    assert submit.finish() == 0, submit.lines + submit.other
+    assert submit.lines[-1].endswith(": Completed")
+    [approval] = [r for r in _records(stack, flow_run_id) if r.kind == "approval"]
+    assert (approval.data["decision"], approval.data["approver"]) == ("approve", "ada")
+
+
+def _input_or_none(client: Any, flow_run_id: UUID, key: str) -> str | None:
+    try:
+        return client.read_flow_run_input(flow_run_id, key)  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 - not saved yet
+        return None
 
 
 def test_agentic_run_without_a_terminal_says_where_to_answer(stack, make_repo, tmp_path, sandbox_image) -> None:  # type: ignore[no-untyped-def]

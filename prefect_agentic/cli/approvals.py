@@ -29,6 +29,7 @@ from rich.prompt import Prompt
 from prefect_agentic.cli.runs import RunIdError, resolve_run_id
 from prefect_agentic.gates import ApprovalAnswer, GateQuestion, use_answerer
 from prefect_agentic.gates.answer import GateSummary, read_review
+from prefect_agentic.gates.form_copy import restore_lost_form
 
 err = Console(stderr=True)
 out = Console()
@@ -50,6 +51,10 @@ def _waiting_gates() -> Iterator[tuple[FlowRun, GateSummary | None]]:
         for run in sorted(paused, key=lambda r: r.state.timestamp if r.state else datetime.min):
             key = run.state.state_details.pause_key if run.state else None
             if key and key.startswith("approve-"):
+                if restore_lost_form(run):
+                    err.print(f"flow run {run.id}: its process ended before Prefect saved the answer form; "
+                              "restored it from the gate's copy (the Prefect UI can resume the run again)",
+                              highlight=False, markup=False, soft_wrap=True)
                 raw = client.read_flow_run_input(run.id, GateSummary.input_key(key))
                 yield run, GateSummary.model_validate_json(raw) if raw else None
 

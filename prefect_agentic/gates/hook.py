@@ -49,10 +49,11 @@ from prefect_agentic.gates.answer import (
     answer_form,
     answerers,
 )
+from prefect_agentic.gates.form_copy import save_form_copy
 from prefect_agentic.gates.notice import WaitingNotice, tell_watchers, why_gated
 from prefect_agentic.gates.review import GateReview, review_of
-from prefect_agentic.pins import switched_versions
 from prefect_agentic.gates.store import ApprovalStore
+from prefect_agentic.pins import switched_versions
 from prefect_agentic.plan.models import Plan, Step
 from prefect_agentic.policy import approval_rules, auto_approves
 from prefect_agentic.report import StepReport
@@ -201,6 +202,7 @@ class ApprovalGate(RunHook):
             _in_thread(_answer_with, answerer, question)
         try:
             if mode == "suspend":
+                save_form_copy(form, key)  # what a reader restores if this process dies mid-suspension
                 answer = suspend_flow_run(wait_for_input=form, timeout=timeout, key=key)
             else:
                 answer = pause_flow_run(wait_for_input=form, timeout=timeout, key=key,
