@@ -30,6 +30,7 @@ from uuid import UUID
 
 import pytest
 from deploy_helpers import BIN, PrefectStack, _descendants, free_port, wait_for_state
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
@@ -37,10 +38,18 @@ from prefect.client.schemas.filters import (
     LogFilter,
     LogFilterFlowRunId,
 )
+from prefect.input import create_flow_run_input_from_model
+from prefect.input.run_input import keyset_from_paused_state
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.states import Crashed
+from prefect.states import Crashed, Suspended
 
-from prefect_agentic.gates.form_copy import GRACE_SECONDS, restore_lost_form
+from prefect_agentic.gates.answer import GateSummary, answer_form
+from prefect_agentic.gates.form_copy import (
+    GRACE_SECONDS,
+    copy_keyset,
+    restore_lost_form,
+    save_form_copy,
+)
 from prefect_agentic.record.audit import parse_log
 
 GATED = """
@@ -222,10 +231,11 @@ def test_a_suspended_then_approved_run_has_one_verified_chain_and_said_once_wher
     assert requested["payload"]["approve_command"] == f"agentic approve {flow_run_id}"
 
 
-def test_a_gate_whose_process_died_before_prefect_saved_its_form_is_answered_from_the_copy(  # type: ignore[no-untyped-def]
+def test_a_gate_whose_process_died_before_prefect_saved_its_form_gets_it_back_from_the_worker(  # type: ignore[no-untyped-def]
         stack, make_repo, tmp_path, sandbox_image) -> None:
     """``suspend_flow_run`` sets Suspended, then saves the form: a process dying in between leaves a
-    run nobody can resume. The gate kept a copy; `agentic approvals` puts it back."""
+    run nobody can resume. The gate kept a copy; the pool's `agentic worker` puts it back, and the
+    run is answered as the UI answers it."""
     repo = make_repo({"README.md": "x\n"})
     (tmp_path / "lost.yaml").write_text(GATED.replace("audit-gated", "audit-lost-form"))
     submit = Watched(stack, "submit", str(tmp_path / "lost.yaml"), "--repo", str(repo), "--deployment",
@@ -238,29 +248,59 @@ def test_a_gate_whose_process_died_before_prefect_saved_its_form_is_answered_fro
     with stack.client() as client:
         saved = _eventually(lambda: _input_or_none(client, flow_run_id, keyset["schema"]),
                             lambda found: found is not None)
+        assert saved is not None
         client.delete_flow_run_input(flow_run_id, keyset["schema"])  # the state a death in between leaves
         refused = client.resume_flow_run(flow_run_id, run_input={"decision": "approve", "approver": "ada"})
         assert refused.status.value == "REJECT" and "schema not found" in str(refused.details), refused
-        with temporary_settings({PREFECT_API_URL: stack.api_url}):
-            # a suspension only just made still has its process saving the form: left alone
-            assert not restore_lost_form(client.read_flow_run(flow_run_id), grace_seconds=3600)
 
-    age = (datetime.now(timezone.utc) - suspended.state.timestamp).total_seconds()
-    time.sleep(max(0.0, GRACE_SECONDS - age + 1))
-    listed = stack.run("agentic", "approvals", "list")
-    assert listed.returncode == 0, listed.stdout + listed.stderr
-    assert f"flow run {flow_run_id}: its process ended before Prefect saved the answer form" in listed.stderr
-    with stack.client() as client:
-        assert client.read_flow_run_input(flow_run_id, keyset["schema"]) == saved  # what Prefect would have saved
-    again = stack.run("agentic", "approvals", "list")
-    assert "restored it" not in again.stderr  # once restored, nothing to do
-
-    approve = stack.run("agentic", "approve", str(flow_run_id), "--as", "ada")
-    assert approve.returncode == 0, approve.stdout + approve.stderr
+        back = _eventually(lambda: _input_or_none(client, flow_run_id, keyset["schema"]),
+                           lambda found: found is not None, within=120)
+        assert back == saved  # what Prefect had saved
+        accepted = client.resume_flow_run(flow_run_id, run_input={"decision": "approve", "approver": "ada"})
+        assert accepted.status.value == "ACCEPT", accepted
     assert submit.finish() == 0, submit.lines + submit.other
     assert submit.lines[-1].endswith(": Completed")
     [approval] = [r for r in _records(stack, flow_run_id) if r.kind == "approval"]
     assert (approval.data["decision"], approval.data["approver"]) == ("approve", "ada")
+    worker_log = (stack.home / "agentic" / "stack" / "worker.log").read_text(errors="replace")
+    assert f"flow run {flow_run_id}: its process ended before Prefect saved the approval form" in worker_log
+
+
+def test_agentic_approvals_restores_a_lost_form_of_any_suspended_gate(stack) -> None:  # type: ignore[no-untyped-def]
+    """A suspended gate outside the worker's pool, its form never saved (made here as
+    ``suspend_flow_run`` makes it, minus the save): the CLI restores it, then the answer is taken."""
+    with temporary_settings({PREFECT_API_URL: stack.api_url}):
+        deployment = _gated_by_hand.to_deployment(name="no-pool").apply()  # resumable, in no worker's pool
+        with stack.client() as client:
+            flow_run = client.create_flow_run_from_deployment(deployment)
+            key = "approve-publish-by-hand"
+            create_flow_run_input_from_model(GateSummary.input_key(key), GateSummary(
+                plan="by-hand", goal="g", step="publish", tool="shell", command="cat NOTES.md", risk="low",
+                asked_at=datetime.now(timezone.utc), timeout_seconds=600), flow_run.id)
+            save_form_copy(answer_form("<p>the review</p>"), key, flow_run_id=flow_run.id)
+            state = Suspended(timeout_seconds=600, pause_key=key)
+            state.state_details.run_input_keyset = keyset_from_paused_state(state)
+            client.set_flow_run_state(flow_run.id, state, force=True)
+            # a suspension only just made still has its process saving the form: left alone
+            assert not restore_lost_form(client.read_flow_run(flow_run.id))
+        time.sleep(GRACE_SECONDS + 1)
+        listed = stack.run("agentic", "approvals", "list")
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert f"flow run {flow_run.id}: its process ended before Prefect saved the answer form" in listed.stderr
+        with stack.client() as client:
+            copy = client.read_flow_run_input(flow_run.id, copy_keyset(key)["schema"])
+            assert client.read_flow_run_input(flow_run.id, state.state_details.run_input_keyset["schema"]) == copy
+        again = stack.run("agentic", "approvals", "list")
+        assert "restored it" not in again.stderr  # once restored, nothing to do
+        approve = stack.run("agentic", "approve", str(flow_run.id), "--as", "ada")
+        assert approve.returncode == 0, approve.stdout + approve.stderr
+        with stack.client() as client:
+            assert client.read_flow_run(flow_run.id).state.name == "Resuming"  # taken: scheduled to run again
+
+
+@flow(name="gated-by-hand")
+def _gated_by_hand() -> None:
+    """Never run: the flow a hand-made suspended gate belongs to."""
 
 
 def _input_or_none(client: Any, flow_run_id: UUID, key: str) -> str | None:

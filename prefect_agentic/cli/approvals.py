@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import Annotated, Any, Optional
+from uuid import UUID
 
 import typer
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.exceptions import PrefectHTTPStatusError
@@ -55,8 +56,17 @@ def _waiting_gates() -> Iterator[tuple[FlowRun, GateSummary | None]]:
                     err.print(f"flow run {run.id}: its process ended before Prefect saved the answer form; "
                               "restored it from the gate's copy (the Prefect UI can resume the run again)",
                               highlight=False, markup=False, soft_wrap=True)
-                raw = client.read_flow_run_input(run.id, GateSummary.input_key(key))
-                yield run, GateSummary.model_validate_json(raw) if raw else None
+                yield run, _summary(client, run.id, key)
+
+
+def _summary(client: SyncPrefectClient, flow_run_id: UUID, pause_key: str) -> GateSummary | None:
+    """The gate's summary, or None if it saved none (listed all the same, as "no gate summary")."""
+    try:
+        return GateSummary.model_validate_json(client.read_flow_run_input(flow_run_id, GateSummary.input_key(pause_key)))
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code != 404:
+            raise
+        return None
 
 
 def _find(run_ref: str) -> FlowRun:

@@ -16,10 +16,16 @@ from prefect_agentic.cli.startup import (  # the clock starts before Prefect's i
 )
 
 # The run's own progress display replaces Prefect's console log lines (the logs
-# still reach the Prefect API); `agentic -v` brings them back. Prefect reads
-# these when it is imported, so they are set first.
-if "-v" not in sys.argv[1:2] and "--verbose" not in sys.argv[1:2]:
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+# still reach the Prefect API); `agentic -v` brings them back. Workers keep them:
+# their console log is what a platform team reads, as with `prefect worker start`.
+# Prefect reads these when it is imported, so they are set first.
+_QUIETED = "AGENTIC_QUIETED_PREFECT_CONSOLE"  # set with the level, so a worker started by us can undo it
+if {"worker", "task-worker"} & set(sys.argv[1:2]):
+    if os.environ.pop(_QUIETED, None):
+        os.environ.pop("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", None)
+elif not {"-v", "--verbose"} & set(sys.argv[1:2]) and "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL" not in os.environ:
+    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "CRITICAL"
+    os.environ[_QUIETED] = "1"
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Prefect gives its embedded API 20 s to start; a busy 2-core machine needs more
 # (seen at load 12-20). A user's own setting wins.

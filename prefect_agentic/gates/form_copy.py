@@ -5,9 +5,10 @@ form the Prefect UI renders (the run input schema). A flow-run process that
 dies between the two leaves a run that cannot be answered at all: the server
 refuses every resume ("Run input schema not found"), in the UI and from the
 CLI, until the gate times out. So the gate saves a copy of the form under its
-own keys first, and a reader that finds a suspended gate without its form
-(``agentic approvals``, ``approve``, ``reject``...) puts the copy where
-Prefect expects it.
+own keys first, and whoever finds a suspended gate without its form puts the
+copy where Prefect expects it: ``agentic worker`` for the runs of its pool,
+every ``FORM_CHECK_SECONDS`` (so an approver using only the UI is covered),
+and the CLI (``agentic approvals``, ``approve``, ``reject``...) for any run.
 
 A form is missing for a moment after every suspension, while the process
 saves it, so a copy is only restored once the suspension is ``GRACE_SECONDS``
@@ -17,8 +18,16 @@ old: writing it first would make the live process's own save fail.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateName,
+    WorkPoolFilter,
+    WorkPoolFilterName,
+)
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.input import RunInput
@@ -26,6 +35,8 @@ from prefect.input.run_input import Keyset, keyset_from_base_key
 
 GRACE_SECONDS = 10.0
 """How old a suspension must be before its missing form counts as lost."""
+FORM_CHECK_SECONDS = 15.0
+"""How often ``agentic worker`` looks for lost forms among its pool's suspended runs."""
 
 
 def copy_keyset(pause_key: str) -> Keyset:
@@ -33,15 +44,15 @@ def copy_keyset(pause_key: str) -> Keyset:
     return keyset_from_base_key(f"gate-form-{pause_key}")
 
 
-def save_form_copy(form: type[RunInput], pause_key: str) -> None:
+def save_form_copy(form: type[RunInput], pause_key: str, flow_run_id: UUID | None = None) -> None:
     """Keep a copy of ``form`` with the current flow run; call it before suspending.
 
     It is saved by Prefect's own ``RunInput.save``, so the copy is exactly
     what ``suspend_flow_run`` saves. A copy already there (the run asking
-    again after a restart) is kept.
+    again after a restart) is kept. ``flow_run_id``: another run than the current one.
     """
     try:
-        form.save(copy_keyset(pause_key))
+        form.save(copy_keyset(pause_key), flow_run_id=flow_run_id)
     except PrefectHTTPStatusError as exc:
         if exc.response.status_code != 409:
             raise
@@ -73,6 +84,15 @@ def restore_lost_form(flow_run: FlowRun, *, grace_seconds: float = GRACE_SECONDS
             if value is not None:
                 _create(client, flow_run, keyset[part], value)
     return True
+
+
+def restore_lost_forms(work_pool: str) -> list[UUID]:
+    """Restore every lost form among the suspended flow runs of ``work_pool``; their ids."""
+    with get_client(sync_client=True) as client:
+        suspended = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Suspended"]))),
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[work_pool])))
+    return [flow_run.id for flow_run in suspended if restore_lost_form(flow_run)]
 
 
 def _read(client: SyncPrefectClient, flow_run: FlowRun, key: str) -> str | None:

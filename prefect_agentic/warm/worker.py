@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.to_thread
+from prefect.logging import get_logger
 from prefect.utilities.processutils import command_to_string, get_sys_executable
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
+
+from prefect_agentic.gates.form_copy import FORM_CHECK_SECONDS, restore_lost_forms
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -45,4 +50,28 @@ async def serve_pool(pool: str, name: str | None = None, limit: int | None = Non
     """
     worker = ProcessWorker(work_pool_name=pool, name=name, limit=limit, **options)
     worker.job_configuration = WarmProcessJobConfiguration
-    await worker.start()
+    async with anyio.create_task_group() as group:
+        group.start_soon(restore_lost_forms_of, pool)
+        await worker.start()
+        group.cancel_scope.cancel()
+
+
+async def restore_lost_forms_of(pool: str) -> None:
+    """Every ``FORM_CHECK_SECONDS``, put back the approval forms its pool's suspended runs lost.
+
+    A run whose process died while suspending cannot be answered in the
+    Prefect UI until its form is back (``prefect_agentic.gates.form_copy``);
+    the worker that would start it again is the one place that is always
+    running for an approver who only uses the UI.
+    """
+    logger = get_logger("prefect_agentic.worker")
+    while True:
+        await anyio.sleep(FORM_CHECK_SECONDS)
+        try:
+            restored = await anyio.to_thread.run_sync(restore_lost_forms, pool)
+        except Exception as exc:  # noqa: BLE001 - an unreachable API now is retried at the next check
+            logger.warning("could not check the suspended runs of pool %r for lost approval forms: %s", pool, exc)
+            continue
+        for flow_run_id in restored:
+            logger.warning("flow run %s: its process ended before Prefect saved the approval form; restored it "
+                        "from the gate's copy, so it can be answered in the UI", flow_run_id)
