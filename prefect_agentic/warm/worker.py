@@ -74,4 +74,4 @@ async def restore_lost_forms_of(pool: str) -> None:
             continue
         for flow_run_id in restored:
             logger.warning("flow run %s: its process ended before Prefect saved the approval form; restored it "
-                        "from the gate's copy, so it can be answered in the UI", flow_run_id)
+                           "from the gate's copy, so it can be answered in the UI", flow_run_id)
