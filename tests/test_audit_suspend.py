@@ -49,6 +49,7 @@ from prefect_agentic.gates.form_copy import (
     copy_keyset,
     restore_lost_form,
     save_form_copy,
+    stored_input,
 )
 from prefect_agentic.record.audit import parse_log
 
@@ -246,14 +247,14 @@ def test_a_gate_whose_process_died_before_prefect_saved_its_form_gets_it_back_fr
     assert suspended.state.name == "Suspended"
     keyset = suspended.state.state_details.run_input_keyset
     with stack.client() as client:
-        saved = _eventually(lambda: _input_or_none(client, flow_run_id, keyset["schema"]),
+        saved = _eventually(lambda: stored_input(client, flow_run_id, keyset["schema"]),
                             lambda found: found is not None)
         assert saved is not None
         client.delete_flow_run_input(flow_run_id, keyset["schema"])  # the state a death in between leaves
         refused = client.resume_flow_run(flow_run_id, run_input={"decision": "approve", "approver": "ada"})
         assert refused.status.value == "REJECT" and "schema not found" in str(refused.details), refused
 
-        back = _eventually(lambda: _input_or_none(client, flow_run_id, keyset["schema"]),
+        back = _eventually(lambda: stored_input(client, flow_run_id, keyset["schema"]),
                            lambda found: found is not None, within=120)
         assert back == saved  # what Prefect had saved
         accepted = client.resume_flow_run(flow_run_id, run_input={"decision": "approve", "approver": "ada"})
@@ -301,13 +302,6 @@ def test_agentic_approvals_restores_a_lost_form_of_any_suspended_gate(stack) -> 
 @flow(name="gated-by-hand")
 def _gated_by_hand() -> None:
     """Never run: the flow a hand-made suspended gate belongs to."""
-
-
-def _input_or_none(client: Any, flow_run_id: UUID, key: str) -> str | None:
-    try:
-        return client.read_flow_run_input(flow_run_id, key)  # type: ignore[no-any-return]
-    except Exception:  # noqa: BLE001 - not saved yet
-        return None
 
 
 def test_agentic_run_without_a_terminal_says_where_to_answer(stack, make_repo, tmp_path, sandbox_image) -> None:  # type: ignore[no-untyped-def]

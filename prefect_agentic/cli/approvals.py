@@ -30,7 +30,7 @@ from rich.prompt import Prompt
 from prefect_agentic.cli.runs import RunIdError, resolve_run_id
 from prefect_agentic.gates import ApprovalAnswer, GateQuestion, use_answerer
 from prefect_agentic.gates.answer import GateSummary, read_review
-from prefect_agentic.gates.form_copy import restore_lost_form
+from prefect_agentic.gates.form_copy import restore_lost_form, stored_input
 
 err = Console(stderr=True)
 out = Console()
@@ -61,12 +61,8 @@ def _waiting_gates() -> Iterator[tuple[FlowRun, GateSummary | None]]:
 
 def _summary(client: SyncPrefectClient, flow_run_id: UUID, pause_key: str) -> GateSummary | None:
     """The gate's summary, or None if it saved none (listed all the same, as "no gate summary")."""
-    try:
-        return GateSummary.model_validate_json(client.read_flow_run_input(flow_run_id, GateSummary.input_key(pause_key)))
-    except PrefectHTTPStatusError as exc:
-        if exc.response.status_code != 404:
-            raise
-        return None
+    raw = stored_input(client, flow_run_id, GateSummary.input_key(pause_key))
+    return GateSummary.model_validate_json(raw) if raw is not None else None
 
 
 def _find(run_ref: str) -> FlowRun:

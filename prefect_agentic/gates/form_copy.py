@@ -74,13 +74,13 @@ def restore_lost_form(flow_run: FlowRun, *, grace_seconds: float = GRACE_SECONDS
     if (datetime.now(timezone.utc) - state.timestamp).total_seconds() < grace_seconds:
         return False
     with get_client(sync_client=True) as client:
-        if _read(client, flow_run, keyset["schema"]) is not None:
+        if stored_input(client, flow_run.id, keyset["schema"]) is not None:
             return False
         copy = copy_keyset(pause_key)
-        schema = _read(client, flow_run, copy["schema"])
+        schema = stored_input(client, flow_run.id, copy["schema"])
         if schema is None:
             return False
-        for part, value in (("schema", schema), ("description", _read(client, flow_run, copy["description"]))):
+        for part, value in (("schema", schema), ("description", stored_input(client, flow_run.id, copy["description"]))):
             if value is not None:
                 _create(client, flow_run, keyset[part], value)
     return True
@@ -95,10 +95,10 @@ def restore_lost_forms(work_pool: str) -> list[UUID]:
     return [flow_run.id for flow_run in suspended if restore_lost_form(flow_run)]
 
 
-def _read(client: SyncPrefectClient, flow_run: FlowRun, key: str) -> str | None:
-    """The stored JSON text at ``key``, or None when there is none."""
+def stored_input(client: SyncPrefectClient, flow_run_id: UUID, key: str) -> str | None:
+    """The flow run's input ``key`` as stored (JSON text), or None when there is none."""
     try:
-        return client.read_flow_run_input(flow_run.id, key)
+        return client.read_flow_run_input(flow_run_id, key)
     except PrefectHTTPStatusError as exc:
         if exc.response.status_code != 404:
             raise
