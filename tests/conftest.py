@@ -42,6 +42,18 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DEFAULT_IMAGE = os.environ.get("AGENTIC_SANDBOX_IMAGE", "prefect-agentic/sandbox:2")
 
 
+# The files that take minutes, longest first (from `make test`'s slowest durations). `make test`
+# hands whole files to its test processes in collection order, so starting these first lets the
+# processes finish together instead of one waiting on a long file picked up last.
+LONGEST_FIRST = ("test_scale_out.py", "test_upgrade_service.py", "test_audit_suspend.py", "test_docs.py",
+                 "test_task_workers.py", "test_deploy.py", "test_rolling_upgrade.py", "test_cli.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 def _missing(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI=true and {reason}; CI must provide it (see .ci/run)", pytrace=False)
