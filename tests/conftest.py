@@ -84,17 +84,34 @@ def sandbox_image(docker_client) -> str:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def prefect_api() -> Iterator[str]:
-    """One temporary Prefect server for the session (real API, own SQLite database)."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One temporary Prefect server for the session (real API, own SQLite database).
 
-    with prefect_test_harness(server_startup_timeout=180):
-        from prefect.settings import PREFECT_API_URL
+    What Prefect's ``prefect_test_harness`` does, except its end: the harness waits for Prefect's
+    log and event services without a bound, and in one run an event service never finished
+    (its task waited on a connection the server had closed), so the session hung after its last
+    test. Here the wait is bounded (``prefect_services.drain``).
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL,
+        temporary_settings,
+    )
+    from prefect_services import drain
 
-        url = PREFECT_API_URL.value()
-        os.environ["PREFECT_API_URL"] = url  # for subprocesses
-        yield url
-        os.environ.pop("PREFECT_API_URL", None)
+    database = tmp_path_factory.mktemp("prefect-api") / "prefect.db"
+    with temporary_settings({PREFECT_SERVER_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{database}"}):
+        server = SubprocessASGIServer()  # the process's default server: embedded-mode code finds it
+        server.start(timeout=180)
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            os.environ["PREFECT_API_URL"] = server.api_url  # for subprocesses
+            yield server.api_url
+            os.environ.pop("PREFECT_API_URL", None)
+            drain(timeout=60)
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)
