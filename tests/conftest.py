@@ -89,8 +89,8 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     What Prefect's ``prefect_test_harness`` does, except its end: the harness waits for Prefect's
     log and event services without a bound, and in one run an event service never finished
-    (its task waited on a connection the server had closed), so the session hung after its last
-    test. Here the wait is bounded (``prefect_services.drain``).
+    (it kept retrying a server a module had stopped), so the session hung after its last test.
+    Here the wait is bounded (``prefect_services.drain``).
     """
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import (
@@ -112,6 +112,21 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             drain(timeout=60)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _prefect_services_restart_after_each_module() -> Iterator[None]:
+    """Prefect's event service keeps the API address it started on (its instance key ignores
+    PREFECT_API_URL), so a module that points in-process code at a server of its own would send
+    the events of every later module there. Each module ends with Prefect's log and event
+    services stopped; the next log or event starts them on the address then in force. What a
+    service still holds after 10 s is for a server that ended with its module (Prefect retries
+    those without end): it is dropped."""
+    yield
+    if "prefect._internal.concurrency.services" in sys.modules:  # never loaded: nothing runs
+        from prefect_services import drain
+
+        drain(timeout=10, warn=False)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,8 +2,9 @@
 
 Prefect sends logs and events from background services on its global event loop and, at a
 test harness's end and at interpreter exit, waits for each to finish what it holds, without a
-bound. A service whose task never returns (seen once: an event service waiting on a
-connection its server had closed) then hangs the test process. ``drain`` stops them all, waits
+bound. A service whose task never returns then hangs the test process: seen when Prefect's
+event service, which keeps the API address it started on, retried sending to a server a test
+module had already stopped. ``drain`` stops them all, waits
 at most ``timeout`` seconds, and cancels any still running, saying where each was waiting, so
 the session and the interpreter can end.
 """
@@ -20,7 +21,9 @@ from prefect._internal.concurrency.services import _active_services
 from prefect._internal.concurrency.threads import get_global_loop
 
 
-def drain(timeout: float) -> None:
+def drain(timeout: float, *, warn: bool = True) -> None:
+    """Stop Prefect's services and wait for them; cancel any still running after ``timeout``
+    seconds, with a warning saying where each waited when ``warn``."""
     services = list(_active_services)
     concurrent.futures.wait([service._drain() for service in services], timeout=timeout)
     stuck = [s for s in services if s._done_event is not None and not s._done_event.is_set()]
@@ -28,8 +31,9 @@ def drain(timeout: float) -> None:
         return
     loop = get_global_loop()._loop
     waiting = asyncio.run_coroutine_threadsafe(_cancel_runs_of(stuck), loop).result(timeout=30)
-    warnings.warn(f"{len(stuck)} Prefect service(s) had not finished {timeout} s after being stopped "
-                  "and were cancelled; where each was waiting:\n" + "\n".join(waiting), stacklevel=1)
+    if warn:
+        warnings.warn(f"{len(stuck)} Prefect service(s) had not finished {timeout} s after being stopped "
+                      "and were cancelled; where each was waiting:\n" + "\n".join(waiting), stacklevel=1)
 
 
 async def _cancel_runs_of(services: list[Any]) -> list[str]:
