@@ -92,6 +92,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (it kept retrying a server a module had stopped), so the session hung after its last test.
     Here the wait is bounded (``prefect_services.drain``).
     """
+    import prefect.context
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import (
         PREFECT_API_URL,
@@ -105,7 +106,10 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server = SubprocessASGIServer()  # the process's default server: embedded-mode code finds it
         server.start(timeout=180)
     try:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
+        # the global settings too, as the harness does: a thread (a run started in the
+        # background by a test) starts without this context's settings
+        with temporary_settings({PREFECT_API_URL: server.api_url}), \
+                prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
             os.environ["PREFECT_API_URL"] = server.api_url  # for subprocesses
             yield server.api_url
             os.environ.pop("PREFECT_API_URL", None)
