@@ -4,9 +4,9 @@ Prefect sends logs and events from background services on its global event loop 
 test harness's end and at interpreter exit, waits for each to finish what it holds, without a
 bound. A service whose task never returns then hangs the test process: seen when Prefect's
 event service, which keeps the API address it started on, retried sending to a server a test
-module had already stopped. ``drain`` stops them all, waits
-at most ``timeout`` seconds, and cancels any still running, saying where each was waiting, so
-the session and the interpreter can end.
+module had already stopped. ``drain`` stops them all, waits at most ``timeout`` seconds, and
+cancels any still running, saying where each was waiting, so the session and the interpreter
+can end.
 """
 
 from __future__ import annotations
@@ -38,13 +38,15 @@ def drain(timeout: float, *, warn: bool = True) -> None:
 
 async def _cancel_runs_of(services: list[Any]) -> list[str]:
     """Cancel the ``_run`` task of each service (its ``finally`` marks it done); where each waited."""
-    waiting = []
+    waiting, cancelled = [], []
     for task in asyncio.all_tasks():
         frame = getattr(task.get_coro(), "cr_frame", None)
         if frame is not None and frame.f_locals.get("self") in services:
             waiting.append(f"{type(frame.f_locals['self']).__name__}: " + " <- ".join(_awaiting(task.get_coro())))
             task.cancel()
-    await asyncio.sleep(0.5)  # let the cancelled tasks run their `finally`
+            cancelled.append(task)
+    if cancelled:
+        await asyncio.wait(cancelled, timeout=20)  # their `finally` (closing clients) runs first
     return waiting
 
 
