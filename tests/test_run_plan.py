@@ -225,13 +225,16 @@ def test_output_that_breaks_the_tool_contract_fails_only_that_step(make_repo, sa
             return {"exit_code": result.exit_code, "count": int(result.stdout)}
 
     default_registry().register(CountTool)
-    report = run("""
+    try:
+        report = run("""
 id: contract
 goal: a tool that lies about its output
 steps:
   - {id: count, tool: count-lines}
   - {id: other, tool: shell, args: {command: "true"}}
 """, make_repo({"f": "x"}), sandbox_image)
+    finally:  # later tests in this process (e.g. the list of known tools) see only the built-ins
+        default_registry().unregister(CountTool.name)
     assert statuses(report) == {"count": "failed", "other": "completed"}
     assert "tool 'count-lines' v0.1.0 produced output that does not fit its output model: " \
            "count: Input should be greater than or equal to 0" in (report.steps[0].reason or "")
