@@ -92,8 +92,12 @@ class WorkspaceFiles:
     # -- descriptors -----------------------------------------------------------------------
 
     @contextmanager
-    def _dir(self, parts: list[str], *, create: bool = False) -> Iterator[int]:
-        """A descriptor of directory ``prefix/parts``, every component opened without following."""
+    def _dir(self, parts: list[str], *, create: bool = False,
+             owner: tuple[int, int] | None = None) -> Iterator[int]:
+        """A descriptor of directory ``prefix/parts``, every component opened without following.
+
+        ``create``: make missing components; ``owner``: uid:gid to give the ones made here.
+        """
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             walked: list[str] = []
@@ -106,9 +110,12 @@ class WorkspaceFiles:
                         raise
                     try:
                         os.mkdir(part, 0o755, dir_fd=fd)
+                        made = True
                     except FileExistsError:
-                        pass
+                        made = False
                     child = self._open_dir_child(fd, part, walked)
+                    if made and owner is not None:
+                        os.fchown(child, *owner)
                 except OSError as exc:
                     raise self._refusal(exc, fd, part, walked) from None
                 os.close(fd)
@@ -230,9 +237,12 @@ class WorkspaceFiles:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def mkdirs(self, relative: RelPath) -> None:
-        """Create directory ``relative`` and its parents; an existing link in the way is refused."""
-        with self._dir(_components(relative), create=True):
+    def mkdirs(self, relative: RelPath, *, owner: tuple[int, int] | None = None) -> None:
+        """Create directory ``relative`` and its parents; an existing link in the way is refused.
+
+        ``owner``: uid:gid to give the directories made here (existing ones are left as they are).
+        """
+        with self._dir(_components(relative), create=True, owner=owner):
             pass
 
     def write_bytes(self, relative: RelPath, data: bytes, *, mode: int = 0o644,

@@ -25,8 +25,8 @@ from prefect.futures import PrefectFuture
 from prefect_agentic.compiler import CompiledPlan, compile_plan
 from prefect_agentic.errors import PlanError
 from prefect_agentic.executor import RunContext, StepResult, run_resources, run_tool
-from prefect_agentic.plan.models import Plan, Step
 from prefect_agentic.pins import pin_new_tools
+from prefect_agentic.plan.models import Plan, Step
 from prefect_agentic.plan.revision import changed_completed_steps
 from prefect_agentic.record.progress import StepEvent, StepStatus, publish
 from prefect_agentic.report import PlanRevision, StepReport
@@ -181,9 +181,7 @@ class StepScheduler:
             input_result = self._futures[source].state.result() if source else None
             future: PrefectFuture[StepResult] | TaskWorkerStep = TaskWorkerStep(step, self.run, input_result)
         else:
-            task = step_task(step, self.plan.id)
-            if self.refresh_cache:
-                task = task.with_options(refresh_cache=True)
+            task = step_task(step, self.plan.id, refresh_cache=self.refresh_cache)
             future = task.submit(step, self.run, input_result=self._futures[source] if source else None)
         self._futures[step.id] = future
         future.add_done_callback(lambda _f, step_id=step.id: self._finished.put(step_id))

@@ -462,7 +462,10 @@ class Workspace:
         """Make the report directory ``relative`` (under ``.agentic``) and hand it to the sandbox uid.
 
         ``.agentic`` survives between steps; whatever an earlier step left there
-        (a link in place of a directory) is removed first, never followed.
+        (a link in place of a directory) is removed first, never followed. Only
+        the directories made here change owner: the reset before a step hands the
+        whole worktree over, ``.agentic`` included, and walking ``.agentic`` again
+        here made every step slower than the one before (reports accumulate).
         """
         files = self.files
         top = files.lstat(AGENTIC_DIR)
@@ -470,11 +473,10 @@ class Workspace:
             files.remove_tree(AGENTIC_DIR)
         reports = files.sub(relative)
         try:
-            reports.mkdirs("")
+            reports.mkdirs("", owner=self.owner)
         except WorkspaceBoundaryError:  # a link somewhere below .agentic: start it afresh
             files.remove_tree(AGENTIC_DIR)
-            reports.mkdirs("")
-        self.hand_over(AGENTIC_DIR)
+            reports.mkdirs("", owner=self.owner)
         return reports
 
     def snapshot(self, message: str, ref_name: str) -> str:

@@ -200,6 +200,16 @@ def test_walk_and_chown_never_enter_or_change_a_link_target(tree) -> None:  # ty
         assert (files.root / "pkg" / "mod.py").stat().st_uid == 4321
 
 
+def test_mkdirs_gives_the_directories_it_makes_and_only_those_to_the_owner(tree) -> None:  # type: ignore[no-untyped-def]
+    files, _ = tree
+    owner = (4321, 4322) if os.getuid() == 0 else (os.getuid(), os.getgid())
+    files.mkdirs("pkg/reports/step/1", owner=owner)
+    for made in ("pkg/reports", "pkg/reports/step", "pkg/reports/step/1"):
+        info = (files.root / made).stat()
+        assert (info.st_uid, info.st_gid) == owner, made
+    assert (files.root / "pkg").stat().st_uid == os.getuid()  # there before: left as it was
+
+
 def test_reads_are_capped_and_only_of_regular_files(tree) -> None:  # type: ignore[no-untyped-def]
     files, _ = tree
     os.mkfifo(files.root / "fifo")  # a reader would block forever on it

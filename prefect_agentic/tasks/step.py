@@ -91,9 +91,14 @@ def step_tags(plan_id: str, tool: str) -> set[str]:
     return tags if tags & limited_tags() else set()
 
 
-def step_task(step: Step, plan_id: str) -> Task[..., StepResult]:
-    """``run_step`` configured for ``step``: name, tags, retries, backoff (its timeout is the sandbox's)."""
+def step_task(step: Step, plan_id: str, *, refresh_cache: bool = False) -> Task[..., StepResult]:
+    """``run_step`` configured for ``step``: name, tags, retries, backoff (its timeout is the sandbox's).
+
+    ``refresh_cache``: run it and replace its cached result (``--fresh``). One ``with_options``
+    a step: each makes a new ``Task``, about half a millisecond between two steps of a chain.
+    """
     return run_step.with_options(
+        refresh_cache=refresh_cache or None,
         name=step.id,
         task_run_name=step.id,
         tags=step_tags(plan_id, step.tool),
