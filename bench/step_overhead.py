@@ -7,7 +7,12 @@ floor, ours...), so a change in the machine's load hits both alike:
     against a chain of plain Prefect tasks configured as our step tasks are
     (persisted JSON result, a retry, our own cache key, the same tags) whose
     body is only the same ``docker exec`` (docker SDK) into a running container
-    (target <= 1.10x);
+    (target <= 1.10x); with ``--only warm_same``, ours also against a floor
+    whose task does, around the same ``docker exec``, the work our warm step
+    does around its command, with git and files and without our code
+    (``SameWork``: reset a clone to the snapshot with ``git checkout`` and
+    ``git clean``, five hash-chained audit lines with one fsync, a report
+    file): that splits the warm ratio into our code and the work;
   * container-per-step vs floor: the same with a container per step against
     floor tasks doing ``docker run --rm`` (target <= 1.05x); with ``--only
     per_step_slot``, on a server, the same twice more: ours without the
@@ -22,7 +27,10 @@ floor, ours...), so a change in the machine's load hits both alike:
   * the same 16 x 1 s when the floor starts its container: the floor flow also
     starts the container it execs into and removes it at the end, as a whole
     run of ours does (start-up and clean-up that the previous floor leaves
-    out; not a target, it shows what our run adds beyond that);
+    out; not a target, it shows what our run adds beyond that); with ``--only
+    parallel_cold_slot``, on a server, a cold floor that also holds a slot of a
+    global concurrency limit (Prefect's ``concurrency()``) while its container
+    lives, as our warm run holds a slot of the sandbox limit;
   * 2-second stalls: API calls Prefect's client retried after a 503 (its first
     retry waits 2 s); with ``--why-stalls`` the embedded server prints each
     statement SQLite refused.
@@ -37,7 +45,12 @@ not spread over its steps. Before each timed flow run the bench waits 0.5 s
 
 Runs use the embedded API's settings exactly as ``agentic run`` does
 (``prefect_agentic.settings.embedded_run_settings``), or the server at
-``PREFECT_API_URL`` when set.
+``PREFECT_API_URL`` when set. On a server, flow-run heartbeats are turned off
+for every run of the bench, floors and ours alike: Prefect 3.9's heartbeat
+thread sleeps in whole seconds and is joined when a flow run ends, so with
+heartbeats on every flow run lasts a whole number of seconds past its start
+and a chain's time moves in one-second jumps (``bench/heartbeat_join.py``
+measures that wait).
 
 Options: ``--raw`` also prints raw ``docker exec``/``docker run`` (CLI, SDK);
 ``--resume`` the 100-step resume ratio; ``--slot`` the sandbox slot's cost on
@@ -54,6 +67,8 @@ Usage: ``python bench/step_overhead.py [--quick] [--rounds N] [--chain N] [--per
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import os
 import statistics
@@ -77,6 +92,7 @@ os.environ.setdefault("AGENTIC_HOME", str(_STATE / "agentic"))
 import docker
 from prefect import flow, task
 from prefect.concurrency.sync import concurrency
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
@@ -98,6 +114,11 @@ CACHED_QUIET_S = 2.0
 """The same before a cached run: after a cached chain the server records its task states for longer."""
 FLOOR_SLOT_LIMIT = "bench-floor-sandboxes"
 """The global concurrency limit the slotted floor holds a slot of (created by the bench, size 50)."""
+COMPARISONS = ["warm", "warm_same", "per_step", "per_step_slot", "cached", "parallel", "parallel_cold",
+               "parallel_cold_slot"]
+"""What ``--only`` can name (``warm_same``; ``per_step_slot`` and ``parallel_cold_slot``, on a server)."""
+GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+"""git without the user's and the system's config, for the same-work floor (``SameWork``)."""
 TARGETS = {"warm": 1.10, "per_step": 1.05, "cached": 1.3, "parallel": 1.10}
 """Issue 17: ratios against the Prefect floor in the same bench run."""
 
@@ -333,6 +354,53 @@ class Comparison:
                 f"(target <= {self.target}x: {verdict(ratio, self.target)}); {counts}")
 
 
+class SameWork:
+    """The work our warm step does around its command, done with git and files, without our code.
+
+    Reset a clone of the repository to the step's snapshot (``git checkout
+    --force --detach`` and ``git clean -ffdxq``, git's user and system config
+    off, as the workspace runs them), make the reports directory, append five
+    hash-chained audit lines (fsynced once, after the attempt's end), and write
+    a step report: the per-step work ``docs/benchmarks.md`` lists as ours.
+    """
+
+    def __init__(self, repo: Path) -> None:
+        self.workspace = _STATE / "same-work-workspace"
+        subprocess.run(["git", "clone", "-q", "--no-checkout", str(repo), str(self.workspace)],
+                       check=True, env=GIT_ENV)
+        self.snapshot = self._git("rev-parse", "HEAD").strip()
+        self.audit = _STATE / "same-work-audit.jsonl"
+        self.head = "0" * 64
+
+    def _git(self, *args: str) -> str:
+        return subprocess.run(["git", "-C", str(self.workspace), *args], check=True, env=GIT_ENV,
+                              capture_output=True, text=True).stdout
+
+    def _record(self, handle: int, kind: str, *, sync: bool = False) -> None:
+        line = json.dumps({"kind": kind, "at": time.time(), "prev": self.head, "data": {"snapshot": self.snapshot}})
+        self.head = hashlib.sha256(line.encode()).hexdigest()
+        os.write(handle, (line + "\n").encode())
+        if sync:
+            os.fsync(handle)
+
+    def around(self, command: Callable[[], object]) -> None:
+        """``command`` with the step's work before and after it."""
+        self._git("checkout", "--quiet", "--force", "--detach", self.snapshot)
+        self._git("clean", "-ffdxq", "-e", "/.agentic/")
+        (self.workspace / ".agentic" / "reports").mkdir(parents=True, exist_ok=True)
+        handle = os.open(self.audit, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            self._record(handle, "step_started")
+            self._record(handle, "attempt_started")
+            command()
+            self._record(handle, "attempt_finished", sync=True)
+            self._record(handle, "verdict")
+            self._record(handle, "step_finished")
+        finally:
+            os.close(handle)
+        (self.workspace / ".agentic" / "reports" / "step.json").write_text(json.dumps({"snapshot": self.snapshot}))
+
+
 class WarmContainer:
     """A running sandbox container for the floors' ``docker exec``."""
 
@@ -353,16 +421,23 @@ def marginal(run_chain: Callable[[int], float], chain: int) -> float:
     return (run_chain(chain + 1) - run_chain(1)) / chain
 
 
-def compare_warm(comparison: Comparison, repo: Path, container: WarmContainer, chain: int, n: int) -> None:
+def compare_warm(comparison: Comparison, repo: Path, container: WarmContainer, chain: int, n: int,
+                 same_work: SameWork | None = None) -> None:
+    """Warm steps against floor tasks doing ``docker exec``; with ``same_work``, doing that work around it too."""
     settings = SandboxSettings(image=IMAGE, mode="warm")
+
+    def op() -> None:
+        if same_work is None:
+            container.exec(COMMAND)
+        else:
+            same_work.around(lambda: container.exec(COMMAND))
 
     def ours(length: int) -> float:
         return run(chain_plan(f"bench-warm-{length}", length, COMMAND), repo, settings)[0]
 
-    comparison.round(
-        lambda: marginal(lambda length: floor_chain_seconds(lambda: container.exec(COMMAND), length,
-                                                            f"warm{n}"), chain),
-        lambda: marginal(ours, chain))
+    tag = f"warm{n}" if same_work is None else f"warm-same{n}"
+    comparison.round(lambda: marginal(lambda length: floor_chain_seconds(op, length, tag), chain),
+                     lambda: marginal(ours, chain))
 
 
 def compare_per_step(comparison: Comparison, repo: Path, chain: int, n: int, *, slot: str = "ours") -> None:
@@ -423,12 +498,17 @@ def parallel_plan() -> dict:
     return {"id": "bench-parallel", "goal": "16 independent 1 s steps", "steps": steps}
 
 
-def compare_parallel(comparison: Comparison, repo: Path, container: WarmContainer | None) -> None:
+def compare_parallel(comparison: Comparison, repo: Path, container: WarmContainer | None, *,
+                     slot: bool = False) -> None:
     """16 one-second ``sleep 1`` steps, 8 at once, against the same 16 ``docker exec``s as floor tasks.
 
     With ``container=None`` the floor flow starts its own container and removes
-    it at the end, as a whole run of ours does.
+    it at the end, as a whole run of ours does; with ``slot`` too, it holds a
+    slot of a global concurrency limit (Prefect's ``concurrency()``) while that
+    container lives, as our warm run holds one of the sandbox limit (on a server).
     """
+    if slot and not uses_embedded_api():
+        ensure_limit(FLOOR_SLOT_LIMIT, 50)
 
     def execs(target: WarmContainer) -> None:
         step = floor_task(lambda: target.exec(["sleep", "1"])).with_options(refresh_cache=True)
@@ -440,7 +520,7 @@ def compare_parallel(comparison: Comparison, repo: Path, container: WarmContaine
         if container is not None:
             execs(container)
             return
-        with WarmContainer() as own:
+        with concurrency(FLOOR_SLOT_LIMIT, occupy=1) if slot else nullcontext(), WarmContainer() as own:
             execs(own)
 
     def floor() -> float:
@@ -460,15 +540,18 @@ def compare_parallel(comparison: Comparison, repo: Path, container: WarmContaine
 def floor_ratios(repo: Path, chain: int, rounds: int, only: set[str]) -> list[Comparison]:
     """Issue 17's ratios: our step against the Prefect floor, interleaved rounds (floor, ours, floor, ours...).
 
-    ``only``: the comparisons to run (warm, per_step, per_step_slot, cached, parallel, parallel_cold).
+    ``only``: the comparisons to run (``COMPARISONS``).
     """
     warm = Comparison("warm step vs floor", TARGETS["warm"])
+    warm_same = Comparison("  same, floor does our step's work", TARGETS["warm"])
     per_step = Comparison("container-per-step vs floor", TARGETS["per_step"])
     no_slot = Comparison("  same, ours without sandbox slot", TARGETS["per_step"])
     both_slot = Comparison("  same, floor holds a slot too", TARGETS["per_step"])
     cached = Comparison("cached step vs cached plain task", TARGETS["cached"])
     parallel = Comparison("16 x 1 s steps at 8 vs plain", TARGETS["parallel"])
     cold = Comparison("16 x 1 s at 8 vs cold plain", TARGETS["parallel"])
+    cold_slot = Comparison("  same, cold plain holds a slot", TARGETS["parallel"])
+    same_work = SameWork(repo) if "warm_same" in only else None
     with WarmContainer() as container:
         compare_warm(warm, repo, container, chain, -1)  # warm-up: imports, first container, caches
         compare_parallel(parallel, repo, container)
@@ -480,6 +563,8 @@ def floor_ratios(repo: Path, chain: int, rounds: int, only: set[str]) -> list[Co
         for n in range(rounds):
             if "warm" in only:
                 compare_warm(warm, repo, container, chain, n)
+            if same_work is not None:
+                compare_warm(warm_same, repo, container, chain, n, same_work)
             if "per_step" in only:
                 compare_per_step(per_step, repo, chain, n)
             if "per_step_slot" in only:
@@ -491,10 +576,13 @@ def floor_ratios(repo: Path, chain: int, rounds: int, only: set[str]) -> list[Co
                 compare_parallel(parallel, repo, container)
             if "parallel_cold" in only:
                 compare_parallel(cold, repo, None)
+            if "parallel_cold_slot" in only:
+                compare_parallel(cold_slot, repo, None, slot=True)
             print(f"  round {n + 1}/{rounds} done", file=sys.stderr, flush=True)
-    return [c for name, c in (("warm", warm), ("per_step", per_step), ("per_step_slot", no_slot),
-                              ("per_step_slot", both_slot), ("cached", cached),
-                              ("parallel", parallel), ("parallel_cold", cold)) if name in only]
+    return [c for name, c in (("warm", warm), ("warm_same", warm_same), ("per_step", per_step),
+                              ("per_step_slot", no_slot), ("per_step_slot", both_slot), ("cached", cached),
+                              ("parallel", parallel), ("parallel_cold", cold),
+                              ("parallel_cold_slot", cold_slot)) if name in only]
 
 
 def slot_costs(repo: Path, chain: int, repeats: int) -> dict[str, tuple[float, float]]:
@@ -532,8 +620,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter chains (a smoke run)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, 2 with --quick)")
     parser.add_argument("--only", nargs="+", default=["warm", "per_step", "cached", "parallel", "parallel_cold"],
-                        choices=["warm", "per_step", "per_step_slot", "cached", "parallel", "parallel_cold"],
-                        help="run only these comparisons (per_step_slot: on a server, what the sandbox slot costs)")
+                        choices=COMPARISONS,
+                        help="run only these comparisons (warm_same: the warm ratio split into our code and "
+                             "the work; per_step_slot, parallel_cold_slot: on a server, what the sandbox slot costs)")
     parser.add_argument("--chain", type=int, help="steps added to the one-step chain (default 10, 5 with --quick)")
     parser.add_argument("--per-round", action="store_true", help="also print each round's ratio")
     parser.add_argument("--why-stalls", action="store_true",
@@ -607,7 +696,7 @@ def unmount_workspaces() -> None:
 
 if __name__ == "__main__":
     try:
-        with embedded_run_settings():
+        with embedded_run_settings(), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             main()
     finally:
         unmount_workspaces()
