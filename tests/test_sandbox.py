@@ -147,16 +147,24 @@ def test_a_container_killed_from_outside_is_not_called_out_of_memory(sandbox_ima
 
 def test_an_oom_kill_is_found_in_the_engine_log_after_the_container_is_gone(sandbox_image: str,  # type: ignore[no-untyped-def]
                                                                              docker_client) -> None:
-    """The fallback for an OOM event that reaches the engine after the exit (seen under gVisor)."""
+    """The fallback for an OOM event that reaches the engine after the exit (seen under gVisor).
+
+    Up to three containers are killed for memory: in a full run of the suite (two test
+    processes) the engine's log had no OOM event for the one container of this test after
+    15 s of asking, although it had one for each of 18 such containers in a row by hand, idle
+    or under CPU load. An event the engine never logs is one this fallback cannot find either.
+    """
+    assert any(_oom_logged_for_a_fresh_container(sandbox_image, docker_client) for _ in range(3))
+
+
+def _oom_logged_for_a_fresh_container(sandbox_image: str, docker_client) -> bool:  # type: ignore[no-untyped-def]
     since = time.time()
     container = docker_client.containers.run(
         sandbox_image, ["python3", "-c", "x = bytearray(512 * 1024 * 1024)"], mem_limit="64m",
         memswap_limit="64m", network_mode="none", detach=True)
     try:
         assert container.wait(timeout=120)["StatusCode"] == 137
-        # asked again (each ask waits OOM_EVENT_GRACE_SECONDS for a late event): with another
-        # test process starting containers, the engine has published it later than that
-        assert any(_oom_event_logged(docker_client, container.id, since) for _ in range(3))
+        return _oom_event_logged(docker_client, container.id, since)
     finally:
         container.remove(force=True)
 
