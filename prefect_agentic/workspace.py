@@ -428,7 +428,11 @@ class Workspace:
     def _restore(self, snapshot: str) -> None:
         self._git("checkout", "--quiet", "--force", "--detach", snapshot)
         self._git("clean", "-ffdxq", "-e", f"/{AGENTIC_DIR}/")
-        self.hand_over()
+        if self.hand_over():
+            # git's index holds each file's stat from before the hand-over (owner, ctime): without
+            # this, the next checkout would rewrite every such file as ours, and the next hand-over
+            # give each back (seconds a step on a 10 000-file worktree; bench/snapshot_cost.py).
+            self._git("update-index", "-q", "--refresh")
 
     def is_full(self) -> bool:
         """Whether the worktree is a size-limited filesystem with (almost) no space left."""
@@ -442,21 +446,22 @@ class Workspace:
         """The worktree as host code may touch it (no link followed; see ``boundary``)."""
         return WorkspaceFiles(self.path)
 
-    def hand_over(self, relative: str = "") -> None:
+    def hand_over(self, relative: str = "") -> int:
         """Give ``relative`` (recursively, never ``.git``) to the sandbox uid, if it has one.
 
         The worktree's top directory stays ours (git refuses to work in a
         repository whose top directory another uid owns) but gets the sandbox
         group with write permission, so commands can create files there.
         Ownership changes never follow a link (``WorkspaceFiles.chown_tree``).
+        Returns how many entries changed owner.
         """
         if self.owner is None:
-            return
+            return 0
         uid, gid = self.owner
         if not relative:
             os.chown(self.path, os.getuid(), gid, follow_symlinks=False)
             self.files.chmod("", 0o775)
-        self.files.chown_tree(relative, uid, gid, skip_top=(".git",) if not relative else ())
+        return self.files.chown_tree(relative, uid, gid, skip_top=(".git",) if not relative else ())
 
     def prepare_reports(self, relative: str) -> WorkspaceFiles:
         """Make the report directory ``relative`` (under ``.agentic``) and hand it to the sandbox uid.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -208,6 +209,20 @@ def test_mkdirs_gives_the_directories_it_makes_and_only_those_to_the_owner(tree)
         info = (files.root / made).stat()
         assert (info.st_uid, info.st_gid) == owner, made
     assert (files.root / "pkg").stat().st_uid == os.getuid()  # there before: left as it was
+
+
+def test_chown_leaves_what_the_owner_already_has_untouched(tree) -> None:  # type: ignore[no-untyped-def]
+    """A chown changes a file's ctime even when the owner stays; git then re-reads the file at the next checkout."""
+    files, _ = tree
+    owner = (4321, 4322) if os.getuid() == 0 else (os.getuid(), os.getgid())
+    files.chown_tree("", *owner)
+    handed = files.root / "pkg" / "mod.py"
+    before = handed.stat().st_ctime_ns
+    (files.root / "pkg" / "new.py").write_text("y = 2\n")  # ours, as a file git writes on the host
+    time.sleep(0.05)  # past the file system's clock granularity, so a chown would show
+    files.chown_tree("", *owner)
+    assert handed.stat().st_ctime_ns == before
+    assert ((files.root / "pkg" / "new.py").stat().st_uid, (files.root / "pkg" / "new.py").stat().st_gid) == owner
 
 
 def test_reads_are_capped_and_only_of_regular_files(tree) -> None:  # type: ignore[no-untyped-def]

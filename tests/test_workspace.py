@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,32 @@ def test_a_step_starts_from_exactly_its_snapshot(repo: Path, workspace: Workspac
         assert not (path / "debug.log").exists()
     with workspace.checkout(base, exclusive=False) as path:
         assert (path / "a.txt").read_text() == "one\n"
+
+
+def test_a_reset_rewrites_and_hands_over_only_what_differs(repo: Path, tmp_path: Path) -> None:
+    """Steps that only read take no snapshot; their resets must not rewrite every file each time.
+
+    The hand-over to the sandbox uid changes each file's owner and ctime after git
+    recorded them, so git took every file for modified at the next checkout,
+    rewrote it as root, and the hand-over gave it back: a whole-worktree rewrite
+    a step (seconds on a large repository).
+    """
+    owner = (4321, 4321) if os.getuid() == 0 else None
+    base = resolve_base(repo, "HEAD")
+    workspace = Workspace.prepare(repo, base, tmp_path / "ws", owner=owner)
+    with workspace.checkout(base, exclusive=False) as path:  # the first reset hands everything over
+        (path / "stray.txt").write_text("left by a reader\n")
+    kept = path / "pkg" / "b.py"
+    before = kept.stat()
+    time.sleep(0.05)  # past the file system's clock granularity, so a rewrite or a chown would show
+    for _ in range(2):
+        with workspace.checkout(base, exclusive=False):
+            pass
+    after = kept.stat()
+    assert (after.st_ino, after.st_ctime_ns) == (before.st_ino, before.st_ctime_ns)
+    assert not (path / "stray.txt").exists()
+    if owner:
+        assert (after.st_uid, after.st_gid) == owner
 
 
 def test_a_step_that_changes_nothing_keeps_its_input_snapshot(repo: Path, workspace: Workspace) -> None:
