@@ -233,7 +233,8 @@ class WorkspaceFiles:
         level; a caller may also remove names from ``subdirectories``.
         """
         with self._dir(_components(relative)) as fd:
-            yield from _walk(fd, "", skip_top)
+            for here, _, dirs, files in _walk(fd, skip_top):
+                yield here, dirs, files
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -324,9 +325,12 @@ class WorkspaceFiles:
         changed = 0
         if parts:
             with self._dir(parts[:-1]) as dir_fd:
-                changed += _chown_entry(dir_fd, parts[-1], os.lstat(parts[-1], dir_fd=dir_fd), uid, gid)
+                changed += _chown_entry(dir_fd, parts[-1], uid, gid)
         with self._dir(parts) as fd:
-            return changed + _chown_below(fd, uid, gid, skip_top)
+            for _, dir_fd, dirs, files in _walk(fd, skip_top):
+                for name in dirs + files:
+                    changed += _chown_entry(dir_fd, name, uid, gid)
+        return changed
 
     def chmod(self, relative: RelPath, mode: int) -> None:
         """``chmod`` of directory or file ``relative``; refuses a link (Linux cannot chmod one)."""
@@ -349,64 +353,104 @@ def _fchmod_at(dir_fd: int, name: str, mode: int) -> None:
         os.close(fd)
 
 
+_REMOVE_DEPTH = 64
+"""Emptying a directory descends at most this deep; deeper directories are first moved up."""
+
+
 def _remove_dir_contents(parent_fd: int, name: str) -> None:
-    fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    """Empty directory ``name`` below ``parent_fd``, at any depth, never following a link.
+
+    A hostile step can nest directories deeper than a path may be long (git
+    cannot remove them) and deeper than Python may recurse. This holds one
+    descriptor per level and goes no deeper than ``_REMOVE_DEPTH``: a
+    directory below that is renamed into the top one and emptied from there.
+    """
+    top = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    stack = [(top, "", _unlink_all_but_directories(top))]  # (descriptor, its name above, directories left)
     try:
-        for entry in os.listdir(fd):
-            info = os.lstat(entry, dir_fd=fd)
-            if stat.S_ISDIR(info.st_mode):
-                _remove_dir_contents(fd, entry)
-                os.rmdir(entry, dir_fd=fd)
-            else:
-                os.unlink(entry, dir_fd=fd)
+        while stack:
+            fd, _, pending = stack[-1]
+            if not pending:
+                _, emptied, _ = stack.pop()
+                os.close(fd)
+                if stack:
+                    os.rmdir(emptied, dir_fd=stack[-1][0])
+                continue
+            sub = pending.pop()
+            if len(stack) >= _REMOVE_DEPTH:
+                moved = f".removing-{uuid.uuid4().hex}"
+                os.rename(sub, moved, src_dir_fd=fd, dst_dir_fd=top)
+                stack[0][2].append(moved)
+                continue
+            child = os.open(sub, _DIR_FLAGS, dir_fd=fd)
+            stack.append((child, sub, []))
+            stack[-1][2].extend(_unlink_all_but_directories(child))
     finally:
-        os.close(fd)
+        for fd, _, _ in stack:
+            os.close(fd)
 
 
-def _walk(fd: int, here: str, skip_top: tuple[str, ...]) -> Iterator[tuple[str, list[str], list[str]]]:
-    """Top-down walk of directory ``fd``; only real directories (``lstat``) are entered."""
+def _unlink_all_but_directories(fd: int) -> list[str]:
+    """Unlink every entry of directory ``fd`` that is not a directory; return the directories' names."""
+    directories = []
+    for entry in os.listdir(fd):
+        if stat.S_ISDIR(os.lstat(entry, dir_fd=fd).st_mode):
+            directories.append(entry)
+        else:
+            os.unlink(entry, dir_fd=fd)
+    return directories
+
+
+def _entries(fd: int, skip: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Names in directory ``fd``, sorted: real directories, then everything else (links included)."""
     dirs, files = [], []
     with os.scandir(fd) as entries:
         for entry in entries:
-            if not here and entry.name in skip_top:
-                continue
-            (dirs if entry.is_dir(follow_symlinks=False) else files).append(entry.name)
-    dirs.sort()
-    files.sort()
-    yield here, dirs, files
-    for name in dirs:
-        try:
-            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-        except OSError:  # swapped for a link or removed meanwhile: not entered
-            continue
-        try:
-            yield from _walk(child, f"{here}/{name}" if here else name, skip_top)
-        finally:
-            os.close(child)
+            if entry.name not in skip:
+                (dirs if entry.is_dir(follow_symlinks=False) else files).append(entry.name)
+    return sorted(dirs), sorted(files)
 
 
-def _chown_entry(dir_fd: int, name: str, info: os.stat_result, uid: int, gid: int) -> int:
+def _walk(fd: int, skip_top: tuple[str, ...]) -> Iterator[tuple[str, int, list[str], list[str]]]:
+    """Top-down walk below directory ``fd``: ``(relative directory, its descriptor, subdirectories, files)``.
+
+    Only real directories are entered, each opened without following. No
+    recursion, so any depth a hostile step made is walked; a directory's
+    descriptor stays open only while subdirectories of it are left to enter.
+    The descriptor yielded is valid until the walk goes on; the caller may
+    remove names from the subdirectories to skip them.
+    """
+    stack: list[tuple[str, int, list[str]]] = []  # (relative directory, descriptor, subdirectories left, last first)
+    here, current = "", os.dup(fd)
+    try:
+        while current >= 0:
+            dirs, files = _entries(current, () if here else skip_top)
+            yield here, current, dirs, files
+            stack.append((here, current, dirs[::-1]))
+            current = -1
+            while stack and current < 0:
+                parent, parent_fd, pending = stack[-1]
+                if not pending:
+                    os.close(stack.pop()[1])
+                    continue
+                name = pending.pop()
+                try:
+                    current = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+                except OSError:  # swapped for a link or removed meanwhile: not entered
+                    continue
+                here = f"{parent}/{name}" if parent else name
+                if not pending:
+                    os.close(stack.pop()[1])
+    finally:
+        if current >= 0:
+            os.close(current)
+        for _, left, _ in stack:
+            os.close(left)
+
+
+def _chown_entry(dir_fd: int, name: str, uid: int, gid: int) -> int:
+    info = os.lstat(name, dir_fd=dir_fd)
     if (info.st_uid, info.st_gid) == (uid, gid):
         return 0
     os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
     return 1
-
-
-def _chown_below(fd: int, uid: int, gid: int, skip: tuple[str, ...]) -> int:
-    """Give everything below directory ``fd`` to ``uid:gid``; only real directories (``lstat``) are entered."""
-    with os.scandir(fd) as entries:
-        found = [(entry.name, entry.stat(follow_symlinks=False)) for entry in entries if entry.name not in skip]
-    changed = 0
-    for name, info in found:
-        changed += _chown_entry(fd, name, info, uid, gid)
-        if not stat.S_ISDIR(info.st_mode):
-            continue
-        try:
-            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-        except OSError:  # swapped for a link or removed meanwhile: not entered
-            continue
-        try:
-            changed += _chown_below(child, uid, gid, ())
-        finally:
-            os.close(child)
-    return changed

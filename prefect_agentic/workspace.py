@@ -427,12 +427,33 @@ class Workspace:
 
     def _restore(self, snapshot: str) -> None:
         self._git("checkout", "--quiet", "--force", "--detach", snapshot)
-        self._git("clean", "-ffdxq", "-e", f"/{AGENTIC_DIR}/")
+        self._clean()
         if self.hand_over():
             # git's index holds each file's stat from before the hand-over (owner, ctime): without
             # this, the next checkout would rewrite every such file as ours, and the next hand-over
             # give each back (seconds a step on a 10 000-file worktree; bench/snapshot_cost.py).
             self._git("update-index", "-q", "--refresh")
+
+    def _clean(self) -> None:
+        """Remove everything untracked, ignored files included, but the reports (``git clean -ffdx``).
+
+        git cannot remove a directory nested deeper than a path may be long, and a
+        hostile step can make one: what git leaves, the workspace boundary removes
+        (it works by descriptor, at any depth), then git cleans again.
+        """
+        try:
+            self._git("clean", "-ffdxq", "-e", f"/{AGENTIC_DIR}/")
+            return
+        except git.GitCommandError:
+            pass
+        untracked = run_git_bytes(self.path, "ls-files", "-z", "--others", "--directory", "-x", f"/{AGENTIC_DIR}/")
+        for name in filter(None, untracked.split(b"\0")):
+            self.files.remove_tree(os.fsdecode(name.rstrip(b"/")))
+        try:
+            self._git("clean", "-ffdxq", "-e", f"/{AGENTIC_DIR}/")
+        except git.GitCommandError as exc:
+            raise WorkspaceError(f"the workspace {self.path} could not be reset to its snapshot: git clean failed "
+                                 f"({shown(str(exc.stderr).strip()[:300])})") from None
 
     def is_full(self) -> bool:
         """Whether the worktree is a size-limited filesystem with (almost) no space left."""

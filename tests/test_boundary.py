@@ -225,6 +225,28 @@ def test_chown_leaves_what_the_owner_already_has_untouched(tree) -> None:  # typ
     assert ((files.root / "pkg" / "new.py").stat().st_uid, (files.root / "pkg" / "new.py").stat().st_gid) == owner
 
 
+def test_walk_chown_and_removal_reach_any_depth_a_step_can_nest(tmp_path: Path) -> None:
+    """Deeper than a path may be long and than Python may recurse, with few descriptors held."""
+    root = tmp_path / "worktree"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY)
+    for _ in range(3000):
+        os.mkdir("d", dir_fd=fd)
+        deeper = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = deeper
+    os.close(os.open("bottom", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+    os.close(fd)
+    files, open_before = WorkspaceFiles(root), len(os.listdir("/proc/self/fd"))
+    walked = list(files.walk())
+    assert len(walked) == 3001 and walked[-1][2] == ["bottom"] and walked[-1][0].count("/") == 2999
+    owner = (4321, 4322) if os.getuid() == 0 else (os.getuid(), os.getgid())
+    assert files.chown_tree("", *owner) == (3001 if os.getuid() == 0 else 0)
+    files.remove_tree("d")
+    assert os.listdir(root) == []
+    assert len(os.listdir("/proc/self/fd")) == open_before
+
+
 def test_reads_are_capped_and_only_of_regular_files(tree) -> None:  # type: ignore[no-untyped-def]
     files, _ = tree
     os.mkfifo(files.root / "fifo")  # a reader would block forever on it

@@ -153,6 +153,29 @@ def test_a_file_name_of_any_bytes_is_snapshotted_and_shown_escaped(make_repo, sa
     assert b"bad\xffname\x01.txt" in names  # the snapshot holds the name's exact bytes
 
 
+NEST = """python3 -c "
+import os
+for _ in range(3000):
+    os.mkdir('d')
+    os.chdir('d')
+open('left', 'w').close()
+" && echo nested"""
+
+
+def test_directories_nested_deeper_than_a_path_are_removed_before_the_next_step(make_repo, sandbox_image: str,
+                                                                                runtime: str) -> None:
+    # Deeper than git can reach (its clean failed) and than host code could recurse.
+    repo = make_repo({"README": "x\n"})
+    report = run(repo, sandbox_image, runtime=runtime, steps=[
+        shell("nest", NEST, writes_workspace=True),
+        shell("next", "test ! -e d && echo clean", depends_on=["nest"]),
+    ])
+    nest, after = step(report, "nest"), step(report, "next")
+    assert nest.status.value == "completed", nest.reason
+    assert after.status.value == "completed", after.reason
+    assert nest.snapshot == after.snapshot  # nothing git could reach changed
+
+
 def test_a_secret_written_into_a_file_is_not_stored_in_clear(make_repo, sandbox_image: str, runtime: str) -> None:
     repo = make_repo({"README": "x\n"})
     policy = ToolPolicy(secret_grants={"leak": ["api-token"]})
