@@ -158,6 +158,21 @@ def git_commit_all(repo: Path, message: str, date: str = "2026-01-01T00:00:00Z")
                           capture_output=True, text=True).stdout.strip()
 
 
+def nest_directories(top: Path, depth: int, leaf: str) -> None:
+    """Make ``depth`` directories ``d`` each inside the last below ``top``, and an empty file ``leaf`` at the bottom.
+
+    Deeper than a path may be long: made by descriptor, as a step can make them.
+    """
+    fd = os.open(top, os.O_RDONLY)
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=fd)
+        deeper = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = deeper
+    os.close(os.open(leaf, os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+    os.close(fd)
+
+
 @pytest.fixture
 def make_repo(tmp_path: Path) -> Callable[..., Path]:
     """Make a git repository from a dict of files, or a copy of an example repo."""

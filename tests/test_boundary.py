@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import nest_directories
 
 import prefect_agentic
 from prefect_agentic.boundary import WorkspaceFiles
@@ -229,14 +230,7 @@ def test_walk_chown_and_removal_reach_any_depth_a_step_can_nest(tmp_path: Path) 
     """Deeper than a path may be long and than Python may recurse, with few descriptors held."""
     root = tmp_path / "worktree"
     root.mkdir()
-    fd = os.open(root, os.O_RDONLY)
-    for _ in range(3000):
-        os.mkdir("d", dir_fd=fd)
-        deeper = os.open("d", os.O_RDONLY, dir_fd=fd)
-        os.close(fd)
-        fd = deeper
-    os.close(os.open("bottom", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
-    os.close(fd)
+    nest_directories(root, 3000, "bottom")
     files, open_before = WorkspaceFiles(root), len(os.listdir("/proc/self/fd"))
     walked = list(files.walk())
     assert len(walked) == 3001 and walked[-1][2] == ["bottom"] and walked[-1][0].count("/") == 2999

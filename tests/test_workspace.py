@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import _missing
+from conftest import _missing, nest_directories
 
 from prefect_agentic.errors import SnapshotMissingError, WorkspaceError
 from prefect_agentic.workspace import (
@@ -107,14 +107,7 @@ def test_a_reset_rewrites_and_hands_over_only_what_differs(repo: Path, tmp_path:
 def test_a_reset_removes_directories_nested_deeper_than_git_can_reach(repo: Path, workspace: Workspace) -> None:
     base = resolve_base(repo, "HEAD")
     with workspace.checkout(base, exclusive=True) as path:
-        fd = os.open(path / "pkg", os.O_RDONLY)
-        for _ in range(3000):  # "pkg/d/d/...": longer than a path may be, so git clean fails on it
-            os.mkdir("d", dir_fd=fd)
-            deeper = os.open("d", os.O_RDONLY, dir_fd=fd)
-            os.close(fd)
-            fd = deeper
-        os.close(os.open("left", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
-        os.close(fd)
+        nest_directories(path / "pkg", 3000, "left")  # longer than a path may be: git clean fails on it
         assert workspace.snapshot("s", "p/s") == base  # git cannot reach the file: nothing to snapshot
     with workspace.checkout(base, exclusive=False) as path:
         assert sorted(os.listdir(path / "pkg")) == ["b.py"]
