@@ -83,6 +83,7 @@ from typing import Self, TypeVar
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")  # the resume part fails a step on purpose
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # as agentic sets it: a fresh database migrates first
 if "--why-stalls" in sys.argv:  # the embedded server (a subprocess) logs each statement SQLite refused
     os.environ["PREFECT_API_LOG_RETRYABLE_ERRORS"] = "true"
 _STATE = Path(tempfile.mkdtemp(prefix="agentic-bench-"))
