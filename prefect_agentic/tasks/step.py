@@ -95,7 +95,8 @@ def step_task(step: Step, plan_id: str, *, refresh_cache: bool = False) -> Task[
     """``run_step`` configured for ``step``: name, tags, retries, backoff (its timeout is the sandbox's).
 
     ``refresh_cache``: run it and replace its cached result (``--fresh``). One ``with_options``
-    a step: each makes a new ``Task``, about half a millisecond between two steps of a chain.
+    a step: each makes a new ``Task`` (about half a millisecond: Prefect reads the function's
+    source), so the scheduler makes the next steps' tasks while the running ones run.
     """
     return run_step.with_options(
         refresh_cache=refresh_cache or None,
