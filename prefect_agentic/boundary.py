@@ -383,7 +383,7 @@ def _remove_dir_contents(parent_fd: int, name: str) -> None:
                 stack[0][2].append(moved)
                 continue
             child = os.open(sub, _DIR_FLAGS, dir_fd=fd)
-            stack.append((child, sub, []))
+            stack.append((child, sub, []))  # on the stack before listing it, so a failure closes it too
             stack[-1][2].extend(_unlink_all_but_directories(child))
     finally:
         for fd, _, _ in stack:
