@@ -20,14 +20,21 @@ import pytest
 import typer
 from audit_check import expect_broken_audit
 from conftest import agentic_cli, git_commit_all
+from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 from typer.testing import CliRunner, Result
 
 from prefect_agentic.blocks.budget import Budget
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.cli import audit as audit_commands
 from prefect_agentic.errors import PlanRunFailed
+from prefect_agentic.flows.artifacts import ProgressArtifact, artifact_key
 from prefect_agentic.flows.run_plan import run_plan
 from prefect_agentic.plan import parse_plan
 from prefect_agentic.record.audit import AuditLog, AuditRecord, parse_log
@@ -44,7 +51,7 @@ steps:
   - id: note
     tool: shell
     writes_workspace: true
-    args: {command: "echo checked > NOTES.txt"}
+    args: {command: "sleep 1; echo checked > NOTES.txt"}
   - id: tests
     tool: pytest
     depends_on: [note]
@@ -80,7 +87,7 @@ def make_repo(root: Path, calc: str) -> Path:
     root.mkdir()
     (root / "calc.py").write_text(calc)
     (root / "test_calc.py").write_text(TESTS)
-    os.system(f"git init -q -b main {root}")  # noqa: S605 - a fixed command on a test directory
+    os.system(f"git init -q -b main {root}")
     git_commit_all(root, "initial")
     return root
 
@@ -250,10 +257,72 @@ def test_each_run_publishes_a_summary_a_step_table_and_its_progress_while_steps_
     rows = {row["step"]: row for row in table}
     assert (rows["tests"]["status"], rows["tests"]["attempts"], rows["tests"]["cached"]) == ("failed", 2, False)
     assert rows["note"]["duration_s"] > 0 and rows["note"]["started"] <= rows["note"]["finished"]
-    assert artifacts["progress"] == 100.0
+    assert artifacts["progress"] == 100.0  # made when `note` ended (a second into the run), then updated
     # a one-step plan's steps all end at once: no progress bar, its state says what one would
     one_step = asyncio.run(read_artifacts(str(runs["denied"].flow_run_id)))
     assert "markdown" in one_step and "table" in one_step and "progress" not in one_step
+
+
+class Clock:
+    """A clock the test moves: the progress bar's decisions depend on the run's age alone."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def finished(step: str, seq: int) -> AuditRecord:
+    return AuditRecord(seq=seq, at=datetime.now(timezone.utc), kind="step_finished", step=step, prev="0" * 64)
+
+
+async def progress_artifacts(key: str) -> list[Any]:
+    async with get_client() as client:
+        return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
+def test_a_run_gets_a_progress_bar_only_once_it_has_lasted_a_second() -> None:
+    @flow
+    def quick_run() -> ProgressArtifact:
+        clock = Clock()
+        progress = ProgressArtifact("progress-quick", ["a", "b", "c"], clock=clock)
+        for seq, step in enumerate("abc"):  # every step ends within the run's first second
+            clock.now += 0.3
+            progress(finished(step, seq))
+        progress.flush()
+        return progress
+
+    assert quick_run().artifact_id is None
+    assert asyncio.run(progress_artifacts(artifact_key("progress", "progress-quick"))) == []
+
+    @flow
+    def slow_run() -> ProgressArtifact:
+        clock = Clock()
+        progress = ProgressArtifact("progress-slow", ["a", "b", "c", "d"], clock=clock)
+        clock.now += 0.6
+        progress(finished("a", 0))
+        progress.flush()
+        assert progress.artifact_id is None  # 0.6 s into the run: no bar yet
+        clock.now += 0.6
+        progress(finished("b", 1))  # 1.2 s: made, at the share done by then
+        progress.flush()
+        [made] = asyncio.run(progress_artifacts(artifact_key("progress", "progress-slow")))
+        assert (made.id, made.data, made.description) == (progress.artifact_id, 50.0, "2 of 4 steps finished")
+        clock.now += 0.1
+        progress(finished("c", 2))  # within a second of the last write: left for later
+        progress.flush()
+        [same] = asyncio.run(progress_artifacts(artifact_key("progress", "progress-slow")))
+        assert same.data == 50.0
+        clock.now += 0.1
+        progress(finished("d", 3))  # the last step: always written
+        progress.flush()
+        return progress
+
+    progress = slow_run()
+    [done] = asyncio.run(progress_artifacts(artifact_key("progress", "progress-slow")))
+    assert (done.id, done.data, done.description) == (progress.artifact_id, 100.0, "4 of 4 steps finished")
+    assert done.flow_run_id is not None  # written by its own thread, still the flow run's artifact
 
 
 def test_stats_from_the_prefect_api_and_the_audit_logs(runs) -> None:  # type: ignore[no-untyped-def]

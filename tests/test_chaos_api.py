@@ -112,7 +112,7 @@ def test_a_campaign_with_api_faults_keeps_every_invariant_and_logs_each_fault(
         make_repo, sandbox_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     plan = tmp_path / "plan.yaml"
     plan.write_text("id: api-chaos-demo\ngoal: survive API faults\nsteps:\n"
-                    "  - {id: a, tool: shell, writes_workspace: true, args: {command: 'echo a > a.txt'}}\n"
+                    "  - {id: a, tool: shell, writes_workspace: true, args: {command: 'sleep 1; echo a > a.txt'}}\n"
                     "  - {id: b, tool: shell, depends_on: [a], args: {command: 'cat a.txt'}}\n")
     spec = {"faults": [
         # the run's progress artifact writes: the first try fails as a busy API answers, Prefect retries it
@@ -125,8 +125,8 @@ def test_a_campaign_with_api_faults_keeps_every_invariant_and_logs_each_fault(
     assert report["ok"] is True and report["violations"] == []
     assert [r["status"] for r in report["runs"]] == ["completed", "completed"]
     errors = report["kinds"]["api_error"]
-    # two progress writes a run (made when step a ends, updated when b ends), each first try a 503;
-    # seed 2 gives three of the four retries a 500, which reaches the run, and the run goes on
+    # two progress writes a run (made when step a ends, a second into the run, updated when b ends),
+    # each first try a 503; seed 2 gives three of the four retries a 500, which reaches the run, and the run goes on
     assert {k: v for k, v in errors.items() if v} == {"injected": 7, "absorbed": 4, "recovered": 3}
     for run in report["runs"]:
         lines = AuditStore().read_log(run["flow_run_id"])

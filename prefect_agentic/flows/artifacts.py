@@ -8,10 +8,12 @@ latest run and keeps the earlier ones as versions.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -47,19 +49,30 @@ PROGRESS_INTERVAL_SECONDS = 1.0
 class ProgressArtifact:
     """Audit observer: the share of the current plan's steps that have finished, in percent.
 
-    The artifact is made when the first step finishes with steps still to go,
-    with the share done by then. A bar at 0 %, or at 100 % when every step ended
-    at once (a one-step plan), says nothing the run's state does not, and each
-    was one more API request in every such run.
+    The artifact is made when a step finishes with steps still to go once the
+    run has lasted ``PROGRESS_INTERVAL_SECONDS``, with the share done by then,
+    and updated at most that often. A run over sooner (a one-step plan, a
+    resume from the cache) gets no bar: it would say nothing the run's state
+    does not.
+
+    The writes are made by a thread of their own, the latest share only: each
+    is an API request (about 15 ms on the embedded API), and made here they sat
+    on the steps' critical path, since the scheduler records a step's end before
+    it starts the steps after it (``bench/step_overhead.py``). The run's end
+    calls ``flush``.
     """
 
-    def __init__(self, plan_id: str, steps: Sequence[str]) -> None:
+    def __init__(self, plan_id: str, steps: Sequence[str], clock: Callable[[], float] = time.monotonic) -> None:
         self.plan_id = plan_id
         self.steps = list(steps)
         self.finished: set[str] = set()
-        self._updated = 0.0
+        self._clock = clock
+        self._updated = clock()  # no bar before the run has lasted an interval
+        self._wanted = False
         self.artifact_id: UUID | None = None
-        self._tried = False
+        self._pending: tuple[float, str] | None = None
+        self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def __call__(self, record: AuditRecord) -> None:
         if record.kind == "plan" and isinstance(record.data.get("plan"), dict):
@@ -70,15 +83,44 @@ class ProgressArtifact:
         else:
             return
         done = len(self.finished & set(self.steps))
-        now = time.monotonic()
+        now = self._clock()
         if done < len(self.steps) and now - self._updated < PROGRESS_INTERVAL_SECONDS:
             return
-        self._updated = now
-        share, description = round(100.0 * done / max(1, len(self.steps)), 1), f"{done} of {len(self.steps)} steps finished"
-        if self.artifact_id is None:
-            if done == len(self.steps) and not self._tried:
-                return
-            self._tried = True  # a creation the API refused is tried again at the next write
+        if done == len(self.steps) and not self._wanted:
+            return
+        self._updated, self._wanted = now, True
+        self._hand_over((round(100.0 * done / max(1, len(self.steps)), 1), f"{done} of {len(self.steps)} steps finished"))
+
+    def flush(self) -> None:
+        """Wait until the last share handed over is written (or its write failed)."""
+        with self._lock:
+            writer = self._writer
+        if writer is not None:
+            writer.join()
+
+    def _hand_over(self, share: tuple[float, str]) -> None:
+        """Make ``share`` the next write; start a writer (in the caller's context: the flow run) if none runs."""
+        with self._lock:
+            self._pending = share
+            if self._writer is None:
+                self._writer = threading.Thread(target=contextvars.copy_context().run, args=(self._write_pending,),
+                                                 name=f"agentic-progress-{self.plan_id}", daemon=True)
+                self._writer.start()
+
+    def _write_pending(self) -> None:
+        while True:
+            with self._lock:
+                share, self._pending = self._pending, None
+                if share is None:
+                    self._writer = None
+                    return
+            try:
+                self._write(*share)
+            except Exception:  # the UI's view of a run must never fail the run
+                logger.exception("could not write the progress artifact of plan %s", self.plan_id)
+
+    def _write(self, share: float, description: str) -> None:
+        if self.artifact_id is None:  # a creation the API refused is tried again at the next write
             self.artifact_id = create_progress_artifact(share, key=artifact_key("progress", self.plan_id),
                                                         description=description)
         else:

@@ -55,10 +55,12 @@ logger = logging.getLogger("prefect_agentic.audit")
 class RunAudit:
     """Everything a run leaves for later: see the module docstring."""
 
-    def __init__(self, log: AuditLog, run: RunContext, records: list[AuditRecord]) -> None:
+    def __init__(self, log: AuditLog, run: RunContext, records: list[AuditRecord],
+                 progress: ProgressArtifact) -> None:
         self.log = log
         self.run = run
         self.records = records
+        self.progress = progress
         self.meter = run_resources(run).meter
 
     @classmethod
@@ -72,8 +74,8 @@ class RunAudit:
         """
         store = AuditStore(storage)
         records: list[AuditRecord] = []
-        observers: list[Observer] = [records.append, EventEmitter(ids),
-                                     ProgressArtifact(plan.id, [s.id for s in plan.steps])]
+        progress = ProgressArtifact(plan.id, [s.id for s in plan.steps])
+        observers: list[Observer] = [records.append, EventEmitter(ids), progress]
         log = AuditLog(store, ids.flow_run_id, observers)
         records.extend(log.previous)
         first = log.previous[0] if log.previous else None
@@ -81,7 +83,7 @@ class RunAudit:
             pins = pins_with_revisions(pins_from_run_started(first.data),
                                        [r.data for r in log.previous if r.kind == "plan"])
             run = _resume_pinned(log, run, pins, on_upgrade)
-            return cls(log, run, records)
+            return cls(log, run, records, progress)
         registry = default_registry()
         image = inspect_image(run.sandbox, run.sandbox.image)  # None: opening the sandbox names the problem
         pins = pins_for_new_run(plan, registry, run.sandbox.image, image.id if image else None,
@@ -106,7 +108,7 @@ class RunAudit:
             "budget": run.budget.model_dump(mode="json"),
             "secrets": sorted(run.secrets),
         })
-        return cls(log, run, records)
+        return cls(log, run, records, progress)
 
     def location(self) -> str:
         return f"{self.log.store.describe()}/{log_path(self.log.flow_run_id)}"

@@ -260,6 +260,7 @@ def _run_steps(scheduler: StepScheduler, trail: RunAudit, key: str) -> dict[str,
     finally:
         unsubscribe()
         close_run_resources(key)
+        trail.progress.flush()  # the bar's last write, while the run's chaos window is open
 
 
 def _count_attempt(event: StepEvent, key: str, attempts: dict[str, int]) -> None:
