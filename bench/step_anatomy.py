@@ -6,10 +6,8 @@ chained warm steps (the same command as ``step_overhead.py``) on the embedded
 API, with a timer around each part of a step (wrapped for this run only, the
 code itself unchanged), and prints each part's median per step:
 
-  * the workspace reset (``git checkout`` + ``git clean``, then the worktree
-    handed to the sandbox uid): made ahead, in a thread, as the step before
-    lets go of the worktree, else in the step's task;
-  * in the step's task: the reports directory, the
+  * in the step's task: the workspace reset (``git checkout`` + ``git clean``,
+    then the worktree handed to the sandbox uid), the reports directory, the
     command in the sandbox (``docker exec``, output capture, cgroup counters),
     the audit records, and the whole step body (``execute_step``);
   * between two steps, on the critical path of a chain: from one step's body
@@ -79,7 +77,6 @@ def timed_part(owner: Any, name: str, part: str, mark: str | None = None) -> Non
 
 def instrument() -> None:
     timed_part(Workspace, "_restore", "workspace reset (git checkout + clean, hand-over)")
-    timed_part(Workspace, "_reset_ahead", "  of which ahead, in a thread between two steps")
     timed_part(Workspace, "prepare_reports", "reports directory")
     timed_part(WarmContainer, "run", "command in the sandbox (docker exec, capture, counters)")
     timed_part(AuditLog, "record", "audit records (one each; count a step beside it)")

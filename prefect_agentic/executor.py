@@ -151,7 +151,6 @@ def close_run_resources(run_key: str) -> None:
     with _resources_lock:
         found = _resources.pop(run_key, None)
     if found is not None:
-        found.workspace.settle()
         found.sandbox.close()
         if found.run_limit:
             forget_limit(found.run_limit)
@@ -226,8 +225,6 @@ def _attempt(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> 
                 f"agentic snapshot: {run.plan_id}/{step.id}", f"{run.plan_id}/{step.id}"
             )
         changes = resources.workspace.changes(input_snapshot, snapshot)
-    if run.steps_on == "local":  # a task worker's workspace is done with once the step returns
-        resources.workspace.reset_ahead(snapshot)
     _check_protected_paths(step, run, changes, recorder)
     # Everything stored passes the step's redactor: file names and the diff are workspace content.
     changes = ChangeSummary.model_validate(guard.redact(changes.model_dump(mode="json")))

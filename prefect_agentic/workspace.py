@@ -23,7 +23,6 @@ from __future__ import annotations
 import fcntl
 import fnmatch
 import hashlib
-import logging
 import os
 import re
 import shutil
@@ -41,8 +40,6 @@ from pydantic import BaseModel, Field
 
 from prefect_agentic.boundary import WorkspaceFiles, shown
 from prefect_agentic.errors import SnapshotMissingError, WorkspaceBoundaryError, WorkspaceError
-
-logger = logging.getLogger("prefect_agentic.workspace")
 
 AGENTIC_DIR = ".agentic"
 """Directory inside the workspace for reports; excluded from snapshots."""
@@ -302,10 +299,6 @@ class _Occupancy:
     snapshot: str | None = None
     active: int = 0
     exclusive: bool = False
-    takes: int = 0
-    """How many times the worktree was taken while nobody held it (a reset ahead checks it did not move)."""
-    ready: str | None = None
-    """The snapshot a reset ahead left the worktree at, nothing having run in it since."""
 
 
 class Workspace:
@@ -327,8 +320,6 @@ class Workspace:
         self._lock = threading.Lock()
         self._occupancy = _Occupancy()
         self._known_commits: set[str] = set()
-        self._ahead: threading.Thread | None = None
-        self._ahead_lock = threading.Lock()
 
     @classmethod
     def prepare(
@@ -425,57 +416,14 @@ class Workspace:
                     f"{snapshot[:12]} (steps that write the workspace must be ordered)"
                 )
             if not occ.active:
-                if occ.ready != snapshot:
-                    self._restore(snapshot)
-                occ.snapshot, occ.exclusive, occ.ready = snapshot, exclusive, None
-                occ.takes += 1
+                self._restore(snapshot)
+                occ.snapshot, occ.exclusive = snapshot, exclusive
             occ.active += 1
         try:
             yield self.path
         finally:
             with self._lock:
                 occ.active -= 1
-
-    def reset_ahead(self, snapshot: str) -> None:
-        """Reset the worktree to ``snapshot`` now, in a thread, for the step that takes it next.
-
-        Called when a step has let go of the worktree, with the snapshot the
-        steps after it start from (its own, or the one it started from). The
-        reset then runs while Prefect ends that step's task run and starts the
-        next one, instead of at the start of the next step. A step that takes
-        the worktree at ``snapshot`` with nothing run in it since skips its own
-        reset; any other take resets as before (the thread holds the lock while
-        it works, so a take waits for it). A failed reset ahead leaves it to the
-        next take, which reports the failure. ``settle`` waits for the thread.
-        """
-        with self._ahead_lock:
-            with self._lock:
-                if self._occupancy.active:
-                    return
-                takes = self._occupancy.takes
-            self.settle()
-            self._ahead = threading.Thread(target=self._reset_ahead, args=(snapshot, takes),
-                                           name=f"agentic-reset-{self.path.name}", daemon=True)
-            self._ahead.start()
-
-    def _reset_ahead(self, snapshot: str, takes: int) -> None:
-        with self._lock:
-            occ = self._occupancy
-            if occ.active or occ.takes != takes:  # taken (and reset) meanwhile
-                return
-            occ.ready = None
-            try:
-                self._restore(snapshot)
-            except (git.GitCommandError, WorkspaceError, OSError) as exc:  # the next take resets and reports it
-                logger.debug("reset ahead of %s failed: %s", snapshot[:12], exc)
-                return
-            occ.ready = snapshot
-
-    def settle(self) -> None:
-        """Wait for a reset ahead to end (before the run lets go of its workspace)."""
-        ahead = self._ahead
-        if ahead is not None:
-            ahead.join()
 
     def _restore(self, snapshot: str) -> None:
         self._git("checkout", "--quiet", "--force", "--detach", snapshot)

@@ -104,32 +104,6 @@ def test_a_reset_rewrites_and_hands_over_only_what_differs(repo: Path, tmp_path:
         assert (after.st_uid, after.st_gid) == owner
 
 
-def test_a_reset_ahead_is_what_the_next_step_at_that_snapshot_starts_from(repo: Path, workspace: Workspace) -> None:
-    """A step's end resets the worktree for the next one while Prefect moves between their task runs."""
-    base = resolve_base(repo, "HEAD")
-    resets: list[str] = []
-    restore = workspace._restore
-    workspace._restore = lambda snapshot: (resets.append(snapshot), restore(snapshot))[1]  # type: ignore[method-assign]
-    with workspace.checkout(base, exclusive=True) as path:
-        (path / "a.txt").write_text("changed\n")
-        changed = workspace.snapshot("s", "p/s")
-    with workspace.checkout(changed, exclusive=False) as path:  # a reader, then its reset ahead
-        (path / "a.txt").write_text("a reader wrote this\n")
-        (path / "stray.txt").write_text("left by a reader\n")
-        workspace.reset_ahead(changed)  # still held: nothing happens
-    assert resets == [base, changed]
-    workspace.reset_ahead(changed)
-    workspace.settle()
-    assert (path / "a.txt").read_text() == "changed\n" and not (path / "stray.txt").exists()  # before any take
-    with workspace.checkout(changed, exclusive=False):  # starts from the reset done ahead: no second one
-        assert resets == [base, changed, changed]
-    workspace.reset_ahead(changed)
-    workspace.settle()
-    with workspace.checkout(base, exclusive=True) as path:  # another snapshot: reset as ever
-        assert (path / "a.txt").read_text() == "one\n"
-    assert resets == [base, changed, changed, changed, base]
-
-
 def test_a_reset_removes_directories_nested_deeper_than_git_can_reach(repo: Path, workspace: Workspace) -> None:
     base = resolve_base(repo, "HEAD")
     with workspace.checkout(base, exclusive=True) as path:
