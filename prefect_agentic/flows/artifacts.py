@@ -56,10 +56,9 @@ class ProgressArtifact:
     does not.
 
     The writes are made by a thread of their own, the latest share only: each
-    is an API request (about 15 ms on the embedded API), and made here they sat
-    on the steps' critical path, since the scheduler records a step's end before
-    it starts the steps after it (``bench/step_overhead.py``). The run's end
-    calls ``flush``.
+    is an API request, and made here they sat on the steps' critical path, since
+    the scheduler records a step's end before it starts the steps after it
+    (``bench/step_overhead.py``, docs/benchmarks.md). The run's end calls ``flush``.
     """
 
     def __init__(self, plan_id: str, steps: Sequence[str], clock: Callable[[], float] = time.monotonic) -> None:
