@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 from uuid import UUID
 
@@ -55,8 +55,8 @@ class ProgressArtifact:
     resume from the cache) gets no bar: it would say nothing the run's state
     does not.
 
-    The writes are made by a thread of their own, the latest share only: each
-    is an API request, and made here they sat on the steps' critical path, since
+    The writes are made in order by a thread of their own: each is an API
+    request, and made here they sat on the steps' critical path, since
     the scheduler records a step's end before it starts the steps after it
     (``bench/step_overhead.py``, docs/benchmarks.md). The run's end calls ``flush``.
     """
@@ -69,9 +69,8 @@ class ProgressArtifact:
         self._updated = clock()  # no bar before the run has lasted an interval
         self._wanted = False
         self.artifact_id: UUID | None = None
-        self._pending: tuple[float, str] | None = None
-        self._writer: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"agentic-progress-{plan_id}")
+        self._last: Future[None] | None = None
 
     def __call__(self, record: AuditRecord) -> None:
         if record.kind == "plan" and isinstance(record.data.get("plan"), dict):
@@ -91,32 +90,19 @@ class ProgressArtifact:
         self._hand_over((round(100.0 * done / max(1, len(self.steps)), 1), f"{done} of {len(self.steps)} steps finished"))
 
     def flush(self) -> None:
-        """Wait until the last share handed over is written (or its write failed)."""
-        with self._lock:
-            writer = self._writer
-        if writer is not None:
-            writer.join()
+        """Wait until every share handed over is written (or its write failed)."""
+        if self._last is not None:
+            wait([self._last])
 
     def _hand_over(self, share: tuple[float, str]) -> None:
-        """Make ``share`` the next write; start a writer (in the caller's context: the flow run) if none runs."""
-        with self._lock:
-            self._pending = share
-            if self._writer is None:
-                self._writer = threading.Thread(target=contextvars.copy_context().run, args=(self._write_pending,),
-                                                 name=f"agentic-progress-{self.plan_id}", daemon=True)
-                self._writer.start()
+        """Queue the write of ``share`` in the caller's context (the flow run's, which the artifact joins)."""
+        self._last = self._writes.submit(contextvars.copy_context().run, self._write_logged, *share)
 
-    def _write_pending(self) -> None:
-        while True:
-            with self._lock:
-                share, self._pending = self._pending, None
-                if share is None:
-                    self._writer = None
-                    return
-            try:
-                self._write(*share)
-            except Exception:  # the UI's view of a run must never fail the run
-                logger.exception("could not write the progress artifact of plan %s", self.plan_id)
+    def _write_logged(self, share: float, description: str) -> None:
+        try:
+            self._write(share, description)
+        except Exception:  # the UI's view of a run must never fail the run
+            logger.exception("could not write the progress artifact of plan %s", self.plan_id)
 
     def _write(self, share: float, description: str) -> None:
         if self.artifact_id is None:  # a creation the API refused is tried again at the next write
