@@ -217,7 +217,7 @@ faults:
 
 def test_the_demo_plan_survives_a_killed_container_and_fails_cleanly_on_a_refusing_engine_or_a_spoiled_report(
         make_repo, sandbox_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """The campaign of docs/chaos.md: its table's counts, and every invariant held."""
+    """The campaign of docs/guides/chaos.md: its table's counts, and every invariant held."""
     spec = tmp_path / "sandbox-faults.yaml"
     spec.write_text(SANDBOX_FAULTS)
     repo = make_repo(example="demo")

@@ -3,7 +3,7 @@
 A wheel built with `pip wheel --no-deps`, installed into a fresh virtualenv in a
 temporary directory; a real `prefect server start` and a real process worker
 run from that virtualenv, in directories that hold no checkout of the pack.
-A scratch project with the minimal `prefect.yaml` of docs/deployments.md is
+A scratch project with the minimal `prefect.yaml` of docs/guides/wheel-deployments.md is
 deployed with `prefect deploy` and a plan runs to completion. The virtualenv
 gets the pack only from the wheel; its dependencies (Prefect & co.) are the
 test environment's, reached through a path entry, so the test needs no

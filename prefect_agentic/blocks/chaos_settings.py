@@ -11,7 +11,7 @@ from prefect_agentic.chaos.spec import ChaosSpec, Fault
 
 
 class ChaosSettings(RegisteredBySlug, Block):
-    """Seed and faults of chaos runs (see docs/chaos.md); ``agentic run --chaos-block NAME``."""
+    """Seed and faults of chaos runs (see docs/guides/chaos.md); ``agentic run --chaos-block NAME``."""
 
     _block_type_name = "Agentic Chaos Settings"
     _block_type_slug = "agentic-chaos-settings"

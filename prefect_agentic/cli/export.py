@@ -1,7 +1,7 @@
 """``agentic export``: a run's final snapshot into your repository, as a new branch.
 
 See ``prefect_agentic.export`` for how (git plumbing; your checked-out branch,
-index and worktree are never touched) and docs/export.md for the user's view.
+index and worktree are never touched) and docs/guides/export.md for the user's view.
 """
 
 from __future__ import annotations

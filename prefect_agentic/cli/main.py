@@ -124,7 +124,7 @@ GOAL_HELP = ("Instead of a plan file: the goal in plain words, planned by the --
              "(a durable model call: running the same goal again takes the same plan).")
 REPLAN_HELP = "Name of a saved Agentic LLM Endpoint block: a failed step is re-planned with it."
 GATE_HELP = "Name of a saved Agentic Gate Defaults block (approval timeouts, poll interval, mode)."
-CHAOS_HELP = "Inject faults: a chaos spec file (YAML/JSON) or inline JSON (see docs/chaos.md)."
+CHAOS_HELP = "Inject faults: a chaos spec file (YAML/JSON) or inline JSON (see docs/guides/chaos.md)."
 ESCALATE_HELP = ("When re-planning cannot help, pause the flow run until a human answers "
                  "retry, skip, abort or instruct (needs a Prefect server).")
 

@@ -113,7 +113,7 @@ def run_plan(
     root flow run's id). With ``export``, a successful run's final snapshot
     becomes a branch of the repository it names (and is pushed there when the
     policy allows it; see ``prefect_agentic.export``). ``chaos`` injects faults
-    (docs/chaos.md). ``on_upgrade`` says what a resumed run does when the worker's pack lacks a
+    (docs/guides/chaos.md). ``on_upgrade`` says what a resumed run does when the worker's pack lacks a
     version the run pinned: ``pinned`` stops it (``VersionPinError``), ``upgrade`` goes on with the
     installed version (docs/guides/upgrades.md). With ``steps_on="task-workers"`` each step runs
     on a task worker (``agentic task-worker``) and snapshots travel through the bare repository
