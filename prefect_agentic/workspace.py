@@ -44,6 +44,10 @@ from prefect_agentic.errors import SnapshotMissingError, WorkspaceBoundaryError,
 AGENTIC_DIR = ".agentic"
 """Directory inside the workspace for reports; excluded from snapshots."""
 
+WORKTREE_PATHSPEC = ("--", ".", f":(top,exclude){AGENTIC_DIR}")
+"""The pathspec of host ``git status``: ``.agentic`` is left out even where a ``.gitignore``
+the step wrote re-includes it (``.git/info/exclude`` ranks below the worktree's files)."""
+
 SNAPSHOT_REF_PREFIX = "refs/agentic/snapshots"
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "prefect-agentic",
@@ -57,6 +61,10 @@ _HARDENED = [
     "-c", "submodule.recurse=false", "-c", "diff.ignoreSubmodules=all", "-c", "status.submoduleSummary=false",
     "-c", "core.quotePath=true", "-c", "protocol.ext.allow=never",
 ]
+NEUTRAL_ATTRIBUTES = "* !text !eol !crlf !ident !filter !diff !working-tree-encoding\n"
+"""``.git/info/attributes`` of every workspace: it outranks any ``.gitattributes`` a step
+writes, so host git stores the bytes the step wrote (no conversion, re-encoding or
+filter) and shows every change it stored (no ``-diff`` hiding a file from the audit)."""
 _ISOLATED_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0",
                  "GIT_ATTR_NOSYSTEM": "1", "GIT_NO_REPLACE_OBJECTS": "1", "GIT_NO_LAZY_FETCH": "1"}
 
@@ -133,10 +141,11 @@ def embedded_repositories(path: Path, limit: int = 5) -> list[str]:
 
     Git run on the host would enter such an embedded repository and obey its
     configuration (filters, fsmonitor, ...), so none may be present when host
-    git touches the worktree. The top ``.git`` and ``.agentic`` are not searched.
+    git touches the worktree. The top ``.git`` is not searched; ``.agentic`` is,
+    although git is told to leave it alone (``WORKTREE_PATHSPEC``): a second guard.
     """
     found: list[str] = []
-    for here, dirs, files in WorkspaceFiles(path).walk(skip_top=(".git", AGENTIC_DIR)):
+    for here, dirs, files in WorkspaceFiles(path).walk(skip_top=(".git",)):
         for name in [*dirs, *files]:
             if name == ".git" and here:
                 found.append(shown(f"{here}/{name}"))
@@ -144,6 +153,32 @@ def embedded_repositories(path: Path, limit: int = 5) -> list[str]:
         if len(found) >= limit:
             break
     return found
+
+
+def stage_worktree(path: Path, *options: str) -> None:
+    """``git add --all`` of worktree ``path``, never staging ``.agentic``.
+
+    ``.git/info/exclude`` keeps ``.agentic`` out until the top ``.gitignore`` re-includes
+    it with a ``!`` line (only that file can: git never reads one inside an excluded
+    directory); then whatever of it was staged is taken out again. An excluding
+    pathspec would do it in one call, but ``git add`` refuses one that names an ignored
+    directory.
+    """
+    run_git(path, "add", "--all", *options)
+    if _reincludes(path):
+        run_git(path, "rm", "-r", "--cached", "-q", "--ignore-unmatch", "--", f":(top){AGENTIC_DIR}")
+
+
+def _reincludes(path: Path) -> bool:
+    """Whether the worktree's top ``.gitignore`` may have a negation line (when it cannot
+    be read here, e.g. a link or over the read cap, assume it has: the check costs little)."""
+    try:
+        text = WorkspaceFiles(path).read_bytes(".gitignore")
+    except FileNotFoundError:
+        return False
+    except (OSError, WorkspaceBoundaryError):
+        return True
+    return any(line.lstrip().startswith(b"!") for line in text.splitlines())
 
 
 def refuse_embedded_repositories(path: Path) -> None:
@@ -365,6 +400,7 @@ class Workspace:
         lines = exclude.read_text().splitlines() if exclude.exists() else []
         if f"/{AGENTIC_DIR}/" not in lines:
             exclude.write_text("\n".join([*lines, f"/{AGENTIC_DIR}/"]) + "\n")
+        (self.path / ".git" / "info" / "attributes").write_text(NEUTRAL_ATTRIBUTES)
         (self.path / ".git" / "index.lock").unlink(missing_ok=True)  # left by a killed process
 
     @property
@@ -513,7 +549,7 @@ class Workspace:
         holding an embedded repository is refused before git looks at it.
         """
         refuse_embedded_repositories(self.path)
-        self._git("add", "--all")
+        stage_worktree(self.path)
         tree = self._git("write-tree")
         head = self._git("rev-parse", "HEAD")
         if tree == self._git("rev-parse", f"{head}^{{tree}}"):

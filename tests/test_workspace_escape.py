@@ -139,6 +139,33 @@ def test_an_embedded_repository_never_makes_host_git_run_its_commands(make_repo,
     assert "embedded git repository at 'sub/.git'" in (embed.reason or "")
 
 
+UNIGNORE_REPORTS = """printf '!/.agentic/\\n' > .gitignore
+mkdir -p .agentic && echo planted > .agentic/planted
+"""
+
+
+def test_a_gitignore_cannot_bring_the_report_directory_or_a_repository_in_it_into_host_git(
+        make_repo, sandbox_image: str, runtime: str, tmp_path: Path) -> None:
+    # .git/info/exclude keeps .agentic out of snapshots only until the worktree's own
+    # .gitignore re-includes it; host git must still never add it, nor enter a repository in it.
+    marker = tmp_path / "host-command-ran"
+    repo = make_repo({"README": "x\n"})
+    embed = EMBEDDED_REPO.replace("git init -q sub && cd sub", "git init -q .agentic/evil && cd .agentic/evil")
+    report = run(repo, sandbox_image, runtime=runtime, user=f"{os.getuid()}:{os.getgid()}", steps=[
+        shell("unignore", UNIGNORE_REPORTS, writes_workspace=True),
+        shell("embed", UNIGNORE_REPORTS + embed.format(marker=marker), writes_workspace=True,
+              depends_on=["unignore"]),
+    ])
+    unignore = step(report, "unignore")
+    assert unignore.status.value == "completed", unignore.reason
+    with mounted(Path(report.workspace)):
+        names = subprocess.run(["git", "ls-tree", "-r", "--name-only", str(unignore.snapshot)],
+                               cwd=report.workspace, capture_output=True, text=True, check=True).stdout.split()
+    assert ".gitignore" in names and not [n for n in names if n.startswith(".agentic")], names
+    assert not marker.exists(), "a command named by the workspace ran on the host (snapshot)"
+    assert "embedded git repository at '.agentic/evil/.git'" in (step(report, "embed").reason or "")
+
+
 def test_a_file_name_of_any_bytes_is_snapshotted_and_shown_escaped(make_repo, sandbox_image: str, runtime: str) -> None:
     repo = make_repo({"README": "x\n"})
     report = run(repo, sandbox_image, runtime=runtime, steps=[
@@ -174,6 +201,27 @@ def test_directories_nested_deeper_than_a_path_are_removed_before_the_next_step(
     assert nest.status.value == "completed", nest.reason
     assert after.status.value == "completed", after.reason
     assert nest.snapshot == after.snapshot  # nothing git could reach changed
+
+
+HIDING_ATTRIBUTES = """printf '* -diff ident\\n' > .gitattributes
+echo changed-line-7f3e > README && printf 'kept $Id: as written $\\n' > kept.txt
+"""
+
+
+def test_a_gitattributes_file_cannot_hide_a_change_from_the_audit_or_alter_what_is_stored(
+        make_repo, sandbox_image: str, runtime: str) -> None:
+    repo = make_repo({"README": "x\n"})
+    report = run(repo, sandbox_image, runtime=runtime,
+                 steps=[shell("hide", HIDING_ATTRIBUTES, writes_workspace=True)])
+    hide = step(report, "hide")
+    assert hide.status.value == "completed", hide.reason
+    assert hide.diff_stat == "3 files, +3 -1"  # `-diff` would make them binary: +0 -0
+    audit = [p for p in (Path(os.environ["AGENTIC_HOME"]) / "audit").rglob("*") if p.is_file()]
+    assert any(b"+changed-line-7f3e" in p.read_bytes() for p in audit), "the change is missing from the stored diff"
+    with mounted(Path(report.workspace)):
+        kept = subprocess.run(["git", "cat-file", "blob", f"{hide.snapshot}:kept.txt"], cwd=report.workspace,
+                              capture_output=True, check=True).stdout
+    assert kept == b"kept $Id: as written $\n"  # `ident` would have stored `$Id$`
 
 
 def test_a_secret_written_into_a_file_is_not_stored_in_clear(make_repo, sandbox_image: str, runtime: str) -> None:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from git import GitCommandError
@@ -27,7 +28,13 @@ from pydantic import Field, field_validator, model_validator
 from prefect_agentic.errors import ToolError
 from prefect_agentic.secrets import Redactor
 from prefect_agentic.tools.base import Tool, ToolContext, ToolInput, ToolOutput
-from prefect_agentic.workspace import commit_identity, refuse_embedded_repositories, run_git
+from prefect_agentic.workspace import (
+    WORKTREE_PATHSPEC,
+    commit_identity,
+    refuse_embedded_repositories,
+    run_git,
+    stage_worktree,
+)
 
 if TYPE_CHECKING:
     from prefect_agentic.plan.models import Plan, Step
@@ -146,24 +153,27 @@ class GitTool(Tool):
 
     def run(self, args: GitInput, ctx: ToolContext) -> Mapping[str, Any]:
         def git(*cmd: str, env: dict[str, str] | None = None) -> str:
-            try:
+            with _as_tool_error(cmd[0]):
                 return run_git(ctx.workspace, *cmd, env=env)
-            except GitCommandError as exc:
-                raise ToolError(f"git {cmd[0]} failed: {exc.stderr.strip() or exc}") from None
+
+        def stage(*options: str) -> None:
+            with _as_tool_error("add"):
+                stage_worktree(ctx.workspace, *options)
 
         refuse_embedded_repositories(ctx.workspace)  # git would enter one and obey its config
-        status = git("status", "--porcelain=v1", "-z", "--untracked-files=all")
+        status = git("status", "--porcelain=v1", "-z", "--untracked-files=all", *WORKTREE_PATHSPEC)
         changed = sorted({entry[3:] for entry in status.split("\0") if len(entry) > 3})
         result: dict[str, Any] = {"exit_code": 0, "changed_files": changed}
         if args.op == "diff":
             against = ctx.base_snapshot if args.against == "@base" else args.against
-            git("add", "--all", "--intent-to-add")
+            stage("--intent-to-add")
             diff = git("diff", "--no-color", against)
             result["diff"] = diff[: args.max_diff_bytes]
         elif args.op == "branch":
             git("branch", "--force", args.branch or "", "HEAD")
             result["branch"] = args.branch
         elif args.op == "commit":
+            stage()
             result.update(self._commit(args, git, ctx.base_snapshot))
         elif args.op == "push":
             result.update(_push(args, ctx))
@@ -172,7 +182,6 @@ class GitTool(Tool):
 
     @staticmethod
     def _commit(args: GitInput, git: Any, base: str) -> dict[str, Any]:
-        git("add", "--all")
         parent = git("rev-parse", base if args.onto == "@base" else f"{args.onto}^{{commit}}")
         tree = git("write-tree")
         if tree == git("rev-parse", f"{parent}^{{tree}}"):
@@ -184,6 +193,15 @@ class GitTool(Tool):
         if args.branch:
             git("update-ref", f"refs/heads/{args.branch}", sha)
         return {"commit": sha, "branch": args.branch}
+
+
+@contextmanager
+def _as_tool_error(command: str) -> Iterator[None]:
+    """A failed git command as the tool's own error, with git's message."""
+    try:
+        yield
+    except GitCommandError as exc:
+        raise ToolError(f"git {command} failed: {exc.stderr.strip() or exc}") from None
 
 
 def _push(args: GitInput, ctx: ToolContext) -> dict[str, Any]:
