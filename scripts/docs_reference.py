@@ -1,8 +1,9 @@
 """Reference pages generated from the code at `mkdocs build` (a MkDocs hook, see mkdocs.yml).
 
 The CLI reference is read from the `agentic` command itself (its Click tree), the plan
-format from the plan JSON Schema, the tools from the tool registry and the blocks from
-their Prefect block schemas, so none of them can drift from the code. The block logos
+format from the plan JSON Schema, the tools from the tool registry, the blocks from
+their Prefect block schemas and the events from the table the runs name their events by
+(``prefect_agentic.record.events.EVENTS``), so none of them can drift from the code. The block logos
 are copied from the package (``prefect_agentic/blocks/logos``) into the site, where the
 block types' ``logo_url`` points (see ``prefect_agentic.blocks.branding``).
 """
@@ -21,6 +22,7 @@ GENERATED = {
     "reference/plan-format.md": "plan_reference",
     "reference/tools.md": "tools_reference",
     "reference/blocks.md": "blocks_reference",
+    "reference/events.md": "events_reference",
 }
 
 
@@ -201,3 +203,56 @@ def blocks_reference() -> str:
                   f"`{cls.__name__}.load(\"NAME\")`.", "",
                   _properties_table(cls.model_json_schema()), ""]
     return "\n".join(parts)
+
+
+# --- Events ------------------------------------------------------------------------------------
+
+def events_reference() -> str:
+    """The events page; its resource tables are what ``RunIds`` itself gives for placeholder ids,
+    so they show exactly what the emitter sends."""
+    from prefect_agentic.record.events import EVENTS, LEFT_OUT_OF_PAYLOAD, RunIds
+
+    ids = RunIds("<flow run id>", "<run key>", "<plan id>", "<request id>")
+    run_labels = ids.resource(None)
+    parts = ["# Events and artifacts", "",
+             ("Generated at every docs build from the table the runs name their events by "
+              "(`EVENTS` in `prefect_agentic.record.events`), so every event a run emits is listed here."), "",
+             ("Every Prefect event of a run is derived from an audit record that is already stored, so "
+              "events never say anything the audit log does not. An automation can match on the run's "
+              "resource or on any related one; an example (a notification on a policy denial) is in "
+              "[Audit, events, metrics and replay](../concepts/audit.md#run-artifacts-and-events)."), "",
+             "## Resources", "",
+             "The primary resource is the run; an event of a step's record also has the step's label.", "",
+             "| label | value |", "|---|---|"]
+    for label, value in ids.resource("<step id>").items():
+        parts.append(f"| `{label}` | `{value}`{'' if label in run_labels else STEP_ONLY} |")
+    parts += ["", "Related resources:", "", "| role | resource id | name |", "|---|---|---|"]
+    parts += [f"| `{r['prefect.resource.role']}` | `{r['prefect.resource.id']}` | "
+              f"{_code(r.get('prefect.resource.name'))} |" for r in ids.related()]
+    left_out = " and ".join(f"`{key}`" for key in LEFT_OUT_OF_PAYLOAD)
+    parts += ["", (f"The payload is the record's data without {left_out}, plus the record's place in "
+                   "the audit log: `step`, `seq` and `record_hash`."), "",
+              "## Events", "",
+              "| event | from the audit record | meaning |", "|---|---|---|"]
+    for spec in EVENTS:
+        source = f"`{spec.record}`" + (f" (`{spec.key}`)" if spec.key else "")
+        if spec.when:
+            source += " with " + ", ".join(f"`{key}: {json.dumps(value)}`" for key, value in spec.when.items())
+        names = "<br>".join(f"`{name}`" for name in spec.names())
+        parts.append(f"| {names} | {source} | {_cell(spec.meaning)} |")
+    parts += ["", ("More on the `versions-` events in [Upgrading the pack under running work]"
+                   "(../guides/upgrades.md), on the `chaos` events in "
+                   "[Chaos runs](../chaos.md#what-a-chaos-run-records)."), "",
+              "## Artifacts", "",
+              ("The artifacts a run publishes (summary, step table, progress) are described in "
+               "[Audit, events, metrics and replay](../concepts/audit.md#run-artifacts-and-events), the "
+               "notice of a gate that waits in [Audit logs across suspend and resume]"
+               "(../audit.md#a-run-that-waits-for-a-human-says-so)."), ""]
+    return "\n".join(parts)
+
+
+STEP_ONLY = " (a step's records only)"
+
+
+def _code(text: str | None) -> str:
+    return f"`{text}`" if text else ""

@@ -134,14 +134,14 @@ def test_approval_denial_and_budget_records_become_events(tmp_path: Path) -> Non
     store = local_store(tmp_path)
     log = AuditLog(store, "run-3")
     names = [event_name(log.record(kind, data)) for kind, data in [
-        ("approval", {"gate": "push", "decision": "approved", "who": "alice"}),
+        ("approval", {"gate": "push", "decision": "approve", "approver": "alice"}),
         ("approval", {"gate": "escalation", "answer": {"action": "retry"}}),
         ("policy_decision", {"allowed": False, "rule": "force-push"}),
         ("budget", {"event": "warning", "meter": "steps"}),
         ("budget", {"source": "llm", "cost": 0.1}),
         ("verdict", {"attempt": 1}),
     ]]
-    assert names == ["prefect-agentic.approval.approved", "prefect-agentic.approval.retry",
+    assert names == ["prefect-agentic.approval.approve", "prefect-agentic.approval.retry",
                      "prefect-agentic.policy.denied", "prefect-agentic.budget.warning", None, None]
 
 

@@ -1,12 +1,19 @@
 """The documentation is tested: the site builds with `mkdocs build --strict`, every code
-block in docs/ carries a docs-test marker, and every marked block is run, compared, written
-or parsed (tests/docs_runner.py; the markers are described in docs/contributors.md)."""
+block in docs/ carries a docs-test marker, every marked block is run, compared, written
+or parsed (tests/docs_runner.py; the markers are described in docs/contributors.md), and
+the generated events reference names every event the code emits."""
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import subprocess
 import sys
+from collections import defaultdict
+from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
+from typing import Any, get_args
 
 import pytest
 from docs_runner import DOCS, ROOT, blocks_of, matches, normalize, pages, run_page, unmarked
@@ -22,6 +29,10 @@ def test_the_site_builds_strictly_with_the_generated_reference(tmp_path: Path) -
         assert command in cli, command
     plan = (site / "reference" / "plan-format" / "index.html").read_text()
     assert "depends_on" in plan and "requires_approval" in plan
+    from prefect_agentic.record.events import EVENTS
+
+    events = (site / "reference" / "events" / "index.html").read_text()
+    assert [name for spec in EVENTS for name in spec.names() if name not in events] == []
     assert (site / "assets" / "logos" / "agentic-sandbox-settings.svg").is_file()
 
 
@@ -50,6 +61,148 @@ def test_output_comparison_normalizes_what_varies_and_honours_ellipses() -> None
     assert matches(docs("flow run … done…\nA\nB\nend"), actual)
     assert not matches(docs("flow run <id> done in 1.8s\nend"), actual)
     assert not matches(docs("flow run <id> done in 1.8s\nA\nC\nend"), actual)
+
+
+def test_the_events_reference_lists_every_event_the_code_emits() -> None:
+    """The table of events against the code: for every value the code writes where a record's
+    event takes its name from (found in the source, or in the enum or model it comes from),
+    ``event_name`` (what the emitter calls) gives a name of that table entry, which the generated
+    page lists; the entry lists exactly those values, and its record is one the code writes."""
+    from prefect_agentic.chaos.spec import FaultKind
+    from prefect_agentic.gates.answer import Decision
+    from prefect_agentic.loop.escalation import Action
+    from prefect_agentic.record.audit import GENESIS, AuditRecord
+    from prefect_agentic.record.events import EVENTS, event_name
+
+    kinds, written = recorded_values()
+    # values the code takes from a model or an enum, which no literal in a record call shows
+    written["step_finished", "status"] |= step_report_statuses()
+    written["chaos_fault", "kind"] |= {kind.value for kind in FaultKind}
+    written["approval", "decision"] |= set(get_args(Decision))
+    written["approval", "answer.action"] |= set(get_args(Action))
+    page = docs_reference().events_reference()
+    for spec in EVENTS:
+        assert spec.record in kinds, f"the table has {spec.record} records, which no code writes"
+        if spec.key:
+            assert set(spec.values) == written[spec.record, spec.key], (spec.record, spec.key)
+        for value in spec.values or [None]:
+            data = {**spec.when, **(_nested(spec.key, value) if spec.key else {})}
+            record = AuditRecord(seq=0, at=datetime.now(timezone.utc), kind=spec.record, data=data, prev=GENESIS)
+            name = event_name(record)
+            assert name in spec.names(), (data, name)
+            assert f"`{name}`" in page, name
+
+
+PACKAGE = ROOT / "prefect_agentic"
+RECORDING = {"record", "_record"}
+
+
+def recorded_values() -> tuple[set[str], defaultdict[tuple[str, str], set[str]]]:
+    """What the package's source writes into audit records: the kinds, and per (kind, data key) the
+    strings written there as literals (directly, through a conditional or a local variable). A record
+    call is ``….record("kind", data)`` or ``_record("kind", …)``, or a call of a function that records
+    one kind with the data its caller gives (``self._record(step, data)``)."""
+    kinds: set[str] = set()
+    values: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        wrappers = _recording_wrappers(tree)
+        for function in _functions(tree):
+            for call in (node for node in ast.walk(function) if isinstance(node, ast.Call)):
+                name, kind = _called(call), _literal_kind(call)
+                if name in RECORDING and kind is not None:
+                    data = call.args[1:]
+                elif name in wrappers:
+                    kind, data = wrappers[name], call.args
+                else:
+                    continue
+                kinds.add(kind)
+                for arg in data:
+                    for key, value in _dict_items(arg):
+                        values[kind, key] |= _strings(value, function)
+    return kinds, values
+
+
+def step_report_statuses() -> set[str]:
+    """The statuses the package builds a ``StepReport`` with (``status=StepStatus.X``)."""
+    from prefect_agentic.record.progress import StepStatus
+
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        for call in (node for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Call)):
+            if _called(call) != "StepReport":
+                continue
+            for keyword in (k for k in call.keywords if k.arg == "status"):
+                found |= {StepStatus[node.attr].value for node in ast.walk(keyword.value)
+                          if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                          and node.value.id == "StepStatus"}
+    return found
+
+
+def _functions(tree: ast.AST) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
+    return [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def _recording_wrappers(tree: ast.AST) -> dict[str, str]:
+    """Functions of a module that record a literal kind with data passed in as a parameter."""
+    found = {}
+    for function in _functions(tree):
+        params = {arg.arg for arg in function.args.args}
+        for call in (node for node in ast.walk(function) if isinstance(node, ast.Call)):
+            kind = _literal_kind(call)
+            if (_called(call) in RECORDING and kind is not None
+                    and any(isinstance(arg, ast.Name) and arg.id in params for arg in call.args[1:])):
+                found[function.name] = kind
+    return found
+
+
+def _called(call: ast.Call) -> str | None:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+
+
+def _literal_kind(call: ast.Call) -> str | None:
+    first = call.args[0] if call.args else None
+    return first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
+
+
+def _dict_items(node: ast.expr) -> list[tuple[str, ast.expr]]:
+    """The literal-keyed items of a dict display, or of dicts merged with ``|``."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _dict_items(node.left) + _dict_items(node.right)
+    if isinstance(node, ast.Dict):
+        return [(key.value, value) for key, value in zip(node.keys, node.values)
+                if isinstance(key, ast.Constant) and isinstance(key.value, str)]
+    return []
+
+
+def _strings(node: ast.expr, scope: ast.AST) -> set[str]:
+    """The string literals ``node`` can be: itself, either branch of a conditional, or what a
+    variable of ``scope`` is assigned."""
+    if isinstance(node, ast.Constant):
+        return {node.value} if isinstance(node.value, str) else set()
+    if isinstance(node, ast.IfExp):
+        return _strings(node.body, scope) | _strings(node.orelse, scope)
+    if isinstance(node, ast.Name):
+        return {text for assign in ast.walk(scope) if isinstance(assign, ast.Assign)
+                and any(isinstance(target, ast.Name) and target.id == node.id for target in assign.targets)
+                for text in _strings(assign.value, scope)}
+    return set()
+
+
+def _nested(path: str, value: Any) -> dict[str, Any]:
+    """``{"a": {"b": value}}`` for ``"a.b"``: a record's data with ``value`` under a dotted key."""
+    head, _, rest = path.partition(".")
+    return {head: _nested(rest, value) if rest else value}
+
+
+def docs_reference() -> ModuleType:
+    """scripts/docs_reference.py, the MkDocs hook that generates the reference pages."""
+    spec = importlib.util.spec_from_file_location("docs_reference", ROOT / "scripts" / "docs_reference.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 RUNNABLE = [p for p in pages() if any(b.kind not in (None, "skip") for b in blocks_of(p))]
