@@ -242,12 +242,12 @@ def events_reference() -> str:
         parts.append(f"| {names} | {source} | {_cell(spec.meaning)} |")
     parts += ["", ("More on the `versions-` events in [Upgrading the pack under running work]"
                    "(../guides/upgrades.md), on the `chaos` events in "
-                   "[Chaos runs](../chaos.md#what-a-chaos-run-records)."), "",
+                   "[Chaos runs](../guides/chaos.md#what-a-chaos-run-records)."), "",
               "## Artifacts", "",
               ("The artifacts a run publishes (summary, step table, progress) are described in "
                "[Audit, events, metrics and replay](../concepts/audit.md#run-artifacts-and-events), the "
                "notice of a gate that waits in [Audit logs across suspend and resume]"
-               "(../audit.md#a-run-that-waits-for-a-human-says-so)."), ""]
+               "(../concepts/audit-suspend.md#a-run-that-waits-for-a-human-says-so)."), ""]
     return "\n".join(parts)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -212,3 +213,13 @@ RUNNABLE = [p for p in pages() if any(b.kind not in (None, "skip") for b in bloc
 def test_the_page_blocks_run_as_documented(page: Path, prefect_api: str, sandbox_image: str,
                                             tmp_path: Path) -> None:
     assert run_page(page, tmp_path, prefect_api) > 0
+
+
+def test_the_readme_is_a_short_front_page_whose_links_resolve() -> None:
+    readme = ROOT / "README.md"
+    assert readme.stat().st_size <= 15 * 1024, "the README is a front page (<= 15 KB); move detail into docs/"
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme.read_text(encoding="utf-8"))
+    local = [link for link in links if "://" not in link and not link.startswith("mailto:")]
+    assert local, "the README links into the docs"
+    missing = [link for link in local if not (ROOT / link).exists()]
+    assert not missing, f"README links to files that do not exist: {missing}"
