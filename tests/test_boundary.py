@@ -277,7 +277,8 @@ def test_the_git_tool_refuses_a_worktree_with_an_embedded_repository(make_repo, 
     (b"id: x\ngoal: " + b"[" * 50_000 + b"]" * 50_000 + b"\n", "nested too deeply to be a plan"),
 ])
 def test_a_hostile_plan_file_is_one_clear_plan_error(tmp_path: Path, content: bytes, message: str) -> None:
-    # `agentic validate` prints a PlanError as one error and exits 2 (tests/test_cli.py).
+    from conftest import agentic_cli
+
     from prefect_agentic.errors import PlanError
     from prefect_agentic.plan.loader import load_plan
 
@@ -286,3 +287,6 @@ def test_a_hostile_plan_file_is_one_clear_plan_error(tmp_path: Path, content: by
     with pytest.raises(PlanError) as caught:
         load_plan(plan)
     assert message in str(caught.value)
+    validated = agentic_cli("validate", str(plan))  # as a user meets it: one error, exit 2
+    assert validated.returncode == 2, validated.stderr
+    assert message in validated.stderr and "Traceback" not in validated.stderr + validated.stdout

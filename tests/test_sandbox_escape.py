@@ -88,6 +88,7 @@ def attack_run(request, tmp_path_factory, sandbox_image: str) -> tuple[RunReport
         "ignore_sigterm": ["sh", "-c", "trap '' TERM; sleep 120"],
         "gigabyte_stdout": ["sh", "-c", "head -c 1G /dev/zero | tr '\\\\0' x; echo; echo END"],
         "innocent": ["sh", "-c", "echo fine"],
+        "kernel": ["sh", "-c", "dmesg 2>&1; true"],  # gVisor's own kernel log says it is gVisor
     }
     # A gigabyte through gVisor's ptrace platform takes minutes on a loaded machine; the
     # claim is the cap, not the speed.
@@ -196,12 +197,22 @@ def test_other_steps_are_unaffected(attack_run) -> None:  # type: ignore[no-unty
     assert s.status.value == "completed" and s.output and s.output["stdout"] == "fine\n"
 
 
-def test_the_process_has_no_capabilities_and_no_privileges(sandbox_image: str, make_repo) -> None:  # type: ignore[no-untyped-def]
+def test_the_attack_plan_ran_under_the_runtime_it_names(attack_run, request) -> None:  # type: ignore[no-untyped-def]
+    kernel_log = step(attack_run[0], "kernel").output["stdout"]
+    assert ("Starting gVisor" in kernel_log) == (request.node.callspec.params["attack_run"] == "runsc"), kernel_log
+
+
+@pytest.mark.parametrize("runtime", ["runc", "runsc"])
+def test_the_process_has_no_capabilities_and_no_privileges(sandbox_image: str, make_repo, runtime: str) -> None:  # type: ignore[no-untyped-def]
     from prefect_agentic.sandbox.runner import open_sandbox
 
-    box = open_sandbox(SandboxSettings(image=sandbox_image), make_repo({"f": "x"}), f"caps-{os.getpid()}")
-    status = box.run(["sh", "-c", "id -u; grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status"],
-                     timeout=30).stdout.split("\n")
+    box = open_sandbox(SandboxSettings(image=sandbox_image, runtime=runtime), make_repo({"f": "x"}),
+                       f"caps-{runtime}-{os.getpid()}")
+    try:
+        status = box.run(["sh", "-c", "id -u; grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status"],
+                         timeout=30).stdout.split("\n")
+    finally:
+        box.close()
     assert status[0] != "0"
     assert "CapEff:\t0000000000000000" in status and "CapPrm:\t0000000000000000" in status
     assert "NoNewPrivs:\t1" in status
