@@ -141,8 +141,13 @@ class Campaign:
     def _chaos_run(self, index: int, spec: ChaosSpec, reference_snapshot: str) -> RunOutcome:
         chaos = self._run_killable(spec) if spec.process_kills else self._run(chaos=spec, fresh=True)
         killed = chaos.state == KILLED
+        records = chaos.records
+        # What the chaos run left, taken before the re-run: opening the re-run's sandbox removes every
+        # container of the run key, a leak included. A killed process removed nothing: its leftovers are
+        # expected until the re-run (its resume) removes them, so for it the check after the re-run stands.
+        left_by_chaos = [] if killed else self._leftovers(records)
         rerun = self._run(chaos=None, fresh=False)  # after a kill: resuming it, as a user does (run it again)
-        records, rerun_records = chaos.records, rerun.records
+        rerun_records = rerun.records
         violations = [
             # a killed run never ends by itself: its re-run must (checked below), its log must chain
             *([] if killed else inv.check_terminal(records, final_state=chaos.state, elapsed_s=chaos.elapsed_s,
@@ -150,15 +155,13 @@ class Campaign:
             *inv.check_no_reexecution(records, rerun_records),
             *inv.check_no_concurrent_attempts(records),
             *inv.check_audit_verifies(chaos.lines, complete=not killed),
-            # the killed process removed nothing: its containers must be gone once the re-run opened its sandbox
-            *([] if killed else inv.check_no_leftover_containers(self._leftover_containers(records))),
+            *left_by_chaos,
             *inv.check_failures_classified(records),
             *inv.check_terminal(rerun_records, final_state=rerun.state, elapsed_s=rerun.elapsed_s,
                                 bound_s=self.bound_s),
             *inv.check_audit_verifies(rerun.lines),
             *inv.check_same_final_snapshot(_final_snapshot(rerun_records), reference_snapshot),
-            *inv.check_no_leftover_containers(self._leftover_containers(rerun_records)),
-            *inv.check_no_leftover_environments(self._leftover_environments()),
+            *self._leftovers(rerun_records, reported=left_by_chaos),
         ]
         return RunOutcome(index=index, seed=spec.seed, flow_run_id=chaos.flow_run_id,
                           rerun_flow_run_id=rerun.flow_run_id,
@@ -223,6 +226,18 @@ class Campaign:
         return _Finished(flow_run_id=flow_run_id, state=state.name or state.type.value, lines=lines,
                          elapsed_s=elapsed)
 
+    def _leftovers(self, records: list[AuditRecord], *,
+                   reported: list[inv.Violation] | None = None) -> list[inv.Violation]:
+        """Containers of the run's key and ephemeral environments of this process that are still there.
+
+        A run removes its own whatever happens, so any is a leak. ``reported``: violations already found
+        after the chaos run; an environment nothing removes in between is not counted twice.
+        """
+        seen = {v.detail for v in reported or []}
+        found = [*inv.check_no_leftover_containers(self._leftover_containers(records)),
+                 *inv.check_no_leftover_environments(self._leftover_environments())]
+        return [v for v in found if v.detail not in seen]
+
     def _leftover_containers(self, records: list[AuditRecord]) -> list[str]:
         """Containers still labelled with the run's key (the run removes them when it ends)."""
         key = next((r.data.get("run_key") for r in records if r.kind == "run_started"), None)
@@ -231,7 +246,6 @@ class Campaign:
         client = self.sandbox.docker_host.get_client()
         labels = [f"{LABEL_MANAGED}=true", f"{LABEL_RUN}={key}"]
         return [c.name for c in client.containers.list(all=True, filters={"label": labels})]
-
 
     def _leftover_environments(self) -> list[str]:
         """Ephemeral environments this process made that still exist (a run removes its own, whatever happens)."""
