@@ -40,6 +40,7 @@ from pydantic import BaseModel, Field
 
 from prefect_agentic.boundary import WorkspaceFiles, shown
 from prefect_agentic.errors import SnapshotMissingError, WorkspaceBoundaryError, WorkspaceError
+from prefect_agentic.settings import agentic_home
 
 AGENTIC_DIR = ".agentic"
 """Directory inside the workspace for reports; excluded from snapshots."""
@@ -93,6 +94,11 @@ def run_key(plan_id: str, source: Path, base: str) -> str:
     """Identity of a run: the same plan on the same repository and base commit."""
     digest = hashlib.sha256(f"{plan_id}\0{source.resolve()}\0{base}".encode()).hexdigest()
     return f"{plan_id}-{digest[:12]}"
+
+
+def run_workspace(key: str) -> Path:
+    """Where the workspace of the runs with run key ``key`` lives (made by the first of them)."""
+    return agentic_home() / "workspaces" / key
 
 
 def resolve_base(source: Path, ref: str) -> str:
