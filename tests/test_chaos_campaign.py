@@ -21,12 +21,14 @@ from prefect_agentic.chaos import invariants as inv
 from prefect_agentic.chaos.campaign import Campaign, _Finished
 from prefect_agentic.plan import parse_plan
 from prefect_agentic.record.audit import GENESIS, AuditRecord, parse_log
+from prefect_agentic.record.store import AuditStore
 from prefect_agentic.sandbox.runner import (
     LABEL_MANAGED,
     LABEL_RUN,
     force_remove,
     remove_run_containers,
 )
+from prefect_agentic.settings import agentic_home
 
 Event = tuple[str, str | None, dict[str, Any]]
 
@@ -160,6 +162,11 @@ SPEC = {"seed": 99, "faults": [  # the campaign replaces the seed: run i gets --
     {"kind": "tool_timeout", "steps": "b", "rate": 0.5}]}        # b has no retry: fails the run when it hits
 
 
+def _workspace_files(workspaces: Path) -> list[Path]:
+    """Workspaces, their size images and locks (not the images' directory, made once)."""
+    return sorted(p for p in workspaces.rglob("*") if p.name != ".images") if workspaces.exists() else []
+
+
 def test_agentic_chaos_runs_the_plan_with_faults_and_every_invariant_holds(
         make_repo, sandbox_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     plan = tmp_path / "plan.yaml"
@@ -168,9 +175,17 @@ def test_agentic_chaos_runs_the_plan_with_faults_and_every_invariant_holds(
     seed = 0
     hits = [ChaosSpec.model_validate({**SPEC, "seed": seed + i}).hits(2, "b", 1) for i in range(2)]
     assert hits == [False, True]  # the seed was chosen so one run survives b's timeout and one fails cleanly
+    workspaces = agentic_home() / "workspaces"
+    before = _workspace_files(workspaces)
     report, progress = agentic_chaos_json(plan, repo, sandbox_image, json.dumps(SPEC), runs=2, seed=seed)
     assert report["ok"] is True and report["violations"] == []
     assert [(r["seed"], r["status"]) for r in report["runs"]] == [(0, "completed"), (1, "failed")]
+    # b failed in run 2: its re-run executes it, though the reference run and run 1 completed it (each
+    # run of the campaign works on a clone of its own, so no other run's cache answers its steps)
+    rerun = parse_log(AuditStore().read_log(report["runs"][1]["rerun_flow_run_id"]))
+    assert [(r.step, r.data["status"]) for r in rerun if r.kind == "step_finished"] == [
+        ("a", "cached"), ("b", "completed")]
+    assert _workspace_files(workspaces) == before  # no workspace, size image or lock is left
     kinds = {kind: {k: v for k, v in counts.items() if v} for kind, counts in report["kinds"].items()}
     assert kinds == {"tool_exit": {"injected": 2, "recovered": 2},
                      "latency_before": {"injected": 2, "absorbed": 2},
