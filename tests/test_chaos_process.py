@@ -4,7 +4,8 @@ The campaign runs the chaos run as an `agentic run` subprocess (on the campaign'
 own Prefect API), the fault kills it mid-step, and the clean re-run resumes it:
 completed steps come from the cache, the killed step runs again, the log of the
 killed run still chains, the re-run ends on the reference snapshot, and no
-container is left. The fault is a Prefect event too (sent before the kill).
+container is left. The fault is a Prefect event too (sent before the kill), and
+the campaign marks the killed flow run Crashed.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from uuid import UUID
 
 from conftest import agentic_chaos_json
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.events.schemas.events import ReceivedEvent
 from test_chaos_campaign import attempt, records, sealed
@@ -43,6 +46,17 @@ def test_a_killed_runs_log_need_not_be_complete_and_its_kill_counts_by_the_resum
     assert inv.fault_outcomes(records(killed), 0, resumed="completed")["process_kill"].recovered == 1
     assert inv.fault_outcomes(records(killed), 0, resumed="failed")["process_kill"].failed_cleanly == 1
     assert ChaosSpec(faults=[Fault(kind="process_kill", steps="b")]).process_kills
+
+
+def test_a_killed_runs_flow_run_must_be_final_though_its_log_cannot_end() -> None:
+    killed = records([("run_started", None, {"run_key": "k"}), ("attempt_started", "b", {"attempt": 1}),
+                      ("chaos_fault", "b", {"kind": "process_kill", "attempt": 1})])
+    assert inv.check_terminal(killed, final_state="Crashed", elapsed_s=2.0, bound_s=60, killed=True) == []
+    assert [v.detail for v in inv.check_terminal(killed, final_state="Running", elapsed_s=2.0, bound_s=60,
+                                                 killed=True)] == [
+        "the killed run's flow run is in state Running, not a final one"]
+    assert [v.detail for v in inv.check_terminal(killed, final_state="Crashed", elapsed_s=2.0, bound_s=60)] == [
+        "the run did not end in a terminal state (last record chaos_fault)", "the flow run ended in state Crashed"]
 
 
 def _chaos_events(flow_run_id: str, within: float = 30) -> list[ReceivedEvent]:
@@ -82,3 +96,8 @@ def test_agentic_chaos_kills_the_run_mid_step_and_running_it_again_resumes_it(
     # the fault reached Prefect as an event, though the process died right after recording it
     (event,) = _chaos_events(run["flow_run_id"])
     assert event.event == "prefect-agentic.chaos.process_kill" and event.payload["step"] == "b"
+    # and the campaign ended the killed flow run, which nobody had told
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(run["flow_run_id"])).state
+    assert state is not None and state.type is StateType.CRASHED
+    assert "chaos fault process_kill in step b" in (state.message or "")

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from uuid import UUID
 
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
@@ -61,7 +62,8 @@ failures, a killed container, a refusing engine), some calls wait."""
 
 
 KILLED = "Killed"
-"""The state of a chaos run whose process a ``process_kill`` ended (its flow run stays Running in Prefect)."""
+"""How a chaos run whose process was SIGKILLed ended; its flow run, which nobody told, is then marked
+Crashed by the campaign when the log names a ``process_kill`` (``Campaign._end_killed``)."""
 
 
 class CampaignError(AgenticError):
@@ -182,6 +184,7 @@ class Campaign:
                  else self._run(repo, base, chaos=spec, fresh=True))
         killed = chaos.state == KILLED
         records = chaos.records
+        final_state = self._end_killed(chaos.flow_run_id, records) if killed else chaos.state
         # What the chaos run left, taken before the re-run: opening the re-run's sandbox removes every
         # container of the run key, a leak included. A killed process removed nothing: its leftovers are
         # expected until the re-run (its resume) removes them, so for it the check after the re-run stands.
@@ -189,9 +192,9 @@ class Campaign:
         rerun = self._run(repo, base, chaos=None, fresh=False)  # after a kill: resuming it, as a user does
         rerun_records = rerun.records
         violations = [
-            # a killed run never ends by itself: its re-run must (checked below), its log must chain
-            *([] if killed else inv.check_terminal(records, final_state=chaos.state, elapsed_s=chaos.elapsed_s,
-                                                   bound_s=self.bound_s)),
+            # a killed run's log cannot end (it must chain, and its re-run end: checked below); its flow run must
+            *inv.check_terminal(records, final_state=final_state, elapsed_s=chaos.elapsed_s, bound_s=self.bound_s,
+                                killed=killed),
             *inv.check_no_reexecution(records, rerun_records),
             *inv.check_no_concurrent_attempts(records),
             *inv.check_audit_verifies(chaos.lines, complete=not killed),
@@ -251,6 +254,30 @@ class Campaign:
         state = (KILLED if returncode == -signal.SIGKILL else "TimedOut" if returncode is None
                  else "Completed" if returncode == 0 else "Failed")
         return _Finished(flow_run_id=flow_run_id, state=state, lines=lines, elapsed_s=elapsed)
+
+    def _end_killed(self, flow_run_id: str, records: list[AuditRecord]) -> str | None:
+        """Mark Crashed the flow run of a process a ``process_kill`` ended; its state's name then.
+
+        The process that would report its end is dead; only a crash automation watching heartbeats
+        (a server's, e.g. ``agentic init``'s) would mark it, and a flow run such an automation already
+        ended is left as it is. Only a kill the run's log explains is marked, naming the fault; a flow
+        run SIGKILLed by something else stays as it is, for the terminal invariant to report.
+        """
+        from prefect.client.orchestration import get_client
+        from prefect.states import Crashed
+
+        if not flow_run_id:  # killed before its log began: no flow run to mark (audit_verifies says so)
+            return None
+        fault = next((r for r in records if r.kind == "chaos_fault" and r.data.get("kind") == "process_kill"), None)
+        with get_client(sync_client=True) as client:
+            flow_run = client.read_flow_run(UUID(flow_run_id))
+            if fault is not None and not (flow_run.state and flow_run.state.is_final()):
+                message = (f"the run's process was killed (SIGKILL) by the chaos fault process_kill in step "
+                           f"{fault.step}, attempt {fault.data.get('attempt')}, seed {fault.data.get('seed')}")
+                # forced: the flow run's own process is gone, no orchestration rule has anything to protect
+                client.set_flow_run_state(UUID(flow_run_id), Crashed(message=message), force=True)
+                flow_run = client.read_flow_run(UUID(flow_run_id))
+        return flow_run.state.name if flow_run.state else None
 
     def _run(self, repo: Path, ref: str, *, chaos: ChaosSpec | None, fresh: bool) -> _Finished:
         from prefect_agentic.flows.run_plan import run_plan
