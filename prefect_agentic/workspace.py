@@ -40,6 +40,7 @@ from pydantic import BaseModel, Field
 
 from prefect_agentic.boundary import WorkspaceFiles, shown
 from prefect_agentic.errors import SnapshotMissingError, WorkspaceBoundaryError, WorkspaceError
+from prefect_agentic.settings import agentic_home
 
 AGENTIC_DIR = ".agentic"
 """Directory inside the workspace for reports; excluded from snapshots."""
@@ -101,6 +102,30 @@ def run_key(plan_id: str, source: Path, base: str) -> str:
     """Identity of a run: the same plan on the same repository and base commit."""
     digest = hashlib.sha256(f"{plan_id}\0{source.resolve()}\0{base}".encode()).hexdigest()
     return f"{plan_id}-{digest[:12]}"
+
+
+def run_workspace(key: str) -> Path:
+    """Where the workspace of the runs with run key ``key`` lives (made by the first of them)."""
+    return agentic_home() / "workspaces" / key
+
+
+def clone_at(source: Path, commit: str, into: Path) -> None:
+    """Make ``into`` a bare clone of ``source`` whose HEAD is ``commit``.
+
+    A repository of its own: the run key includes the repository's path, so runs on the
+    clone get a workspace (and a step-cache epoch) of their own, apart from the runs on
+    ``source``. It holds the same branches, tags and commits; a local clone hard-links
+    the objects, so a large repository costs little. ``commit`` is fetched as well, in
+    case no branch or tag of ``source`` holds it.
+    """
+    origin = str(source.resolve())
+    try:
+        run_git(into.parent, "clone", "--bare", "--quiet", origin, str(into))
+        run_git(into, "fetch", "--quiet", origin, commit)
+        run_git(into, "update-ref", "--no-deref", "HEAD", commit)
+    except git.GitCommandError as exc:
+        raise WorkspaceError(f"cannot clone {source} at {commit[:12]} into {into}: "
+                             f"{shown(str(exc.stderr).strip()[:300])}") from None
 
 
 def resolve_base(source: Path, ref: str) -> str:
@@ -278,6 +303,23 @@ def unmount_size_limited(path: Path) -> str | None:
             _system(["umount", "--lazy", str(path)])
         except (OSError, subprocess.CalledProcessError):
             return f"cannot unmount workspace {path}: {_why(exc)}"
+    return None
+
+
+def remove_workspace(path: Path) -> str | None:
+    """Remove the run workspace at ``path`` for good: worktree, snapshots, size image, lock file.
+
+    For throwaway runs (a chaos campaign's): a workspace otherwise stays, for resumes and
+    for the step cache, whose results point at its snapshots. It is unmounted first;
+    returns None once it is gone, else why it could not be (it stays, mounted).
+    """
+    problem = unmount_size_limited(path)
+    if problem is not None:
+        return problem
+    workspaces = WorkspaceFiles(path.parent)
+    for name in (path.name, f"{path.name}.cloning", f"{path.name}.lock"):
+        workspaces.remove_tree(name)
+    size_image(path).unlink(missing_ok=True)
     return None
 
 

@@ -200,10 +200,11 @@ def agentic_cli(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:  # ty
                           capture_output=True, text=True, **kwargs)
 
 
-def agentic_chaos_json(plan: Path, repo: Path, image: str, chaos: str, runs: int, seed: int) -> tuple[dict, str]:  # type: ignore[type-arg]
-    """`agentic chaos PLAN --json` on the embedded API, as a user runs it: its report (once it exited 0) and
-    what it said on stderr (its progress)."""
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+def agentic_chaos_json(plan: Path, repo: Path, image: str, chaos: str, runs: int, seed: int,  # type: ignore[type-arg]
+                       api: str | None = None) -> tuple[dict, str]:
+    """`agentic chaos PLAN --json` on the embedded API (or the Prefect server at ``api``), as a user runs it:
+    its report (once it exited 0) and what it said on stderr (its progress)."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | ({"PREFECT_API_URL": api} if api else {})
     result = agentic_cli("chaos", str(plan), "--repo", str(repo), "--runs", str(runs), "--seed", str(seed),
                          "--image", image, "--chaos", chaos, "--json", env=env)
     assert result.returncode == 0, result.stderr + result.stdout[-3000:]

@@ -55,6 +55,8 @@ ALLOWED: dict[str, str] = {
     "chaos/spec.py:load_chaos_spec": "the user's chaos spec file (agentic run --chaos FILE)",
     "chaos/campaign.py:Campaign._run_killable": "the plan written to the campaign's own temporary directory "
                                                 "for a process_kill chaos run's `agentic run` subprocess",
+    "chaos/campaign.py:Campaign._own_clone": "the campaign's own temporary directory, holding the bare clone "
+                                             "(no worktree) that one trial of the campaign runs on",
     "chaos/garble.py:SpoiledReports.read_bytes": "WorkspaceFiles' own lstat/read_bytes: a subclass of the "
                                                   "boundary calling it on itself",
     "blocks/branding.py:logo_url": "the logos shipped inside the installed package",
@@ -77,6 +79,9 @@ ALLOWED: dict[str, str] = {
     "workspace.py:mount_size_limited": "the image file in the host-owned .images directory, and the new "
                                        "filesystem's own lost+found before any step ran",
     "workspace.py:workspace_lock": "lock file next to the worktree, in its host-owned parent",
+    "workspace.py:remove_workspace": "the image file in the host-owned .images directory (the worktree and "
+                                     "its lock go through WorkspaceFiles)",
+    "workspace.py:clone_at": USER_PATH + " (the source repository)",
     "workspace.py:mounted": "the image file in the host-owned .images directory",
     "warm/launch.py:runtime_dir": "the warm processes' own directory, checked to be the user's and 0700",
     "warm/launch.py:socket_path": "installed package files (their mtimes key the warm process)",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,17 @@ from conftest import EXAMPLES, agentic_chaos_json, agentic_cli
 
 from prefect_agentic.chaos import ChaosSpec
 from prefect_agentic.chaos import invariants as inv
+from prefect_agentic.chaos.campaign import Campaign, _Finished
+from prefect_agentic.plan import parse_plan
 from prefect_agentic.record.audit import GENESIS, AuditRecord, parse_log
+from prefect_agentic.record.store import AuditStore
+from prefect_agentic.sandbox.runner import (
+    LABEL_MANAGED,
+    LABEL_RUN,
+    force_remove,
+    remove_run_containers,
+)
+from prefect_agentic.settings import agentic_home
 
 Event = tuple[str, str | None, dict[str, Any]]
 
@@ -151,6 +162,11 @@ SPEC = {"seed": 99, "faults": [  # the campaign replaces the seed: run i gets --
     {"kind": "tool_timeout", "steps": "b", "rate": 0.5}]}        # b has no retry: fails the run when it hits
 
 
+def _workspace_files(workspaces: Path) -> list[Path]:
+    """Workspaces, their size images and locks (not the images' directory, made once)."""
+    return sorted(p for p in workspaces.rglob("*") if p.name != ".images") if workspaces.exists() else []
+
+
 def test_agentic_chaos_runs_the_plan_with_faults_and_every_invariant_holds(
         make_repo, sandbox_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     plan = tmp_path / "plan.yaml"
@@ -159,9 +175,17 @@ def test_agentic_chaos_runs_the_plan_with_faults_and_every_invariant_holds(
     seed = 0
     hits = [ChaosSpec.model_validate({**SPEC, "seed": seed + i}).hits(2, "b", 1) for i in range(2)]
     assert hits == [False, True]  # the seed was chosen so one run survives b's timeout and one fails cleanly
+    workspaces = agentic_home() / "workspaces"
+    before = _workspace_files(workspaces)
     report, progress = agentic_chaos_json(plan, repo, sandbox_image, json.dumps(SPEC), runs=2, seed=seed)
     assert report["ok"] is True and report["violations"] == []
     assert [(r["seed"], r["status"]) for r in report["runs"]] == [(0, "completed"), (1, "failed")]
+    # b failed in run 2: its re-run executes it, though the reference run and run 1 completed it (each
+    # run of the campaign works on a clone of its own, so no other run's cache answers its steps)
+    rerun = parse_log(AuditStore().read_log(report["runs"][1]["rerun_flow_run_id"]))
+    assert [(r.step, r.data["status"]) for r in rerun if r.kind == "step_finished"] == [
+        ("a", "cached"), ("b", "completed")]
+    assert _workspace_files(workspaces) == before  # no workspace, size image or lock is left
     kinds = {kind: {k: v for k, v in counts.items() if v} for kind, counts in report["kinds"].items()}
     assert kinds == {"tool_exit": {"injected": 2, "recovered": 2},
                      "latency_before": {"injected": 2, "absorbed": 2},
@@ -175,6 +199,33 @@ def test_agentic_chaos_runs_the_plan_with_faults_and_every_invariant_holds(
     rows = {line.split()[1]: line.split()[3:13:2] for line in table.stdout.splitlines() if line.startswith("│")}
     assert rows["tool_timeout"] == ["1", "0", "1", "0", "0"]
     assert "1 run(s): all invariants held" in table.stdout
+
+
+def test_a_container_the_chaos_run_leaked_is_reported_though_its_rerun_removes_it(
+        docker_client, sandbox_image: str, make_repo, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The chaos run's leftovers are taken before its re-run: the re-run has the same run key, and opening
+    its sandbox removes every container of the key (``open_sandbox``), a leak included, as it does here."""
+    key = f"leak-{uuid.uuid4().hex[:12]}"
+    log = sealed([("run_started", None, {"run_key": key}),
+                  ("run_finished", None, {"status": "completed", "final_snapshot": "f" * 40})])
+    leaked = []
+
+    def run(self: Campaign, *_: object, chaos: ChaosSpec | None, fresh: bool, **__: object) -> _Finished:
+        if chaos is not None:  # the chaos run ends with one of its containers left
+            leaked.append(docker_client.containers.create(sandbox_image, ["true"],
+                                                          labels={LABEL_MANAGED: "true", LABEL_RUN: key}))
+        elif not fresh:  # the clean re-run
+            remove_run_containers(docker_client, key)
+        return _Finished(flow_run_id=str(uuid.uuid4()), state="Completed", lines=log, elapsed_s=0.1)
+
+    monkeypatch.setattr(Campaign, "_run", run)
+    try:
+        report = Campaign(parse_plan(PLAN), make_repo({"f": "x"})).run(ChaosSpec(), runs=1, seed=0)
+    finally:
+        for container in leaked:
+            force_remove(container)
+    assert [(v.invariant, v.detail) for v in report.violations] == [
+        (inv.Invariant.no_leftover_containers, f"container {leaked[0].name} is left")]
 
 
 def test_agentic_chaos_refuses_a_bad_spec_before_anything_runs(make_repo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

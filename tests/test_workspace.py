@@ -14,7 +14,9 @@ from conftest import _missing, nest_directories
 from prefect_agentic.errors import SnapshotMissingError, WorkspaceError
 from prefect_agentic.workspace import (
     Workspace,
+    clone_at,
     mounted,
+    remove_workspace,
     resolve_base,
     run_key,
     size_image,
@@ -216,3 +218,25 @@ def test_a_size_limited_workspace_costs_little_disk_and_is_mounted_only_while_us
     again = Workspace.prepare(repo, resolve_base(repo, "HEAD"), path, size=8 * 1024**3)  # a resumed run
     assert os.path.ismount(path) and again.epoch == workspace.epoch
     unmount_size_limited(path)
+
+
+def test_a_clone_at_a_commit_gets_its_own_run_key_and_its_workspace_can_be_removed_mounted(
+        repo: Path, tmp_path: Path) -> None:
+    """What a chaos campaign does for each of its runs: a clone holding the base commit (a detached
+    one too), a workspace of its own on it, and afterwards no trace of that workspace."""
+    git(repo, "checkout", "-q", "--detach")
+    (repo / "a.txt").write_text("detached\n")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qam", "on no branch")
+    base = resolve_base(repo, "HEAD")
+    clone = tmp_path / "clone.git"
+    clone_at(repo, base, clone)
+    assert resolve_base(clone, "HEAD") == base and run_key("p", clone, base) != run_key("p", repo, base)
+    with pytest.raises(WorkspaceError, match="cannot clone"):
+        clone_at(repo, "0" * 40, tmp_path / "none.git")
+    size = 8 * 1024**3 if os.getuid() == 0 else None  # root: a loop-mounted image, as runs make it
+    path = tmp_path / "workspaces" / run_key("p", clone, base)
+    workspace = Workspace.prepare(clone, base, path, size=size)
+    assert workspace.has_commit(base) and os.path.ismount(path) == (size is not None)
+    assert remove_workspace(path) is None
+    assert sorted((tmp_path / "workspaces").rglob("*")) in ([], [tmp_path / "workspaces" / ".images"])
+    assert not os.path.ismount(path) and remove_workspace(path) is None  # a workspace already gone: nothing to do

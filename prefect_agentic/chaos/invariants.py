@@ -19,6 +19,11 @@ from prefect_agentic.stats import RunFacts, add_audit
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "stopped"})
 """``run_finished`` statuses that end a run as designed (``crashed`` is the run's own error)."""
+FINAL_FLOW_STATES = frozenset({"Completed", "Failed"})
+"""States a flow run that ended by itself may be in (``Crashed`` is the run's own error)."""
+KILLED_FLOW_STATES = FINAL_FLOW_STATES | {"Crashed"}
+"""States a flow run whose process ``process_kill`` ended may be in: it never reported its end, so it
+is Crashed once the campaign marks it (or it ended just before the kill landed)."""
 
 DELAY_KINDS = frozenset({"latency_before", "latency_after", "api_latency"})
 """Fault kinds that only delay the attempt they hit; the others may end it (or be survived by it)."""
@@ -58,20 +63,33 @@ class Violation(BaseModel):
 
 
 def check_terminal(records: list[AuditRecord], *, final_state: str | None, elapsed_s: float,
-                   bound_s: float) -> list[Violation]:
-    """The log ends with a terminal ``run_finished``, the flow run is final, and it took at most ``bound_s``."""
-    found: list[Violation] = []
-    last = records[-1] if records else None
-    status = last.data.get("status") if last is not None and last.kind == "run_finished" else None
-    if status not in TERMINAL_STATUSES:
-        ended = f"run_finished status {status!r}" if status else f"last record {last.kind if last else 'none'}"
-        found.append(Violation(invariant=Invariant.terminal, detail=f"the run did not end in a terminal state ({ended})"))
-    if final_state is not None and final_state not in ("Completed", "Failed"):
+                   bound_s: float, killed: bool = False) -> list[Violation]:
+    """The log ends with a terminal ``run_finished``, the flow run is final, and it took at most ``bound_s``.
+
+    A run whose process ``process_kill`` ended (``killed``) could write no ``run_finished``, so its log
+    is not asked for one; its flow run must be final all the same (``KILLED_FLOW_STATES``), or Prefect
+    would show it running for ever.
+    """
+    found = [] if killed else _log_ended(records)
+    if killed and final_state not in KILLED_FLOW_STATES:
+        found.append(Violation(invariant=Invariant.terminal,
+                               detail=f"the killed run's flow run is in state {final_state}, not a final one"))
+    elif not killed and final_state is not None and final_state not in FINAL_FLOW_STATES:
         found.append(Violation(invariant=Invariant.terminal, detail=f"the flow run ended in state {final_state}"))
     if elapsed_s > bound_s:
         found.append(Violation(invariant=Invariant.terminal,
                                detail=f"the run took {elapsed_s:.1f} s, over the bound of {bound_s:.0f} s"))
     return found
+
+
+def _log_ended(records: list[AuditRecord]) -> list[Violation]:
+    """The log's last record is a ``run_finished`` with a terminal status."""
+    last = records[-1] if records else None
+    status = last.data.get("status") if last is not None and last.kind == "run_finished" else None
+    if status in TERMINAL_STATUSES:
+        return []
+    ended = f"run_finished status {status!r}" if status else f"last record {last.kind if last else 'none'}"
+    return [Violation(invariant=Invariant.terminal, detail=f"the run did not end in a terminal state ({ended})")]
 
 
 def completed_steps(records: list[AuditRecord]) -> set[str]:

@@ -73,6 +73,8 @@ def chaos(
             report = campaign.run(spec, runs=runs, seed=seed)
     except CampaignError as exc:
         raise _fail(str(exc), 1) from None
+    except WorkspaceError as exc:  # a clone of the repository, for the campaign's runs, could not be made
+        raise _fail(str(exc), 3) from None
     if as_json:
         typer.echo(json.dumps(campaign_json(report), indent=2))
     else:

@@ -49,13 +49,14 @@ from prefect_agentic.record.events import RunIds
 from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe
 from prefect_agentic.report import RunReport, StepReport
 from prefect_agentic.scheduler import RunHook, StepScheduler
-from prefect_agentic.settings import agentic_home, snapshot_remote_setting, uses_embedded_api
+from prefect_agentic.settings import snapshot_remote_setting, uses_embedded_api
 from prefect_agentic.snapshot_remote import SnapshotRemote, SnapshotRemoteError, run_ref
 from prefect_agentic.workspace import (
     Workspace,
     parse_size,
     resolve_base,
     run_key,
+    run_workspace,
     unmount_size_limited,
     workspace_lock,
 )
@@ -129,7 +130,7 @@ def run_plan(
     key = run_key(plan.id, source, base)
     sandbox = sandbox or SandboxSettings()
     size = parse_size(sandbox.workspace_size) if sandbox.workspace_size else None
-    path = agentic_home() / "workspaces" / key
+    path = run_workspace(key)
     # One process at a time per workspace: a run's processes never write its log at once.
     with workspace_lock(path), _unmounted_at_end(path):
         workspace = Workspace.prepare(source, base, path, size=size)

@@ -53,10 +53,9 @@ from prefect_agentic.executor import (
 )
 from prefect_agentic.plan.models import Step
 from prefect_agentic.record.progress import StepEvent, StepStatus, publish
-from prefect_agentic.settings import agentic_home
 from prefect_agentic.snapshot_remote import SnapshotRemote, run_ref
 from prefect_agentic.tasks.step import input_snapshot_of, step_cache_key
-from prefect_agentic.workspace import Workspace, workspace_lock
+from prefect_agentic.workspace import Workspace, run_workspace, workspace_lock
 
 WATCH_INTERVAL_S = 1.0
 API_ATTEMPTS = 8
@@ -85,7 +84,7 @@ def run_step_on_worker(step: Step, run: RunContext, input_result: StepResult | N
     if run.snapshot_remote is None:
         raise ValueError("run_step_on_worker needs a run with a snapshot remote")
     remote = SnapshotRemote.parse(run.snapshot_remote)
-    path = agentic_home() / "workspaces" / run.run_key
+    path = run_workspace(run.run_key)
     here = run.model_copy(update={"workspace": path, "sandbox_key": f"{run.run_key}.{os.getpid()}"})
     snapshot = input_snapshot_of(run, input_result)
     claim = step_claim_name(step, run, input_result)
