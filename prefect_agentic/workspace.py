@@ -20,6 +20,7 @@ any bytes are handled (``-z`` output, undecodable bytes shown escaped).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import fnmatch
 import hashlib
@@ -487,6 +488,23 @@ class Workspace:
             return False
         info = os.statvfs(self.path)
         return info.f_bavail * info.f_frsize < WORKSPACE_FULL_BYTES
+
+    def out_of_space(self, error: BaseException) -> bool:
+        """Whether ``error``, of host git or a host write in the worktree, is this size-limited workspace full.
+
+        The host writes into the workspace too (the snapshot's git objects, the report
+        directories), so a step that leaves it nearly full makes those fail: the caller
+        then names the limit instead of showing a raw git or OS error. Git names ENOSPC
+        in its message (``unable to write loose object file: No space left on device``);
+        a translated message is recognised by the space left (git keeps its partial object).
+        """
+        if not os.path.ismount(self.path):
+            return False
+        if isinstance(error, OSError):
+            return error.errno == errno.ENOSPC
+        if isinstance(error, git.GitCommandError):
+            return os.strerror(errno.ENOSPC) in str(error.stderr) or self.is_full()
+        return False
 
     @property
     def files(self) -> WorkspaceFiles:

@@ -276,3 +276,44 @@ def test_an_opted_out_run_is_audited_and_a_limit_that_cannot_be_enforced_runs_no
     refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)"], cwd=first.workspace,
                           capture_output=True, text=True, check=True).stdout.split()
     assert "refs/agentic/snapshots/limited/more" not in refs  # no step ran
+
+
+# Fills the workspace but for 3 MiB: room the step's own file fits in, its snapshot's copy (git's object
+# of incompressible bytes) does not.
+FILL_BUT_3M = """python3 -c "
+import os
+room = os.statvfs('.').f_bavail * os.statvfs('.').f_frsize
+with open('big', 'wb') as out:
+    for _ in range(room // 2**20 - 3):
+        out.write(os.urandom(2**20))
+" """
+
+
+def test_a_step_that_leaves_no_room_for_its_snapshot_fails_naming_the_limit(make_repo, sandbox_image: str,
+                                                                           runtime: str) -> None:
+    repo = make_repo({"README": "x\n"})
+    report = run_limited(repo, sandbox_image, runtime, [shell("fill", FILL_BUT_3M, writes_workspace=True)],
+                         workspace_size="64m")
+    assert isinstance(report, RunReport), report
+    fill = step(report, "fill")
+    assert fill.status.value == "failed"
+    assert ("step 'fill' filled the workspace: its size limit (64m) was reached and the host could not "
+            "write its snapshot (No space left on device)") in (fill.reason or ""), fill.reason
+    assert size_image(Path(report.workspace)).stat().st_blocks * 512 <= 64 * 1024 * 1024
+
+
+def test_a_workspace_left_full_under_its_report_directory_fails_the_next_step_naming_the_limit(
+        make_repo, sandbox_image: str, runtime: str) -> None:
+    """``.agentic`` survives the reset before a step, so what a step left there still fills the workspace."""
+    repo = make_repo({"README": "x\n"})
+    first = run_limited(repo, sandbox_image, runtime, [shell("fill", "head -c 100M /dev/zero > .agentic/junk; true")],
+                        workspace_size="64m")
+    assert isinstance(first, RunReport), first
+    assert "step 'fill' filled the workspace: its size limit (64m) was reached" in (step(first, "fill").reason or "")
+    second = run_limited(repo, sandbox_image, runtime, [shell("next", "echo next")], workspace_size="64m")
+    assert isinstance(second, RunReport), second
+    following = step(second, "next")
+    assert following.status.value == "failed"
+    assert "step 'next' found the workspace full before it ran: its size limit (64m) was reached" in (
+        following.reason or ""), following.reason
+    assert "remove the run's workspace and its image" in (following.reason or "")  # a larger limit would not do
