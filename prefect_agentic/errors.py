@@ -80,6 +80,26 @@ class WorkspaceBoundaryError(ToolError):
     over a size cap. The workspace is attacker-controlled; nothing was followed."""
 
 
+class WorkspaceSizeLimitError(WorkspaceError):
+    """The workspace size limit a run asked for cannot be enforced here, so no step runs.
+
+    A limit that silently went unenforced would let a step fill the host disk; the run
+    fails closed instead. ``limit`` is the size asked for (``8g``), ``reason`` why it
+    cannot be in force. The message names both and the two ways on.
+    """
+
+    def __init__(self, path: object, limit: str, reason: str) -> None:
+        self.limit = limit
+        self.reason = reason
+        super().__init__(
+            f"the workspace size limit {limit} cannot be enforced for {path}: {reason}. No step ran. "
+            "Run where a size-limited filesystem can be mounted (as root with mount permission: not as "
+            "another user, nor in a container without CAP_SYS_ADMIN), or opt out explicitly: an empty "
+            "SandboxSettings.workspace_size means no limit (the run logs a warning and its audit log "
+            "records the choice); then give AGENTIC_HOME a filesystem with a quota"
+        )
+
+
 class SnapshotMissingError(WorkspaceError):
     """A cached step refers to a snapshot that the workspace no longer holds."""
 

@@ -12,12 +12,15 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
+import git
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from prefect_agentic.blocks.budget import Budget
@@ -188,9 +191,17 @@ def _attempt(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> 
                                         "args": step.args, "image_id": resources.sandbox.image_id,
                                         "pack": pack_version()},
                     step_id=step.id)
-    with resources.workspace.checkout(input_snapshot, exclusive=step.writes_workspace) as path:
+    workspace = resources.workspace
+    # Full before the step ran, by what earlier steps left (their snapshot, or files under .agentic, which
+    # the reset keeps): not this step's doing, and a larger limit would not help (an image keeps its size).
+    found_full = f"step '{step.id}' found the workspace full before it ran"
+    with _within_size_limit(run, workspace, found_full, "and the host could not write to it (the reset, the "
+                            "report directory)", _START_AFRESH), \
+            workspace.checkout(input_snapshot, exclusive=step.writes_workspace) as path:
         relative_reports = f"{AGENTIC_DIR}/reports/{step.id}/{attempt}"
-        resources.workspace.prepare_reports(relative_reports)
+        workspace.prepare_reports(relative_reports)
+        if workspace.is_full():
+            raise _workspace_full(run, found_full, "by what earlier steps left in it", _START_AFRESH)
         ctx = ToolContext(
             sandbox=resources.sandbox,
             workspace=path,
@@ -215,16 +226,15 @@ def _attempt(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> 
                 with chaos.around_tool(resources.sandbox):
                     output = tool_cls().invoke(step.args, ctx)
                 chaos.after_tool()
-        if resources.workspace.is_full():
-            raise SandboxLimitError(
-                f"step '{step.id}' filled the workspace: its size limit ({run.sandbox.workspace_size}) was "
-                "reached and further writes failed (raise SandboxSettings.workspace_size if it needs more)")
+        filled = f"step '{step.id}' filled the workspace"
+        if workspace.is_full():
+            raise _workspace_full(run, filled, "and further writes failed")
         snapshot = input_snapshot
         if step.writes_workspace:
-            snapshot = resources.workspace.snapshot(
-                f"agentic snapshot: {run.plan_id}/{step.id}", f"{run.plan_id}/{step.id}"
-            )
-        changes = resources.workspace.changes(input_snapshot, snapshot)
+            with _within_size_limit(run, workspace, filled, "and the host could not write its snapshot"):
+                snapshot = workspace.snapshot(f"agentic snapshot: {run.plan_id}/{step.id}",
+                                              f"{run.plan_id}/{step.id}")
+        changes = workspace.changes(input_snapshot, snapshot)
     _check_protected_paths(step, run, changes, recorder)
     # Everything stored passes the step's redactor: file names and the diff are workspace content.
     changes = ChangeSummary.model_validate(guard.redact(changes.model_dump(mode="json")))
@@ -254,6 +264,34 @@ def _attempt(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> 
         finished_at=datetime.now(timezone.utc),
         image_id=resources.sandbox.image_id,
     )
+
+
+_RAISE_LIMIT = "raise SandboxSettings.workspace_size if it needs more"
+_START_AFRESH = "remove the run's workspace and its image under $AGENTIC_HOME/workspaces to start it afresh"
+
+
+def _workspace_full(run: RunContext, who: str, what: str,
+                    advice: str = _RAISE_LIMIT) -> SandboxLimitError:
+    """The step's failure once its size-limited workspace is full, naming the limit."""
+    return SandboxLimitError(f"{who}: its size limit ({run.sandbox.workspace_size}) was reached {what} ({advice})")
+
+
+@contextmanager
+def _within_size_limit(run: RunContext, workspace: Workspace, who: str, what: str,
+                       advice: str = _RAISE_LIMIT) -> Iterator[None]:
+    """Out of space while the host writes the workspace is the step's size limit, named.
+
+    A step may leave less room than the host's own writes need (the snapshot's git
+    objects; the reset and the report directory, when what an earlier step left under
+    ``.agentic``, which the reset keeps, filled it). Those fail with ENOSPC, which would
+    otherwise show as a raw git or OS error.
+    """
+    try:
+        yield
+    except (OSError, git.GitCommandError) as exc:
+        if not workspace.out_of_space(exc):
+            raise
+        raise _workspace_full(run, who, f"{what} (No space left on device)", advice) from exc
 
 
 def _step_guard(step: Step, run: RunContext, resources: RunResources, attempt: int) -> StepGuard:

@@ -20,9 +20,11 @@ any bytes are handled (``-z`` output, undecodable bytes shown escaped).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import fnmatch
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -39,7 +41,12 @@ import git
 from pydantic import BaseModel, Field
 
 from prefect_agentic.boundary import WorkspaceFiles, shown
-from prefect_agentic.errors import SnapshotMissingError, WorkspaceBoundaryError, WorkspaceError
+from prefect_agentic.errors import (
+    SnapshotMissingError,
+    WorkspaceBoundaryError,
+    WorkspaceError,
+    WorkspaceSizeLimitError,
+)
 from prefect_agentic.settings import agentic_home
 
 AGENTIC_DIR = ".agentic"
@@ -240,23 +247,28 @@ def size_image(path: Path) -> Path:
     return path.parent / ".images" / f"{path.name}.img"
 
 
-def mount_size_limited(path: Path, size: int) -> str | None:
-    """Make ``path`` a filesystem of ``size`` bytes: a sparse ext4 image, loop-mounted.
+def mount_size_limited(path: Path, limit: str) -> None:
+    """Make ``path`` a filesystem of ``limit`` (``8g``): a sparse ext4 image, loop-mounted.
 
     The system enforces the limit (a write past it fails with ENOSPC), and the
     host disk never holds more than the image for this workspace. The image
     outlives the mount, so a later run (a resume) mounts the same workspace again.
-    Returns None when the limit is in force, else why it could not be (not root,
-    no mount permission in a container, an unlimited workspace already there).
+    Raises ``WorkspaceSizeLimitError`` when the limit cannot be in force (not root,
+    no mount permission in a container, no ``mkfs.ext4``, an unlimited workspace
+    already there): a workspace without the limit asked for would let a step fill
+    the host disk, so nothing may go on without it.
     """
     if os.path.ismount(path):
-        return None
+        return
+    size = parse_size(limit)
+    if os.getuid() != 0:
+        raise WorkspaceSizeLimitError(path, limit, f"mounting a size-limited filesystem needs root, and this "
+                                                   f"process runs as uid {os.getuid()}")
     image = size_image(path)
     path.mkdir(parents=True, exist_ok=True)
     if any(path.iterdir()):
-        return f"{path} already holds a workspace made without a size limit"
-    if os.getuid() != 0:
-        return "mounting a size-limited filesystem needs root"
+        raise WorkspaceSizeLimitError(path, limit, "the directory already holds a workspace made without a size "
+                                                   "limit (remove it to make the workspace again with the limit)")
     image.parent.mkdir(parents=True, exist_ok=True)
     made = not image.exists()
     try:
@@ -273,11 +285,10 @@ def mount_size_limited(path: Path, size: int) -> str | None:
         if made:  # e.g. no mount permission in a container: leave no image to mount over a clone later
             image.unlink(missing_ok=True)
             image.with_suffix(".partial").unlink(missing_ok=True)
-        return f"cannot mount a size-limited filesystem ({_why(exc)})"
+        raise WorkspaceSizeLimitError(path, limit, f"making or mounting its filesystem failed ({_why(exc)})") from None
     lost = path / "lost+found"
     if lost.is_dir() and not (path / ".git").exists():
         lost.rmdir()
-    return None
 
 
 def _mount(image: Path, path: Path) -> None:
@@ -324,6 +335,21 @@ def remove_workspace(path: Path) -> str | None:
 
 
 @contextmanager
+def unmounted_at_end(path: Path, logger: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> Iterator[None]:
+    """Unmount the size-limited workspace at ``path`` when the block ends, however it ends.
+
+    For the run (and the task worker's step) that mounted it with ``Workspace.prepare``:
+    see ``unmount_size_limited`` for why. A failure to unmount is ``logger``'s warning.
+    """
+    try:
+        yield
+    finally:
+        problem = unmount_size_limited(path)
+        if problem is not None:
+            logger.warning("%s", problem)
+
+
+@contextmanager
 def mounted(path: Path) -> Iterator[None]:
     """Keep the size-limited workspace at ``path`` mounted while the block runs.
 
@@ -362,9 +388,10 @@ def workspace_lock(path: Path) -> Iterator[None]:
 
 
 def _why(exc: OSError | subprocess.CalledProcessError) -> str:
-    """What a failed mount command said (its stderr), else the error itself."""
+    """What a failed mount command said (the first line of its stderr: mount adds a hint to read
+    dmesg), else the error itself."""
     detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else ""
-    return detail or str(exc)
+    return detail.splitlines()[0] if detail else str(exc)
 
 
 def _system(command: list[str]) -> None:
@@ -393,7 +420,6 @@ class Workspace:
             self.repo = git.Repo(path)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError):
             raise WorkspaceError(f"{path} is not a run workspace (no git repository)") from None
-        self.size_problem: str | None = None
         self._lock = threading.Lock()
         self._occupancy = _Occupancy()
         self._known_commits: set[str] = set()
@@ -401,18 +427,20 @@ class Workspace:
     @classmethod
     def prepare(
         cls, source: Path, base: str, path: Path, owner: tuple[int, int] | None = None,
-        size: int | None = None,
+        size: str | None = None,
     ) -> Workspace:
         """Clone ``source`` into ``path`` unless an earlier run already did.
 
         The clone is made next to ``path`` and renamed into place, so a process
-        killed mid-clone leaves no half-made workspace behind. With ``size``,
-        ``path`` is first made a filesystem of that size (``mount_size_limited``);
-        the clone then goes straight into it, after emptying what a killed clone left.
-        ``size_problem`` says why a requested limit is not in force (None: it is).
+        killed mid-clone leaves no half-made workspace behind. With ``size`` (``8g``),
+        ``path`` is first made a filesystem of that size (``mount_size_limited``,
+        which raises ``WorkspaceSizeLimitError`` where it cannot: never a workspace
+        without the limit asked for); the clone then goes straight into it, after
+        emptying what a killed clone left. Without ``size`` the workspace has no limit.
         """
-        problem = mount_size_limited(path, size) if size else None
-        if size and problem is None and not (path / ".git").is_dir():
+        if size:
+            mount_size_limited(path, size)
+        if size and not (path / ".git").is_dir():
             files = WorkspaceFiles(path)
             for leftover in files.listdir():
                 files.remove_tree(leftover)
@@ -424,7 +452,6 @@ class Workspace:
             git.Repo.clone_from(str(source.resolve()), str(staging), no_checkout=True, env=_ISOLATED_ENV)
             staging.rename(path)
         workspace = cls(path, owner)
-        workspace.size_problem = problem
         workspace._ensure_commit(source, base)
         workspace._configure()
         return workspace
@@ -539,6 +566,23 @@ class Workspace:
             return False
         info = os.statvfs(self.path)
         return info.f_bavail * info.f_frsize < WORKSPACE_FULL_BYTES
+
+    def out_of_space(self, error: BaseException) -> bool:
+        """Whether ``error``, of host git or a host write in the worktree, is this size-limited workspace full.
+
+        The host writes into the workspace too (the snapshot's git objects, the report
+        directories), so a step that leaves it nearly full makes those fail: the caller
+        then names the limit instead of showing a raw git or OS error. Git names ENOSPC
+        in its message (``unable to write loose object file: No space left on device``);
+        a translated message is recognised by the space left (git keeps its partial object).
+        """
+        if not os.path.ismount(self.path):
+            return False
+        if isinstance(error, OSError):
+            return error.errno == errno.ENOSPC
+        if isinstance(error, git.GitCommandError):
+            return os.strerror(errno.ENOSPC) in str(error.stderr) or self.is_full()
+        return False
 
     @property
     def files(self) -> WorkspaceFiles:

@@ -7,7 +7,9 @@ to 127.0.0.1, through the host's network; it starts the step sandboxes on the
 host's Docker engine through the mounted socket (the sandbox settings'
 `DockerHost` block). The sandboxes' bind mounts are resolved by that engine,
 so the workspaces and the repository are mounted at the same paths inside the
-flow-run container as on the host.
+flow-run container as on the host. The container cannot mount a size-limited
+workspace (no CAP_SYS_ADMIN): a run that asks for a limit stops before its
+first step, and `run-plan/docker` opts out explicitly (prefect.yaml).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from deploy_helpers import PrefectStack, free_port
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from test_deploy import TINY, _submitted_id
 
-from prefect_agentic.workspace import mounted, resolve_base, run_key
+from prefect_agentic.workspace import resolve_base, run_key
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -81,9 +83,25 @@ def test_a_docker_worker_runs_a_plan_in_a_flow_run_container_with_sandboxes_on_t
     repos.mkdir()
     repo = make_repo({"test_ok.py": "def test_ok():\n    assert True\n"}, name="repos/app")
     (tmp_path / "tiny.yaml").write_text(TINY)
+    # The default sandbox block asks for the default 8g workspace limit, which a flow-run container
+    # (no CAP_SYS_ADMIN) cannot mount: the run stops before its first step, naming the limit.
+    refused = docker_stack.run("agentic", "submit", str(tmp_path / "tiny.yaml"), "--repo", str(repo),
+                               "--deployment", "run-plan/docker", "--sandbox-block", "default",
+                               "--wait", "--timeout", "300")
+    assert refused.stdout.splitlines()[-1] == "flow run tiny v1: Say hello and run the tests: Failed", (
+        refused.stdout + refused.stderr + docker_stack.worker_log("docker")[-3000:])
+    refused_id = _submitted_id(refused.stdout)
+    with docker_stack.client() as client:
+        failed = client.read_flow_run(refused_id)
+        assert not client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[refused_id])))
+    docker_client.containers.get(failed.infrastructure_pid.rsplit(":", 1)[1]).remove(force=True)
+    message = " ".join(str(failed.state.message).split())
+    assert "the workspace size limit 8g cannot be enforced" in message, message
+    assert "an empty SandboxSettings.workspace_size means no limit" in message
+
+    # The deployment's own sandbox parameter opts out explicitly (prefect.yaml: workspace_size: null).
     submit = docker_stack.run("agentic", "submit", str(tmp_path / "tiny.yaml"), "--repo", str(repo),
-                              "--deployment", "run-plan/docker", "--sandbox-block", "default",
-                              "--wait", "--timeout", "300")
+                              "--deployment", "run-plan/docker", "--wait", "--timeout", "300")
     assert submit.returncode == 0, submit.stdout + submit.stderr + docker_stack.worker_log("docker")[-3000:]
     assert submit.stdout.splitlines()[-1] == "flow run tiny v1: Say hello and run the tests: Completed"
 
@@ -91,6 +109,7 @@ def test_a_docker_worker_runs_a_plan_in_a_flow_run_container_with_sandboxes_on_t
     with docker_stack.client() as client:
         flow_run = client.read_flow_run(flow_run_id)
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    assert flow_run.parameters["sandbox"]["workspace_size"] is None
     # prefect-docker records the container as the run's infrastructure: "<engine url>:<container id>"
     container = docker_client.containers.get(flow_run.infrastructure_pid.rsplit(":", 1)[1])
     try:
@@ -108,8 +127,7 @@ def test_a_docker_worker_runs_a_plan_in_a_flow_run_container_with_sandboxes_on_t
     # both at the host path, so the snapshot is here.
     key = run_key("tiny", repo, resolve_base(repo, "HEAD"))
     workspace = Path(docker_stack.env["AGENTIC_HOME"]) / "workspaces" / key
-    with mounted(workspace):  # a size-limited workspace is unmounted when its run ends
-        shown = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(workspace), "show",
-                                "refs/agentic/snapshots/tiny/hello:out.txt"],
-                               check=False, capture_output=True, text=True)
+    shown = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(workspace), "show",
+                            "refs/agentic/snapshots/tiny/hello:out.txt"],
+                           check=False, capture_output=True, text=True)
     assert shown.stdout == "hello\n", shown.stderr

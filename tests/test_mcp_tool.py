@@ -31,6 +31,8 @@ from prefect_agentic.plan import parse_plan
 from prefect_agentic.record.audit import parse_log
 from prefect_agentic.record.store import AuditStore
 from prefect_agentic.report import RunReport
+from prefect_agentic.tools.mcp.client import McpError
+from prefect_agentic.tools.mcp.discover import list_server_tools
 
 HERE = Path(__file__).parent
 STDIO_SERVER = (EXAMPLES / "mcp" / "stdio_server.py").read_text()
@@ -306,6 +308,18 @@ def test_agentic_tools_lists_the_tools_of_a_stdio_mcp_server_in_a_sandbox(
                           "--image", sandbox_image)
     assert missing.returncode == 1
     assert "can't open file '/workspace/missing.py'" in missing.stderr
+
+
+def test_discovery_holds_a_stdio_server_to_the_workspace_size_limit(server_repo: Path, sandbox_image: str) -> None:
+    """The server's commands write a workspace with the run's limit, as a step's would (not the host's /tmp)."""
+    server = "sh -c 'head -c 80M /dev/zero > .agentic/big || exit 7; exec python3 stdio_server.py'"
+    with pytest.raises(McpError) as stopped:
+        list_server_tools(server, repo=server_repo, timeout=60,
+                          settings=SandboxSettings(image=sandbox_image, workspace_size="64m"))
+    assert "No space left on device" in str(stopped.value)
+    unlimited = list_server_tools(server, repo=server_repo, timeout=60,  # the explicit opt-out
+                                  settings=SandboxSettings(image=sandbox_image, workspace_size=None))
+    assert [tool.name for tool in unlimited][:1] == ["add"]
 
 
 def test_discovery_never_writes_through_a_link_the_repository_plants(  # type: ignore[no-untyped-def]

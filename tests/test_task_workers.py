@@ -31,10 +31,11 @@ from prefect.client.schemas.filters import (
 )
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.sandbox.runner import LABEL_MANAGED, LABEL_RUN
 from prefect_agentic.snapshot_remote import SnapshotRemote
 from prefect_agentic.stack import wait_healthy
-from prefect_agentic.workspace import resolve_base, run_key
+from prefect_agentic.workspace import mounted, resolve_base, run_key, size_image
 
 pytestmark = [pytest.mark.docker]
 
@@ -134,8 +135,12 @@ def _report(process: subprocess.Popen[str], timeout: float = 300) -> dict:  # ty
     return json.loads(out)
 
 
+def _workspace(machines: Machines, worker: str, key: str) -> Path:
+    return machines.root / worker / "agentic" / "workspaces" / key
+
+
 def _marker(machines: Machines, worker: str, key: str, name: str) -> Path:
-    return machines.root / worker / "agentic" / "workspaces" / key / ".agentic" / name
+    return _workspace(machines, worker, key) / ".agentic" / name
 
 
 def _started_on(machines: Machines, key: str, step: str = "s2", timeout: float = 240) -> str:
@@ -189,7 +194,8 @@ def test_a_step_whose_worker_dies_is_redone_by_the_other(machines: Machines, mak
 
     assert [s["status"] for s in report["steps"]] == ["completed"] * 4
     # the step was redone on the survivor, from the snapshot it fetched from the remote
-    assert _marker(machines, survivor, key, "s2-started").exists()
+    with mounted(_workspace(machines, survivor, key)):  # a worker mounts its workspace for a step only
+        assert _marker(machines, survivor, key, "s2-started").exists()
     assert SnapshotRemote(machines.remote).has(report["final_snapshot"])
     # no step completed twice: s2's first task run crashed with its worker, every other one ran once
     states = _states(machines, since)
@@ -234,3 +240,32 @@ def test_a_run_whose_machine_dies_resumes_on_another_without_redoing_a_step(mach
     (machines.root / "plan.yaml").write_text(PLAN)
     local = _report(_run(machines, repo, "local", remote=False))
     assert report["final_snapshot"] == local["final_snapshot"]
+
+
+FILL = """\
+id: filling
+goal: A step on a task worker writes past the run's workspace size limit
+steps:
+  - {id: fill, tool: shell, args: {command: "head -c 200M /dev/zero > big; echo done"}, writes_workspace: true}
+"""
+
+
+def test_a_step_on_a_task_worker_is_held_to_the_runs_workspace_size_limit(machines: Machines, make_repo) -> None:  # type: ignore[no-untyped-def]
+    machines.workers_up()
+    repo = make_repo({"README.md": "filling\n"})
+    (machines.root / "plan.yaml").write_text(FILL)
+    with temporary_settings({PREFECT_API_URL: machines.api_url}):
+        SandboxSettings(workspace_size="64m").save("small-workspace", overwrite=True)
+    run = _run(machines, repo, "flow", "--steps-on", "task-workers", "--sandbox-block", "small-workspace")
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 1, out + err  # the step failed, the run ran
+    [fill] = json.loads(out)["steps"]
+    assert fill["status"] == "failed"
+    assert "step 'fill' filled the workspace: its size limit (64m) was reached" in fill["reason"], fill["reason"]
+    key = run_key("filling", repo, resolve_base(repo, "HEAD"))
+    images = [size_image(_workspace(machines, worker, key)) for worker in ("w1", "w2")]
+    assert any(image.exists() for image in images)  # the worker that ran it had the limit, on its own disk
+    for image in filter(Path.exists, images):
+        assert image.stat().st_blocks * 512 <= 64 * 1024 * 1024  # and held no more than the limit
+    for worker in ("w1", "w2"):  # each gave its mount back once the step ended
+        assert not os.path.ismount(_workspace(machines, worker, key))

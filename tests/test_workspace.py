@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -205,8 +209,8 @@ def test_a_size_limited_workspace_costs_little_disk_and_is_mounted_only_while_us
     if os.getuid() != 0:
         _missing("mounting a size-limited workspace needs root")  # under CI=true: a failure, never a skip
     path = tmp_path / "limited"
-    workspace = Workspace.prepare(repo, resolve_base(repo, "HEAD"), path, size=8 * 1024**3)
-    assert workspace.size_problem is None and os.path.ismount(path)
+    workspace = Workspace.prepare(repo, resolve_base(repo, "HEAD"), path, size="8g")
+    assert os.path.ismount(path)
     image = size_image(path)
     assert image.stat().st_size == 8 * 1024**3
     assert image.stat().st_blocks * 512 < 32 * 1024**2  # sparse: an 8g limit is not 8g (nor 70 MB) of disk
@@ -215,7 +219,7 @@ def test_a_size_limited_workspace_costs_little_disk_and_is_mounted_only_while_us
     with mounted(path):  # how export and live replay read it again
         assert os.path.ismount(path) and Workspace(path).has_commit(resolve_base(repo, "HEAD"))
     assert not os.path.ismount(path)
-    again = Workspace.prepare(repo, resolve_base(repo, "HEAD"), path, size=8 * 1024**3)  # a resumed run
+    again = Workspace.prepare(repo, resolve_base(repo, "HEAD"), path, size="8g")  # a resumed run
     assert os.path.ismount(path) and again.epoch == workspace.epoch
     unmount_size_limited(path)
 
@@ -233,10 +237,69 @@ def test_a_clone_at_a_commit_gets_its_own_run_key_and_its_workspace_can_be_remov
     assert resolve_base(clone, "HEAD") == base and run_key("p", clone, base) != run_key("p", repo, base)
     with pytest.raises(WorkspaceError, match="cannot clone"):
         clone_at(repo, "0" * 40, tmp_path / "none.git")
-    size = 8 * 1024**3 if os.getuid() == 0 else None  # root: a loop-mounted image, as runs make it
+    size = "8g" if os.getuid() == 0 else None  # root: a loop-mounted image, as runs make it
     path = tmp_path / "workspaces" / run_key("p", clone, base)
     workspace = Workspace.prepare(clone, base, path, size=size)
     assert workspace.has_commit(base) and os.path.ismount(path) == (size is not None)
     assert remove_workspace(path) is None
     assert sorted((tmp_path / "workspaces").rglob("*")) in ([], [tmp_path / "workspaces" / ".images"])
     assert not os.path.ismount(path) and remove_workspace(path) is None  # a workspace already gone: nothing to do
+
+
+# Prepares a size-limited workspace in a process of its own and says how that went (as JSON). With a
+# uid it first drops to that user: after the imports, since the interpreter lives where that user
+# cannot read.
+PREPARE_LIMITED = """
+import json, os, sys
+from pathlib import Path
+from prefect_agentic.workspace import Workspace
+source, base, path, uid = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4]
+if uid:
+    os.setgroups([])
+    os.setgid(int(uid))
+    os.setuid(int(uid))
+try:
+    Workspace.prepare(source, base, path, size="64m")
+    error = None
+except Exception as exc:
+    error = {"type": type(exc).__name__, "message": str(exc)}
+print(json.dumps({"uid": os.getuid(), "error": error, "clone": (path / ".git").exists(),
+                  "mounted": os.path.ismount(path)}))
+"""
+
+
+@pytest.mark.parametrize("who", ["uid 65534", "root without capabilities"])
+def test_a_size_limit_that_cannot_be_enforced_is_refused_never_dropped(repo: Path, tmp_path: Path, who: str) -> None:
+    """Fails closed: a workspace the limit cannot be put on is never made, and the error says what to do.
+
+    As another user, mounting needs root; as root without capabilities (what a Docker work pool's
+    flow-run container is: no CAP_SYS_ADMIN), the mount itself is refused by the kernel.
+    """
+    if os.getuid() != 0:
+        _missing("changing to another user or dropping capabilities needs root")
+    shared = Path(tempfile.mkdtemp(prefix="agentic-size-refused-"))  # a place the other user may write
+    try:
+        shared.chmod(0o777)
+        source = shared / "source"
+        subprocess.run(["git", "clone", "--quiet", str(repo), str(source)], check=True)
+        subprocess.run(["chmod", "-R", "a+rX", str(source)], check=True)
+        path = shared / "workspaces" / "run"
+        prepare = [sys.executable, "-c", PREPARE_LIMITED, str(source), resolve_base(repo, "HEAD"), str(path)]
+        # root without capabilities: none is left after exec, the bounding set included
+        command = ([*prepare, "65534"] if who == "uid 65534" else
+                   ["setpriv", "--inh-caps=-all", "--bounding-set=-all", *prepare, ""])
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+        assert done.returncode == 0, done.stderr
+        outcome = json.loads(done.stdout)
+        assert outcome["uid"] == (65534 if who == "uid 65534" else 0)
+        assert outcome["error"] is not None, f"a workspace was made without its limit: {outcome}"
+        assert outcome["error"]["type"] == "WorkspaceSizeLimitError"
+        message = outcome["error"]["message"]
+        assert "the workspace size limit 64m cannot be enforced" in message
+        assert ("needs root, and this process runs as uid 65534" if who == "uid 65534" else "mount") in message
+        assert "an empty SandboxSettings.workspace_size means no limit" in message  # the explicit way out
+        assert not outcome["clone"] and not outcome["mounted"]
+        assert not size_image(path).exists()
+    finally:
+        shutil.rmtree(shared)

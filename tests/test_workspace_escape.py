@@ -23,11 +23,13 @@ from pydantic import SecretStr
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.blocks.tool_policy import ToolPolicy
-from prefect_agentic.errors import PlanRunFailed
+from prefect_agentic.errors import PlanRunFailed, WorkspaceSizeLimitError
 from prefect_agentic.flows.run_plan import RunReport, StepReport, run_plan
 from prefect_agentic.plan import parse_plan
+from prefect_agentic.record.audit import parse_log
+from prefect_agentic.record.store import AuditStore
 from prefect_agentic.secrets import REDACTED
-from prefect_agentic.workspace import mounted
+from prefect_agentic.workspace import mounted, size_image
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -274,8 +276,6 @@ def test_a_warm_container_keeps_no_process_a_step_left_behind(make_repo, sandbox
 
 
 def test_a_step_writing_past_the_workspace_size_limit_fails_naming_it(make_repo, sandbox_image: str, runtime: str) -> None:
-    from prefect_agentic.workspace import size_image
-
     repo = make_repo({"README": "x\n"})
     plan = parse_plan(yaml.safe_dump({"id": "fill", "goal": "fill the disk", "steps": [
         shell("fill", "head -c 200M /dev/zero > big || true; echo done", writes_workspace=True)]}))
@@ -289,3 +289,79 @@ def test_a_step_writing_past_the_workspace_size_limit_fails_naming_it(make_repo,
     image = size_image(Path(outcome.report.workspace))
     assert image.stat().st_blocks * 512 <= 64 * 1024 * 1024  # the host disk holds no more than the limit
     assert not os.path.ismount(outcome.report.workspace)  # the run gave its mount (and loop device) back
+
+
+def run_limited(repo: Path, image: str, runtime: str, steps: list[dict[str, Any]],
+                workspace_size: str | None) -> RunReport | BaseException:
+    """A run of ``steps`` with this workspace size limit: its report, or what stopped it before any step."""
+    plan = parse_plan(yaml.safe_dump({"id": "limited", "goal": "write the workspace", "steps": steps}))
+    state = run_plan(plan=plan, repo=str(repo), return_state=True, fresh=True,
+                     sandbox=SandboxSettings(image=image, workspace_size=workspace_size, runtime=runtime))
+    outcome = state.result(raise_on_failure=False)
+    return outcome.report if isinstance(outcome, PlanRunFailed) else outcome
+
+
+def test_an_opted_out_run_is_audited_and_a_limit_that_cannot_be_enforced_runs_no_step(
+        make_repo, sandbox_image: str, runtime: str, caplog: pytest.LogCaptureFixture) -> None:
+    repo = make_repo({"README": "x\n"})
+    first = run_limited(repo, sandbox_image, runtime, [shell("write", "echo a > a.txt", writes_workspace=True)],
+                        workspace_size=None)  # the explicit opt-out: no limit
+    assert isinstance(first, RunReport) and first.ok, first
+    records = parse_log(AuditStore().read_log(str(first.flow_run_id)))
+    started = next(r for r in records if r.kind == "run_started")
+    assert started.data["workspace_limit"] == {"size": None, "opted_out": True}
+    assert (f"Workspace {first.workspace} has no size limit (SandboxSettings.workspace_size is empty: opted out)"
+            in caplog.text)
+    assert not size_image(Path(first.workspace)).exists()
+
+    # The same run asking for a limit: its workspace was made without one, so no mount can limit it now.
+    second = run_limited(repo, sandbox_image, runtime, [
+        shell("write", "echo a > a.txt", writes_workspace=True),
+        shell("more", "echo b > b.txt", writes_workspace=True, depends_on=["write"])], workspace_size="64m")
+    assert isinstance(second, WorkspaceSizeLimitError), second
+    assert f"the workspace size limit 64m cannot be enforced for {first.workspace}" in str(second)
+    assert "already holds a workspace made without a size limit" in str(second)
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)"], cwd=first.workspace,
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert "refs/agentic/snapshots/limited/more" not in refs  # no step ran
+
+
+# Fills the workspace but for 3 MiB: room the step's own file fits in, its snapshot's copy (git's object
+# of incompressible bytes) does not.
+FILL_BUT_3M = """python3 -c "
+import os
+room = os.statvfs('.').f_bavail * os.statvfs('.').f_frsize
+with open('big', 'wb') as out:
+    for _ in range(room // 2**20 - 3):
+        out.write(os.urandom(2**20))
+" """
+
+
+def test_a_step_that_leaves_no_room_for_its_snapshot_fails_naming_the_limit(make_repo, sandbox_image: str,
+                                                                           runtime: str) -> None:
+    repo = make_repo({"README": "x\n"})
+    report = run_limited(repo, sandbox_image, runtime, [shell("fill", FILL_BUT_3M, writes_workspace=True)],
+                         workspace_size="64m")
+    assert isinstance(report, RunReport), report
+    fill = step(report, "fill")
+    assert fill.status.value == "failed"
+    assert ("step 'fill' filled the workspace: its size limit (64m) was reached and the host could not "
+            "write its snapshot (No space left on device)") in (fill.reason or ""), fill.reason
+    assert size_image(Path(report.workspace)).stat().st_blocks * 512 <= 64 * 1024 * 1024
+
+
+def test_a_workspace_left_full_under_its_report_directory_fails_the_next_step_naming_the_limit(
+        make_repo, sandbox_image: str, runtime: str) -> None:
+    """``.agentic`` survives the reset before a step, so what a step left there still fills the workspace."""
+    repo = make_repo({"README": "x\n"})
+    first = run_limited(repo, sandbox_image, runtime, [shell("fill", "head -c 100M /dev/zero > .agentic/junk; true")],
+                        workspace_size="64m")
+    assert isinstance(first, RunReport), first
+    assert "step 'fill' filled the workspace: its size limit (64m) was reached" in (step(first, "fill").reason or "")
+    second = run_limited(repo, sandbox_image, runtime, [shell("next", "echo next")], workspace_size="64m")
+    assert isinstance(second, RunReport), second
+    following = step(second, "next")
+    assert following.status.value == "failed"
+    assert "step 'next' found the workspace full before it ran: its size limit (64m) was reached" in (
+        following.reason or ""), following.reason
+    assert "remove the run's workspace and its image" in (following.reason or "")  # a larger limit would not do

@@ -87,7 +87,8 @@ class SandboxSettings(RegisteredBySlug, Block):
         description=(
             "Size limit of a run's workspace (worktree plus its snapshots), enforced by the system: the "
             "workspace is a sparse ext4 image of this size, loop-mounted (needs root). A step writing past "
-            "it fails naming the limit. Empty: no limit."
+            "it fails naming the limit; where it cannot be mounted, the run stops before any step. Empty: "
+            "no limit, an explicit opt-out the run logs and records in its audit log."
         ),
     )
     drop_capabilities: bool = Field(

@@ -53,11 +53,10 @@ from prefect_agentic.settings import snapshot_remote_setting, uses_embedded_api
 from prefect_agentic.snapshot_remote import SnapshotRemote, SnapshotRemoteError, run_ref
 from prefect_agentic.workspace import (
     Workspace,
-    parse_size,
     resolve_base,
     run_key,
     run_workspace,
-    unmount_size_limited,
+    unmounted_at_end,
     workspace_lock,
 )
 
@@ -118,8 +117,10 @@ def run_plan(
     version the run pinned: ``pinned`` stops it (``VersionPinError``), ``upgrade`` goes on with the
     installed version (docs/guides/upgrades.md). With ``steps_on="task-workers"`` each step runs
     on a task worker (``agentic task-worker``) and snapshots travel through the bare repository
-    ``AGENTIC_SNAPSHOT_REMOTE`` names (docs/guides/task-workers.md). Raises ``PlanRunFailed`` (the flow run fails)
-    when any step failed or could not run; the report is attached.
+    ``AGENTIC_SNAPSHOT_REMOTE`` names (docs/guides/task-workers.md). The workspace is limited to
+    ``sandbox.workspace_size``; where that cannot be enforced, ``WorkspaceSizeLimitError`` stops the run
+    before any step (an empty ``workspace_size`` opts out, recorded in ``run_started``). Raises
+    ``PlanRunFailed`` (the flow run fails) when any step failed or could not run; the report is attached.
     """
     logger = get_run_logger()
     started_at, started = datetime.now(timezone.utc), time.monotonic()
@@ -129,13 +130,14 @@ def run_plan(
     base = resolve_base(source, ref)
     key = run_key(plan.id, source, base)
     sandbox = sandbox or SandboxSettings()
-    size = parse_size(sandbox.workspace_size) if sandbox.workspace_size else None
     path = run_workspace(key)
     # One process at a time per workspace: a run's processes never write its log at once.
-    with workspace_lock(path), _unmounted_at_end(path):
-        workspace = Workspace.prepare(source, base, path, size=size)
-        if workspace.size_problem:
-            logger.warning("Workspace size limit %s is NOT enforced: %s", sandbox.workspace_size, workspace.size_problem)
+    with workspace_lock(path), unmounted_at_end(path, logger):
+        # Fails closed (WorkspaceSizeLimitError) where the limit cannot be enforced: no step runs.
+        workspace = Workspace.prepare(source, base, path, size=sandbox.workspace_size)
+        if sandbox.workspace_size is None:
+            logger.warning("Workspace %s has no size limit (SandboxSettings.workspace_size is empty: opted "
+                           "out); this run's steps can fill the disk that holds it", path)
         remote = _snapshot_remote(steps_on, workspace, key, base)
         run = RunContext(run_key=key, plan_id=plan.id, workspace=workspace.path,
                          workspace_epoch=workspace.epoch if remote is None else _remote_epoch(remote, fresh),
@@ -148,7 +150,8 @@ def run_plan(
             check_target(export, export.branch or default_branch(plan.id, str(flow_run_runtime.id)))
         ids = RunIds(str(flow_run_runtime.id), key, plan.id,
                      request_id or str(flow_run_runtime.root_flow_run_id))
-        trail = RunAudit.open(plan, run, ids, audit, on_upgrade, repo=str(source), ref=ref, fresh=fresh)
+        trail = RunAudit.open(plan, run, ids, audit, on_upgrade, repo=str(source), ref=ref, fresh=fresh,
+                              workspace_limit=_workspace_limit(sandbox))
         run = trail.run  # with the versions it is pinned to
         scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run, loop, gates), refresh_cache=fresh)
         with _chaos_window(chaos, trail):
@@ -197,6 +200,15 @@ def export_result(target: ExportTarget, report: RunReport, policy: ToolPolicy) -
     return result
 
 
+def _workspace_limit(sandbox: SandboxSettings) -> dict[str, object]:
+    """The size limit of the run's workspace, for its ``run_started`` record.
+
+    An explicit opt-out (an empty ``workspace_size``) is a choice an auditor must be able
+    to find without reading the sandbox settings: it is recorded as ``opted_out``.
+    """
+    return {"size": sandbox.workspace_size, "opted_out": sandbox.workspace_size is None}
+
+
 def _snapshot_remote(steps_on: StepsOn, workspace: Workspace, key: str, base: str) -> SnapshotRemote | None:
     """For steps on task workers: the snapshot remote, holding the run's base snapshot from now on."""
     if steps_on == "local":
@@ -233,17 +245,6 @@ def _chaos_window(chaos: ChaosSpec | None, trail: RunAudit) -> Iterator[None]:
 
             stack.callback(process.disarm)
         yield
-
-
-@contextmanager
-def _unmounted_at_end(path: Path) -> Iterator[None]:
-    """Unmount the run's size-limited workspace when the run ends, however it ends (see ``unmount_size_limited``)."""
-    try:
-        yield
-    finally:
-        problem = unmount_size_limited(path)
-        if problem is not None:
-            get_run_logger().warning("%s", problem)
 
 
 def _run_steps(scheduler: StepScheduler, trail: RunAudit, key: str) -> dict[str, StepReport]:

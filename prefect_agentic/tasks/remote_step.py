@@ -55,7 +55,7 @@ from prefect_agentic.plan.models import Step
 from prefect_agentic.record.progress import StepEvent, StepStatus, publish
 from prefect_agentic.snapshot_remote import SnapshotRemote, run_ref
 from prefect_agentic.tasks.step import input_snapshot_of, step_cache_key
-from prefect_agentic.workspace import Workspace, run_workspace, workspace_lock
+from prefect_agentic.workspace import Workspace, run_workspace, unmounted_at_end, workspace_lock
 
 WATCH_INTERVAL_S = 1.0
 API_ATTEMPTS = 8
@@ -78,6 +78,7 @@ def run_step_on_worker(step: Step, run: RunContext, input_result: StepResult | N
                        attempt: int = 1) -> StepResult:
     """Run one step on this task worker, from and to the snapshot remote.
 
+    The worker's workspace of the run has the run's size limit (``run.sandbox.workspace_size``).
     ``attempt`` counts the flow's submissions of the step after a retryable
     failure (Prefect's own retries belong to the task run, which lives here).
     """
@@ -90,22 +91,27 @@ def run_step_on_worker(step: Step, run: RunContext, input_result: StepResult | N
     claim = step_claim_name(step, run, input_result)
     owner = _claim(claim)
     try:
-        with _run_lock(run.run_key), workspace_lock(path):
-            workspace = Workspace.prepare(remote.path, run.base_snapshot, path)
-            if not workspace.has_commit(snapshot):
-                remote.fetch(path, snapshot)
-            publish(StepEvent(run_key=run.run_key, step_id=step.id, status=StepStatus.RUNNING, attempt=attempt))
+        # The run's size limit holds here too (WorkspaceSizeLimitError where it cannot). The worker never
+        # learns when the run ends, so its workspace is mounted for each step only: no mount (and loop
+        # device) stays behind for every run it ever served.
+        with _run_lock(run.run_key), workspace_lock(path), unmounted_at_end(path, _flow_run_logger()):
             try:
-                result = execute_step(step, here, snapshot, attempt)
-            except StepFailed as exc:
-                if exc.attempt_snapshot:  # the flow shows what the failed attempt left
-                    remote.push(path, exc.attempt_snapshot, run_ref(run.run_key, f"{step.id}.failed"))
-                raise
-            if result.snapshot != snapshot:
-                remote.push(path, result.snapshot, run_ref(run.run_key, step.id))
-            return result
+                workspace = Workspace.prepare(remote.path, run.base_snapshot, path, size=run.sandbox.workspace_size)
+                if not workspace.has_commit(snapshot):
+                    remote.fetch(path, snapshot)
+                publish(StepEvent(run_key=run.run_key, step_id=step.id, status=StepStatus.RUNNING, attempt=attempt))
+                try:
+                    result = execute_step(step, here, snapshot, attempt)
+                except StepFailed as exc:
+                    if exc.attempt_snapshot:  # the flow shows what the failed attempt left
+                        remote.push(path, exc.attempt_snapshot, run_ref(run.run_key, f"{step.id}.failed"))
+                    raise
+                if result.snapshot != snapshot:
+                    remote.push(path, result.snapshot, run_ref(run.run_key, step.id))
+                return result
+            finally:  # the step's containers go before its workspace is unmounted
+                close_run_resources(run.run_key)
     finally:
-        close_run_resources(run.run_key)
         _release(claim, owner)
 
 

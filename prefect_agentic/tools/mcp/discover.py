@@ -3,16 +3,21 @@
 An HTTP server is asked from the host. A stdio server is started the way a
 step would start it: in a fresh sandbox container (network off), with a copy of
 the repository's committed files as its workspace, so a server that lives in
-the repository runs exactly as it will in a run.
+the repository runs exactly as it will in a run. That workspace has a run's
+size limit too (``SandboxSettings.workspace_size``, enforced by a loop-mounted
+image that is deleted afterwards): the server's commands write it as a step's
+would, and must not fill the host's disk on the way.
 """
 
 from __future__ import annotations
 
+import logging
 import shlex
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import git
@@ -28,9 +33,10 @@ from prefect_agentic.tools.mcp.client import (
     http_list_tools,
     stdio_list_tools,
 )
-from prefect_agentic.workspace import run_git_bytes
+from prefect_agentic.workspace import mount_size_limited, run_git_bytes, unmounted_at_end
 
 CLIENT_PATH = ".agentic/mcp_client.py"
+logger = logging.getLogger("prefect_agentic.mcp")
 
 
 def is_url(server: str) -> bool:
@@ -45,8 +51,8 @@ def list_server_tools(server: str, *, repo: Path, settings: SandboxSettings,
     command = shlex.split(server)
     if not command:
         raise McpError("the MCP server command is empty")
-    with tempfile.TemporaryDirectory(prefix="agentic-mcp-") as scratch:
-        workspace = Path(scratch)
+    with tempfile.TemporaryDirectory(prefix="agentic-mcp-") as scratch, \
+            _size_limited(Path(scratch), settings.workspace_size) as workspace:
         _export_head(repo, workspace)
         files = WorkspaceFiles(workspace)
         files.write_text(CLIENT_PATH, client_script())
@@ -68,6 +74,26 @@ def list_server_tools(server: str, *, repo: Path, settings: SandboxSettings,
             sandbox.close()
 
 
+@contextmanager
+def _size_limited(scratch: Path, limit: str | None) -> Iterator[Path]:
+    """A workspace in ``scratch``, a filesystem of ``limit`` while the block runs (``scratch`` itself
+    without a limit, when ``limit`` is empty: the opt-out).
+
+    The run's own limit, not a smaller one: a smaller one would be a guess at what the
+    repository's files and the server need, and a guess too small would fail the discovery of
+    a server that works in a run. The image is sparse and goes with ``scratch``, so the host
+    holds at most the limit, and only while the server is asked. Where the limit cannot be
+    enforced, ``WorkspaceSizeLimitError``, as for a run.
+    """
+    if not limit:
+        yield scratch
+        return
+    workspace = scratch / "workspace"
+    with unmounted_at_end(workspace, logger):
+        mount_size_limited(workspace, limit)
+        yield workspace
+
+
 def _export_head(repo: Path, target: Path) -> None:
     """The committed files of ``repo`` at HEAD into ``target`` (nothing when it is not a repository).
 
@@ -79,4 +105,8 @@ def _export_head(repo: Path, target: Path) -> None:
     except (git.GitCommandError, git.NoSuchPathError):
         return
     archive = run_git_bytes(repo, "archive", "--format=tar", "HEAD")
-    subprocess.run(["tar", "-x", "--no-same-owner", "-C", str(target)], input=archive, check=True)
+    unpacked = subprocess.run(["tar", "-x", "--no-same-owner", "-C", str(target)], input=archive,
+                              check=False, capture_output=True)
+    if unpacked.returncode != 0:  # e.g. the files do not fit the workspace size limit
+        raise McpError(f"the committed files of {repo} could not be copied into the server's workspace: "
+                       f"{unpacked.stderr.decode(errors='replace').strip()[-300:]}")
