@@ -95,8 +95,9 @@ class WorkspaceSizeLimitError(WorkspaceError):
             f"the workspace size limit {limit} cannot be enforced for {path}: {reason}. No step ran. "
             "Run where a size-limited filesystem can be mounted (as root with mount permission: not as "
             "another user, nor in a container without CAP_SYS_ADMIN), or opt out explicitly: an empty "
-            "SandboxSettings.workspace_size means no limit (the run logs a warning and its audit log "
-            "records the choice); then give AGENTIC_HOME a filesystem with a quota"
+            "SandboxSettings.workspace_size means no limit (`agentic run --workspace-size none`); the run "
+            "then logs a warning and its audit log records the choice: give AGENTIC_HOME a filesystem "
+            "with a quota"
         )
 
 

@@ -84,6 +84,25 @@ def test_run_on_something_that_is_not_a_repository(tmp_path: Path) -> None:
     assert f"{tmp_path} is not a git repository" in result.stderr
 
 
+def test_run_takes_a_workspace_size_or_none_and_refuses_anything_else(make_repo, sandbox_image: str,  # type: ignore[no-untyped-def]
+                                                                      tmp_path: Path) -> None:
+    from prefect_agentic.record.audit import parse_log
+    from prefect_agentic.record.store import AuditStore
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("id: sized\ngoal: write\nsteps:\n"
+                    "  - {id: a, tool: shell, writes_workspace: true, args: {command: 'echo a > a.txt'}}\n")
+    repo = make_repo({"f": "x"})
+    bad = agentic_cli("run", str(plan), "--repo", str(repo), "--image", sandbox_image, "--workspace-size", "lots")
+    assert bad.returncode == 2 and "--workspace-size: 'lots' is not a size" in bad.stderr, bad.stderr
+    unlimited = agentic_cli("run", str(plan), "--repo", str(repo), "--image", sandbox_image, "--json",
+                            "--workspace-size", "none")
+    assert unlimited.returncode == 0, unlimited.stderr
+    records = parse_log(AuditStore().read_log(json.loads(unlimited.stdout)["flow_run_id"]))
+    started = next(r for r in records if r.kind == "run_started")
+    assert started.data["workspace_limit"] == {"size": None, "opted_out": True}
+
+
 def test_run_with_a_missing_image(make_repo, docker_client) -> None:  # type: ignore[no-untyped-def]
     result = agentic_cli("run", str(DEMO_PLAN), "--repo", str(make_repo({"f": "x"})),
                          "--image", "prefect-agentic/missing:0")

@@ -124,9 +124,24 @@ GOAL_HELP = ("Instead of a plan file: the goal in plain words, planned by the --
              "(a durable model call: running the same goal again takes the same plan).")
 REPLAN_HELP = "Name of a saved Agentic LLM Endpoint block: a failed step is re-planned with it."
 GATE_HELP = "Name of a saved Agentic Gate Defaults block (approval timeouts, poll interval, mode)."
+WORKSPACE_SIZE_HELP = ("Size limit of the run's workspace, e.g. 8g (overrides the block); `none`: no limit, "
+                       "for where it cannot be enforced (not root): the run logs and audits that choice.")
 CHAOS_HELP = "Inject faults: a chaos spec file (YAML/JSON) or inline JSON (see docs/guides/chaos.md)."
 ESCALATE_HELP = ("When re-planning cannot help, pause the flow run until a human answers "
                  "retry, skip, abort or instruct (needs a Prefect server).")
+
+
+def _workspace_size(value: str) -> str | None:
+    """``--workspace-size``: a size as the block takes it, or ``none`` for no limit."""
+    from prefect_agentic.workspace import parse_size
+
+    if value.strip().lower() in ("none", ""):
+        return None
+    try:
+        parse_size(value)
+    except ValueError as exc:
+        raise _fail(f"--workspace-size: {exc}, or none for no limit", 2) from None
+    return value
 
 
 def _load_block(option: str, kind: type[BlockT], name: str | None) -> BlockT:
@@ -220,6 +235,7 @@ def run(
     budget_block: Annotated[Optional[str], typer.Option(help=BUDGET_HELP)] = None,
     mode: Annotated[Optional[SandboxMode], typer.Option(help="Container per step, or one warm container.")] = None,
     image: Annotated[Optional[str], typer.Option(help="Sandbox image (overrides the block).")] = None,
+    workspace_size: Annotated[Optional[str], typer.Option(help=WORKSPACE_SIZE_HELP)] = None,
     fresh: Annotated[bool, typer.Option(help="Ignore cached step results; run every step.")] = False,
     llm_block: Annotated[Optional[str], typer.Option(help=REPLAN_HELP)] = None,
     max_replans: Annotated[int, typer.Option(min=0, max=20, help="Re-plans per run at most.")] = 2,
@@ -272,6 +288,8 @@ def run(
             settings.mode = mode.value
         if image:
             settings.image = image
+        if workspace_size is not None:
+            settings.workspace_size = _workspace_size(workspace_size)
         check_ready(settings)
     except (PlanError, WorkspaceError, ChaosSpecError) as exc:
         raise _fail(str(exc), 2) from None
