@@ -82,7 +82,7 @@ class PrefectStack:
     def stop_server(self) -> None:
         os.killpg(self.server.pid, signal.SIGTERM)
         try:
-            self.server.wait(timeout=30)
+            self.server.wait(timeout=120)
         except subprocess.TimeoutExpired:
             os.killpg(self.server.pid, signal.SIGKILL)
             self.server.wait()

@@ -343,7 +343,11 @@ def prefect_server(home: Path) -> Iterator[str]:
         yield api
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:  # a server on a loaded machine may take minutes to stop
+            server.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def main(argv: list[str]) -> int:
