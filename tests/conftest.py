@@ -46,7 +46,8 @@ DEFAULT_IMAGE = os.environ.get("AGENTIC_SANDBOX_IMAGE", "prefect-agentic/sandbox
 # hands whole files to its test processes in collection order, so starting these first lets the
 # processes finish together instead of one waiting on a long file picked up last.
 LONGEST_FIRST = ("test_scale_out.py", "test_upgrade_service.py", "test_audit_suspend.py", "test_docs.py",
-                 "test_task_workers.py", "test_deploy.py", "test_rolling_upgrade.py", "test_cli.py")
+                 "test_task_workers.py", "test_deploy.py", "test_rolling_upgrade.py", "test_cli.py",
+                 "test_chaos_recipes.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -201,12 +202,16 @@ def agentic_cli(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:  # ty
 
 
 def agentic_chaos_json(plan: Path, repo: Path, image: str, chaos: str, runs: int, seed: int,  # type: ignore[type-arg]
-                       api: str | None = None) -> tuple[dict, str]:
-    """`agentic chaos PLAN --json` on the embedded API (or the Prefect server at ``api``), as a user runs it:
-    its report (once it exited 0) and what it said on stderr (its progress)."""
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | ({"PREFECT_API_URL": api} if api else {})
+                       *options: str, server: bool = False, api: str | None = None) -> tuple[dict, str]:
+    """`agentic chaos PLAN --json` as a user runs it, on the embedded API or, with ``server``, on the
+    Prefect server ``PREFECT_API_URL`` names (the ``prefect_api`` fixture's), or on the one at ``api``:
+    its report (once it exited 0) and what it said on stderr (its progress). ``options`` go on the
+    command line (``--ref``, blocks…)."""
+    env = dict(os.environ) if server else {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    if api:
+        env["PREFECT_API_URL"] = api
     result = agentic_cli("chaos", str(plan), "--repo", str(repo), "--runs", str(runs), "--seed", str(seed),
-                         "--image", image, "--chaos", chaos, "--json", env=env)
+                         "--image", image, "--chaos", chaos, "--json", *options, env=env)
     assert result.returncode == 0, result.stderr + result.stdout[-3000:]
     return json.loads(result.stdout), result.stderr
 

@@ -70,3 +70,42 @@ class Approver:
         self.thread.join(timeout=30)
         if self.error:
             raise self.error
+
+
+class ApproveEveryGate:
+    """Approves every gate that pauses a flow run from now until ``stop()``, as an on-call approver would.
+
+    For runs that may ask any number of times (a chaos campaign: its reference run, each chaos run and
+    each clean re-run reach the gate unless an earlier approval of the same change is recorded).
+    """
+
+    def __init__(self, approver: str = "on-call", reason: str = "approved for the chaos campaign") -> None:
+        self.answer = {"decision": "approve", "approver": approver, "reason": reason}
+        self.questions: list[str] = []
+        self.error: BaseException | None = None
+        self.stopping = threading.Event()
+        with get_client(sync_client=True) as client:  # other tests' runs still waiting are not ours
+            self.earlier = {run.id for run in waiting_at_gates(client)}
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        answered: set[str] = set()
+        try:
+            with get_client(sync_client=True) as client:
+                while not self.stopping.wait(0.2):
+                    for run in waiting_at_gates(client):
+                        key = f"{run.id}/{run.state.state_details.pause_key}"
+                        if run.id in self.earlier or key in answered:
+                            continue
+                        answered.add(key)
+                        self.questions.append(read_review(run))
+                        resume_flow_run(run.id, run_input=self.answer)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread by stop()
+            self.error = exc
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=30)
+        if self.error:
+            raise self.error

@@ -34,6 +34,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
+from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.chaos import invariants as inv
 from prefect_agentic.chaos.spec import ChaosSpec, Fault, FaultKind
 from prefect_agentic.environments.labels import EPHEMERAL, environments, owner
@@ -128,12 +129,19 @@ class Campaign:
     is configured); ``repo`` itself is only read."""
 
     def __init__(self, plan: Plan, repo: Path, *, ref: str = "HEAD", sandbox: SandboxSettings | None = None,
-                 concurrency: int = 4, bound_s: float = 600.0, store: AuditStore | None = None,
-                 progress: Callable[[str], None] = lambda _: None, plan_file: Path | None = None) -> None:
+                 policy: ToolPolicy | None = None, concurrency: int = 4, bound_s: float = 600.0,
+                 store: AuditStore | None = None, progress: Callable[[str], None] = lambda _: None,
+                 plan_file: Path | None = None, sandbox_block: str | None = None,
+                 policy_block: str | None = None) -> None:
         self.plan, self.repo, self.ref = plan, repo, ref
         self.plan_file = plan_file
         """The plan's file, for a chaos run in a process of its own (``process_kill``)."""
+        self.sandbox_block, self.policy_block = sandbox_block, policy_block
+        """Names of the saved blocks ``sandbox`` and ``policy`` came from, for a chaos run in a process of
+        its own: it loads them again (``agentic run --sandbox-block/--policy-block``)."""
         self.sandbox = sandbox or SandboxSettings()
+        self.policy = policy
+        """The tool policy of every run (default: the built-in one), as ``agentic run --policy-block`` gives it."""
         self.concurrency, self.bound_s = concurrency, bound_s
         self.store = store or AuditStore()
         self.progress = progress
@@ -231,7 +239,10 @@ class Campaign:
                 plan_file = Path(scratch) / "plan.json"
                 plan_file.write_text(self.plan.model_dump_json(exclude_none=True))
             command = [sys.executable, "-m", "prefect_agentic.cli.main", "run", str(plan_file),
-                       "--repo", str(repo), "--ref", ref, "--image", self.sandbox.image,
+                       "--repo", str(repo), "--ref", ref,
+                       *(["--sandbox-block", self.sandbox_block] if self.sandbox_block else []),
+                       *(["--policy-block", self.policy_block] if self.policy_block else []),
+                       "--image", self.sandbox.image,
                        "--mode", str(getattr(self.sandbox.mode, "value", self.sandbox.mode)), "--concurrency", str(self.concurrency),
                        "--fresh", "--json", "--chaos", spec.model_dump_json(exclude_defaults=True)]
             before = set(self.store.run_ids())
@@ -286,7 +297,7 @@ class Campaign:
                                      timeout_seconds=self.bound_s)
         started = time.monotonic()
         state = flow(plan=self.plan, repo=str(repo), ref=ref, sandbox=self.sandbox, fresh=fresh,
-                     chaos=chaos, return_state=True)
+                     policy=self.policy, chaos=chaos, return_state=True)
         elapsed = time.monotonic() - started
         flow_run_id = str(state.state_details.flow_run_id)
         lines = self.store.read_log(flow_run_id) if self.store.has_log(flow_run_id) else []

@@ -39,14 +39,20 @@ def chaos(
         "--chaos", help="Chaos spec file or inline JSON (its seed is replaced); default: a mix of "
                         "first-attempt failures and latency.")] = None,
     bound: Annotated[float, typer.Option(min=1, help="Seconds a run may take to reach a terminal state.")] = 600,
-    image: Annotated[Optional[str], typer.Option(help="Sandbox image (overrides the default).")] = None,  # noqa: UP045
+    sandbox_block: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Name of a saved Agentic Sandbox Settings block (e.g. a wheelhouse).")] = None,
+    policy_block: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Name of a saved Agentic Tool Policy block (e.g. one that auto-approves and grants secrets).")] = None,
+    image: Annotated[Optional[str], typer.Option(help="Sandbox image (overrides the block).")] = None,  # noqa: UP045
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Steps run at once.")] = 4,
     as_json: Annotated[bool, typer.Option("--json", help="Print the campaign report as JSON.")] = False,
 ) -> None:
     """Run a plan N times with faults; check every run's invariants; exit 1 if any was violated."""
     from prefect_agentic.blocks.sandbox_settings import SandboxSettings
+    from prefect_agentic.blocks.tool_policy import ToolPolicy
     from prefect_agentic.chaos import load_chaos_spec
     from prefect_agentic.chaos.spec import ChaosSpecError
+    from prefect_agentic.cli.main import _load_block  # main registers this command: loaded by now
     from prefect_agentic.cli.startup import RunClock, start_embedded_api
     from prefect_agentic.plan import load_plan
     from prefect_agentic.sandbox.runner import check_ready
@@ -55,18 +61,21 @@ def chaos(
 
     clock = RunClock()
     try:
-        plan = load_plan(plan_file)
+        policy = _load_block("--policy-block", ToolPolicy, policy_block)
+        plan = load_plan(plan_file, policy=policy)
         spec = load_chaos_spec(chaos_spec) if chaos_spec else DEFAULT_SPEC
         resolve_base(repo, ref)
-        settings = SandboxSettings(**({"image": image} if image else {}))
+        settings = _load_block("--sandbox-block", SandboxSettings, sandbox_block)
+        if image:
+            settings.image = image
         check_ready(settings)
     except (PlanError, WorkspaceError, ChaosSpecError) as exc:
         raise _fail(str(exc), 2) from None
     except SandboxError as exc:
         raise _fail(str(exc), 3) from None
     start_embedded_api(err, clock, show=not as_json)
-    campaign = Campaign(plan, repo, ref=ref, sandbox=settings, concurrency=concurrency, bound_s=bound,
-                        plan_file=plan_file,
+    campaign = Campaign(plan, repo, ref=ref, sandbox=settings, policy=policy, concurrency=concurrency,
+                        bound_s=bound, plan_file=plan_file, sandbox_block=sandbox_block, policy_block=policy_block,
                         progress=lambda line: err.print(escape(line), highlight=False, soft_wrap=True))
     try:
         with embedded_run_settings():
