@@ -678,13 +678,20 @@ def main() -> None:
 def runtime_costs(repo: Path, chain: int, repeats: int) -> None:
     """Our per-step latency under runc and under gVisor (runsc, ptrace platform), both modes.
 
-    The runtimes alternate for each mode, so a change in the machine's load hits both alike.
+    Within each mode the runtimes alternate round by round (runc first in odd rounds, runsc
+    first in even ones), so a change in the machine's load hits both alike; each figure is the
+    median of its rounds.
     """
     for mode in ("per_step", "warm"):
-        costs = {runtime: per_step_latency(mode, repo, chain, repeats, runtime=runtime)
-                 for runtime in ("runc", "runsc")}
+        samples: dict[str, list[float]] = {"runc": [], "runsc": []}
+        for round_ in range(repeats):
+            order = ("runc", "runsc") if round_ % 2 == 0 else ("runsc", "runc")
+            for runtime in order:
+                samples[runtime].append(per_step_latency(mode, repo, chain, 1, runtime=runtime))
+        costs = {runtime: statistics.median(values) for runtime, values in samples.items()}
         print(f"our step, {mode:8s} runc  {costs['runc'] * 1000:8.1f} ms   runsc {costs['runsc'] * 1000:8.1f} ms"
-              f"   (gVisor costs {(costs['runsc'] - costs['runc']) * 1000:+.1f} ms a step)")
+              f"   (gVisor costs {(costs['runsc'] - costs['runc']) * 1000:+.1f} ms a step; "
+              f"median of {repeats} alternating rounds)")
 
 
 def unmount_workspaces() -> None:
