@@ -116,7 +116,8 @@ class RunResources:
     sandbox: Sandbox
     meter: BudgetMeter
     redactor: Redactor
-    recorder: Recorder = field(default_factory=LoggingRecorder)
+    recorder: Recorder
+    """Records to the log until the audit log takes over (``flows/audit.py``); both redact."""
     approved_steps: set[str] = field(default_factory=set)  # steps whose approval gate said yes
     run_limit: str | None = None
     """The run's own concurrency limit, deleted when the run ends."""
@@ -132,7 +133,7 @@ def run_redactor(run: RunContext) -> Redactor:
     """The run's redactor in this process: every secret given to the run or named by its steps.
 
     Made apart from ``run_resources`` because the audit log needs it before the
-    run's sandbox may be opened (that waits for the run's pinned image).
+    run's sandbox may be opened (that needs the image the run is pinned to).
     """
     with _redactors_lock:
         found = _redactors.get(run.run_key)
