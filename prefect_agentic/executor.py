@@ -3,7 +3,9 @@
 This module drives no flow or task (``tasks/step.py`` wraps it in a task) and
 talks to no Prefect API (events come from its records, see ``record/events.py``).
 Run resources (the workspace, its sandbox and the budget meter) are opened once per run and process and shared by the run's
-steps.
+steps. So is the run's redactor (``run_redactor``), which knows every secret of the run: every
+record passes it (the audit log's and the default recorder), and so does an exception before it
+leaves a step.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from prefect_agentic.policy import PolicyDecision, approval_rules, protected_pat
 from prefect_agentic.record.outcome import error_kind
 from prefect_agentic.record.recorder import LoggingRecorder, Recorder
 from prefect_agentic.sandbox.runner import Sandbox, open_sandbox
-from prefect_agentic.secrets import Redactor, load_step_secrets
+from prefect_agentic.secrets import Redactor, load_step_secrets, run_secret_values
 from prefect_agentic.tools.base import Tool, ToolContext
 from prefect_agentic.tools.registry import default_registry
 from prefect_agentic.workspace import AGENTIC_DIR, ChangeSummary, Workspace
@@ -59,6 +61,10 @@ class RunContext(BaseModel):
     policy: ToolPolicy = Field(default_factory=ToolPolicy)
     budget: Budget = Field(default_factory=Budget)
     secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    secret_names: list[str] = Field(default_factory=list)
+    """Every secret the plan's steps name. Each process of the run loads them all into the run's
+    redactor, so that a secret one step wrote into the workspace is redacted wherever another step
+    shows it, on a resume after that step (now cached) and on another task worker too."""
     started_at: float = Field(default_factory=time.time, description="Epoch seconds; budgets count from here.")
     chaos: ChaosSpec | None = None
     """Faults to inject (a chaos run); None, the default, injects nothing and costs one check a step."""
@@ -112,7 +118,9 @@ class RunResources:
     workspace: Workspace
     sandbox: Sandbox
     meter: BudgetMeter
-    recorder: Recorder = field(default_factory=LoggingRecorder)
+    redactor: Redactor
+    recorder: Recorder
+    """Records to the log until the audit log takes over (``flows/audit.py``); both redact."""
     approved_steps: set[str] = field(default_factory=set)  # steps whose approval gate said yes
     run_limit: str | None = None
     """The run's own concurrency limit, deleted when the run ends."""
@@ -120,10 +128,26 @@ class RunResources:
 
 _resources: dict[str, RunResources] = {}
 _resources_lock = threading.Lock()
+_redactors: dict[str, Redactor] = {}
+_redactors_lock = threading.Lock()
+
+
+def run_redactor(run: RunContext) -> Redactor:
+    """The run's redactor in this process: every secret given to the run or named by its steps.
+
+    Made apart from ``run_resources`` because the audit log needs it before the
+    run's sandbox may be opened (that needs the image the run is pinned to).
+    """
+    with _redactors_lock:
+        found = _redactors.get(run.run_key)
+        if found is None:
+            found = _redactors[run.run_key] = Redactor(run_secret_values(run.secrets, run.secret_names))
+        return found
 
 
 def run_resources(run: RunContext) -> RunResources:
     """The run's workspace and sandbox in this process, opened on first use."""
+    redactor = run_redactor(run)
     with _resources_lock:
         found = _resources.get(run.run_key)
         if found is None:
@@ -131,7 +155,7 @@ def run_resources(run: RunContext) -> RunResources:
             sandbox = open_sandbox(run.sandbox, run.workspace, run.sandbox_key or run.run_key, image_id=run.image_id)
             meter = BudgetMeter(run.budget, started=run.started_at)
             found = _resources[run.run_key] = RunResources(
-                workspace, sandbox, meter,
+                workspace, sandbox, meter, redactor, LoggingRecorder(redactor),
                 run_limit=run_limit_name(run.run_key) if run.sandbox.max_sandboxes_per_run else None)
             meter.on_warning = partial(_warn_budget, found)
         return found
@@ -153,6 +177,8 @@ def close_run_resources(run_key: str) -> None:
     """Remove the run's containers; called when the flow ends, however it ends."""
     with _resources_lock:
         found = _resources.pop(run_key, None)
+    with _redactors_lock:
+        _redactors.pop(run_key, None)
     if found is not None:
         found.sandbox.close()
         if found.run_limit:
@@ -163,20 +189,22 @@ def execute_step(step: Step, run: RunContext, input_snapshot: str, attempt: int)
     """Run ``step`` from ``input_snapshot``; raise ``StepFailed`` if its criteria are unmet.
 
     The attempt's outcome is recorded (``attempt_finished``) before it counts as done,
-    whichever way it ended.
+    whichever way it ended. An error leaves redacted: its text may quote the workspace
+    (a file name, git's complaint), and Prefect stores and logs it as the task's result.
     """
-    recorder = run_resources(run).recorder
+    resources = run_resources(run)
     started = time.monotonic()
     try:
         result = _attempt(step, run, input_snapshot, attempt)
-    except Exception as exc:
-        recorder.record("attempt_finished", {
-            "attempt": attempt, "outcome": "retry" if getattr(exc, "retryable", False) else "fail",
-            "error_kind": error_kind(exc), "error": str(exc),
+    except Exception as exc:  # noqa: BLE001 - raised again, redacted
+        error = resources.redactor.exception(exc)
+        resources.recorder.record("attempt_finished", {
+            "attempt": attempt, "outcome": "retry" if getattr(error, "retryable", False) else "fail",
+            "error_kind": error_kind(error), "error": str(error),
             "duration_s": round(time.monotonic() - started, 3)}, step_id=step.id)
-        raise
-    recorder.record("attempt_finished", {"attempt": attempt, "outcome": "ok", "snapshot": result.snapshot,
-                                         "duration_s": result.duration_s}, step_id=step.id)
+        raise error
+    resources.recorder.record("attempt_finished", {"attempt": attempt, "outcome": "ok", "snapshot": result.snapshot,
+                                                   "duration_s": result.duration_s}, step_id=step.id)
     return result
 
 
@@ -236,14 +264,14 @@ def _attempt(step: Step, run: RunContext, input_snapshot: str, attempt: int) -> 
                                               f"{run.plan_id}/{step.id}")
         changes = workspace.changes(input_snapshot, snapshot)
     _check_protected_paths(step, run, changes, recorder)
-    # Everything stored passes the step's redactor: file names and the diff are workspace content.
-    changes = ChangeSummary.model_validate(guard.redact(changes.model_dump(mode="json")))
+    # File names are workspace content: the verdict and the step's result hold them redacted.
+    changes = resources.redactor.model(changes)
     criteria = step.success.merged_over(dict(tool_cls.default_success))
     verdict = evaluate(criteria, output, changes)
-    recorder.record("verdict", guard.redact(
-        {"attempt": attempt, "verdict": verdict.model_dump(mode="json"), "snapshot": snapshot,
-         "output": output.model_dump(mode="json"), "changes": changes.model_dump(mode="json"),
-         "diff": _attempt_diff(resources.workspace, input_snapshot, snapshot)}), step_id=step.id)
+    recorder.record("verdict", {  # the recorder redacts it: the diff is workspace content
+        "attempt": attempt, "verdict": verdict.model_dump(mode="json"), "snapshot": snapshot,
+        "output": output.model_dump(mode="json"), "changes": changes.model_dump(mode="json"),
+        "diff": _attempt_diff(resources.workspace, input_snapshot, snapshot)}, step_id=step.id)
     if verdict.kind is not VerdictKind.OK:
         raise StepFailed(step.id, _failure_reason(verdict, output.log),
                          retryable=verdict.kind is VerdictKind.RETRY,
@@ -295,14 +323,19 @@ def _within_size_limit(run: RunContext, workspace: Workspace, who: str, what: st
 
 
 def _step_guard(step: Step, run: RunContext, resources: RunResources, attempt: int) -> StepGuard:
-    """Arm the step's guard with its secrets and charge the step (or the retry) to the budget."""
+    """Arm the step's guard with its secrets and charge the step (or the retry) to the budget.
+
+    The guard redacts with the run's redactor, which learns the step's secrets first: what
+    this step prints of any secret of the run, one an earlier step wrote into a file too, is hidden.
+    """
     secret_env = load_step_secrets(step, run.policy, run.secrets)
+    resources.redactor.add(secret_env.values())
     approved = step.id in resources.approved_steps
     if not approved and (step.requires_approval or approval_rules(run.policy, step, default_registry())):
         raise PolicyDeniedError("approval", f"step '{step.id}' needs approval and no approval gate "
                                             "approved it in this run")
     guard = StepGuard(step.id, run.policy, resources.meter, resources.recorder,
-                      Redactor(secret_env.values()), secret_env=secret_env, approved=approved)
+                      resources.redactor, secret_env=secret_env, approved=approved)
     guard.charge("steps" if attempt == 1 else "retries")
     return guard
 

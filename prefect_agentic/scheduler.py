@@ -31,6 +31,7 @@ from prefect_agentic.plan.models import Plan, Step
 from prefect_agentic.plan.revision import changed_completed_steps
 from prefect_agentic.record.progress import StepEvent, StepStatus, publish
 from prefect_agentic.report import PlanRevision, StepReport
+from prefect_agentic.secrets import named_secrets
 from prefect_agentic.tasks.remote_step import TaskWorkerStep
 from prefect_agentic.tasks.step import step_tags, step_task
 from prefect_agentic.tools.registry import default_registry
@@ -247,6 +248,8 @@ class StepScheduler:
                                 planner=outcome.planner, steps=replaced)
         self.revisions.append(revision)
         pinned = self._pin_new_tools(outcome)
+        # steps of the revision may name secrets of their own: task workers load them for redaction
+        self.run.secret_names = sorted({*self.run.secret_names, *named_secrets(outcome.steps)})
         run_resources(self.run).recorder.record("plan", {
             **revision.model_dump(mode="json"),
             "plan": outcome.model_dump(mode="json", exclude_defaults=True),

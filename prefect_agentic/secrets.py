@@ -6,19 +6,26 @@ Prefect ``Secret`` block of that name, or a ``SecretStr`` handed to the run
 environment variable (``GITHUB_TOKEN``). Every value is replaced by
 ``REDACTED`` in captured output before a tool, a log, an artifact or a record
 sees it.
+
+A run has one ``Redactor`` for all its secrets (``run_secret_values``), not one
+per step: a step may write its secret into the workspace, where any later step
+can print it, diff it or name a file after it.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from prefect_agentic.blocks.tool_policy import ToolPolicy
-from prefect_agentic.errors import SecretUnavailableError
-from prefect_agentic.plan.models import Step
+from prefect_agentic.errors import SecretUnavailableError, ToolError
+
+if TYPE_CHECKING:  # the records' seam (``record.recorder``) imports this module, and plans import that
+    from prefect_agentic.plan.models import Step
 
 REDACTED = "***REDACTED***"
 MIN_SECRET_LENGTH = 4
@@ -50,6 +57,28 @@ def load_step_secrets(step: Step, policy: ToolPolicy,
     return env
 
 
+def named_secrets(steps: Iterable[Step]) -> list[str]:
+    """The secrets ``steps`` name, each once (what a run's redactor must know besides the given ones)."""
+    return sorted({name for step in steps for name in step.secrets})
+
+
+def run_secret_values(provided: Mapping[str, SecretStr], names: Iterable[str]) -> list[str]:
+    """Every secret value of a run: those handed to it and the Secret blocks its steps name.
+
+    A block that cannot be loaded is left out: no step can receive it either
+    (the step asking for it fails), and a step that does load it later adds it
+    to the run's redactor before its commands run.
+    """
+    values = [secret.get_secret_value() for secret in provided.values()]
+    for name in names:
+        if name not in provided:
+            try:
+                values.append(_load(name, provided))
+            except SecretUnavailableError:
+                continue
+    return [value for value in values if len(value) >= MIN_SECRET_LENGTH]
+
+
 def _load(name: str, provided: Mapping[str, SecretStr]) -> str:
     if name in provided:
         return provided[name].get_secret_value()
@@ -63,11 +92,25 @@ def _load(name: str, provided: Mapping[str, SecretStr]) -> str:
         ) from None
 
 
+Model = TypeVar("Model", bound=BaseModel)
+
+
 class Redactor:
-    """Replaces known secret values in text and in nested output structures."""
+    """Replaces known secret values in text, in nested output structures, models and exceptions.
+
+    Matching is by exact value: an encoded form of a secret (base64, hex, URL
+    quoting, a value split across lines) is not recognised.
+    """
 
     def __init__(self, values: Iterable[str] = ()) -> None:
-        self._values = sorted({v for v in values if v}, key=len, reverse=True)
+        self._values: list[str] = []
+        self._lock = threading.Lock()
+        self.add(values)
+
+    def add(self, values: Iterable[str]) -> None:
+        """Learn more secrets (a step's, once loaded); steps of the run read the redactor meanwhile."""
+        with self._lock:
+            self._values = sorted({*self._values, *(v for v in values if v)}, key=len, reverse=True)
 
     def __bool__(self) -> bool:
         return bool(self._values)
@@ -78,13 +121,62 @@ class Redactor:
         return text
 
     def data(self, value: Any) -> Any:
-        """``value`` with every string in it redacted (dicts, lists and tuples are walked)."""
+        """``value`` with every string in it redacted (dicts, lists and tuples are walked).
+
+        Dict keys are redacted too: tools key results by file or function names, which
+        the workspace chooses. Two keys that differ only in a secret become one.
+        """
         if not self._values:
             return value
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, Mapping):
-            return {k: self.data(v) for k, v in value.items()}
+            return {self.data(k): self.data(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return type(value)(self.data(v) for v in value)
         return value
+
+    def model(self, model: Model) -> Model:
+        """A copy of ``model`` with every string in it redacted."""
+        if not self._values:
+            return model
+        return type(model).model_validate(self.data(model.model_dump(mode="json")))
+
+    def exception(self, exc: BaseException) -> BaseException:
+        """``exc`` as it may leave the run: Prefect stores and logs the text of an exception a task raises.
+
+        The exception and those it was raised from or during are redacted in
+        place (arguments and attributes), so that their type and what callers
+        act on (``retryable``, a failed step's output) stay. One whose text
+        still holds a secret (text from state an exception keeps elsewhere, like
+        an ``OSError``'s file name) is replaced by a ``ToolError`` with the
+        redacted text, with nothing chained.
+        """
+        if not self._values:
+            return exc
+        chain = _chain(exc)
+        for each in chain:
+            each.args = self.data(each.args)
+            attributes = vars(each)
+            for name, value in list(attributes.items()):
+                redacted = self.data(value)
+                if redacted is not value and redacted != value:
+                    attributes[name] = redacted
+        if all(self.text(str(each)) == str(each) for each in chain):
+            return exc
+        replaced = ToolError(self.text(f"{type(exc).__name__}: {exc}"))
+        replaced.retryable = bool(getattr(exc, "retryable", False))
+        replaced.__suppress_context__ = True
+        return replaced
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception it was raised from or while handling, each once."""
+    found: dict[int, BaseException] = {}
+    pending = [exc]
+    while pending:
+        each = pending.pop()
+        if id(each) not in found:
+            found[id(each)] = each
+            pending += [e for e in (each.__cause__, each.__context__) if e is not None]
+    return list(found.values())

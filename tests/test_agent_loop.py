@@ -23,15 +23,22 @@ from pydantic import SecretStr
 from prefect_agentic.blocks.budget import Budget
 from prefect_agentic.blocks.llm_endpoint import LLMEndpoint
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
+from prefect_agentic.blocks.tool_policy import ToolPolicy
 from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.flows.run_plan import RunReport, run_plan
 from prefect_agentic.loop import LoopSettings
-from prefect_agentic.pins import VersionPinError, pins_from_run_started, pins_with_revisions, resolve_pins
+from prefect_agentic.pins import (
+    VersionPinError,
+    pins_from_run_started,
+    pins_with_revisions,
+    resolve_pins,
+)
 from prefect_agentic.plan import parse_plan
 from prefect_agentic.record.audit import parse_log
 from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe
 from prefect_agentic.record.store import AuditStore
 from prefect_agentic.replay import replay_run
+from prefect_agentic.secrets import REDACTED
 from prefect_agentic.settings import agentic_home
 from prefect_agentic.tools.registry import ToolRegistry, default_registry
 from prefect_agentic.workspace import mounted, resolve_base, run_key
@@ -150,6 +157,30 @@ def test_a_failed_step_is_replanned_and_the_new_version_completes_the_run(  # ty
     with get_client(sync_client=True) as client:
         stored = client.read_flow_run(report.flow_run_id).parameters
     assert stored["loop"]["llm"]["model"] == "scripted-1" and API_KEY not in str(stored)
+
+
+def test_the_planner_sees_a_secret_a_failed_step_wrote_redacted(make_repo, sandbox_image, llm_server) -> None:  # type: ignore[no-untyped-def]
+    # the prompt leaves the run for the model endpoint: the run's diff and the failed attempt's diff
+    # (`write` put its secret into NOTES.txt, `check` then into CHECK.txt and failed) pass the redactor
+    token = "tok-71ac0e5d2f"
+    llm_server.reply({"id": "leaky", "goal": "g", "steps": [
+        {"id": "check-again", "tool": "shell", "depends_on": ["write"], "args": {"command": "true"}}]})
+    policy = ToolPolicy(secret_grants={"write": ["api-token"], "check": ["api-token"]})
+    plan = parse_plan("""
+id: leaky
+goal: Check notes a step wrote its secret into
+steps:
+  - {id: write, tool: shell, writes_workspace: true, secrets: [api-token],
+     args: {command: 'echo "token=$API_TOKEN" > NOTES.txt'}}
+  - {id: check, tool: shell, depends_on: [write], writes_workspace: true, secrets: [api-token],
+     args: {command: 'echo "check=$API_TOKEN" > CHECK.txt; exit 1'}}
+""", policy=policy)
+    state = run_plan(plan=plan, repo=str(make_repo({"README.md": "x\n"})), policy=policy,
+                     secrets={"api-token": SecretStr(token)}, sandbox=SandboxSettings(image=sandbox_image),
+                     loop=loop_settings(llm_server), return_state=True)
+    assert statuses(state.result()) == [("write", "completed"), ("check-again", "completed")]
+    request = llm_server.user_messages(0)[0]
+    assert f"+token={REDACTED}" in request and f"+check={REDACTED}" in request and token not in request
 
 
 def test_a_replan_waits_for_running_steps_and_keeps_what_they_completed(  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import typer
+from api_reads import read_events
 from audit_check import expect_broken_audit
 from conftest import agentic_cli, git_commit_all
 from prefect import flow
@@ -208,13 +209,6 @@ def test_audit_verify_detects_edited_removed_and_reordered_records(runs) -> None
     # the head Prefect keeps in the summary artifact shows the real log was cut off
     assert "but the run's summary artifact in Prefect recorded" in result.stdout
     assert result.stdout.count("TAMPERED") == 4
-
-
-async def read_events(flow_run_id: str) -> list[dict[str, Any]]:
-    async with get_client() as client:
-        response = await client._client.post("/events/filter", json={
-            "filter": {"any_resource": {"id": [f"prefect-agentic.run.{flow_run_id}"]}}, "limit": 50})
-        return response.json()["events"]
 
 
 def test_events_tell_the_lifecycle_with_the_run_plan_and_request_as_related_resources(runs) -> None:  # type: ignore[no-untyped-def]

@@ -29,9 +29,9 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from api_reads import eventually, read_events
 from deploy_helpers import BIN, PrefectStack, _descendants, free_port, wait_for_state
 from prefect import flow
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterId,
@@ -160,23 +160,6 @@ def _flow_run_logs(stack: PrefectStack, flow_run_id: UUID) -> list[str]:
     return [entry.message for entry in logs]
 
 
-async def _events(flow_run_id: UUID) -> list[dict[str, Any]]:
-    async with get_client() as client:
-        response = await client._client.post("/events/filter", json={
-            "filter": {"any_resource": {"id": [f"prefect-agentic.run.{flow_run_id}"]}}, "limit": 50})
-        return response.json()["events"]
-
-
-def _eventually(read: Any, check: Any, within: float = 30) -> Any:
-    """Logs and events reach the API in batches: read until ``check`` holds (or time is up)."""
-    deadline = time.monotonic() + within
-    while True:
-        found = read()
-        if check(found) or time.monotonic() > deadline:
-            return found
-        time.sleep(1)
-
-
 def test_a_suspended_then_approved_run_has_one_verified_chain_and_said_once_where_to_answer(  # type: ignore[no-untyped-def]
         stack, make_repo, tmp_path, sandbox_image) -> None:
     repo = make_repo({"README.md": "x\n"})
@@ -213,8 +196,8 @@ def test_a_suspended_then_approved_run_has_one_verified_chain_and_said_once_wher
     _verify_and_replay(stack, flow_run_id)
 
     # the run's logs: asked once; after the resume, the answer received (not a second request)
-    logs = _eventually(lambda: _flow_run_logs(stack, flow_run_id),
-                       lambda found: any("received: approve by ada" in m for m in found))
+    logs = eventually(lambda: _flow_run_logs(stack, flow_run_id),
+                      lambda found: any("received: approve by ada" in m for m in found))
     assert sum("Waiting for approval" in m for m in logs) == 1, logs
     assert any("Answer to the approval of step 'publish' received: approve by ada" in m for m in logs), logs
     # the artifact and the event
@@ -223,8 +206,8 @@ def test_a_suspended_then_approved_run_has_one_verified_chain_and_said_once_wher
     [waiting] = [a for a in artifacts if a.key == "agentic-approval-audit-gated"]
     assert f"agentic approve {flow_run_id}" in str(waiting.data)
     with temporary_settings({PREFECT_API_URL: stack.api_url}):
-        events = _eventually(lambda: asyncio.run(_events(flow_run_id)),
-                             lambda found: "prefect-agentic.run.completed" in {e["event"] for e in found})
+        events = eventually(lambda: asyncio.run(read_events(flow_run_id)),
+                            lambda found: "prefect-agentic.run.completed" in {e["event"] for e in found})
     names = [e["event"] for e in events]
     assert {"prefect-agentic.approval.requested", "prefect-agentic.run.suspended",
             "prefect-agentic.run.resumed", "prefect-agentic.run.completed"} <= set(names), names
@@ -247,15 +230,15 @@ def test_a_gate_whose_process_died_before_prefect_saved_its_form_gets_it_back_fr
     assert suspended.state.name == "Suspended"
     keyset = suspended.state.state_details.run_input_keyset
     with stack.client() as client:
-        saved = _eventually(lambda: stored_input(client, flow_run_id, keyset["schema"]),
-                            lambda found: found is not None)
+        saved = eventually(lambda: stored_input(client, flow_run_id, keyset["schema"]),
+                           lambda found: found is not None)
         assert saved is not None
         client.delete_flow_run_input(flow_run_id, keyset["schema"])  # the state a death in between leaves
         refused = client.resume_flow_run(flow_run_id, run_input={"decision": "approve", "approver": "ada"})
         assert refused.status.value == "REJECT" and "schema not found" in str(refused.details), refused
 
-        back = _eventually(lambda: stored_input(client, flow_run_id, keyset["schema"]),
-                           lambda found: found is not None, within=120)
+        back = eventually(lambda: stored_input(client, flow_run_id, keyset["schema"]),
+                          lambda found: found is not None, within=120)
         assert back == saved  # what Prefect had saved
         accepted = client.resume_flow_run(flow_run_id, run_input={"decision": "approve", "approver": "ada"})
         assert accepted.status.value == "ACCEPT", accepted

@@ -15,11 +15,12 @@ from test_agent_loop import run as run_with_loop
 from test_agent_loop import statuses
 
 from prefect_agentic.blocks import GateDefaults, LLMEndpoint, SandboxSettings, ToolPolicy
-from prefect_agentic.flows.run_plan import RunReport
+from prefect_agentic.flows.run_plan import RunReport, run_plan
 from prefect_agentic.gates.store import ApprovalStore
 from prefect_agentic.loop import LoopSettings
 from prefect_agentic.plan import parse_plan
 from prefect_agentic.scheduler import StepScheduler
+from prefect_agentic.secrets import REDACTED
 from prefect_agentic.workspace import resolve_base, run_key
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -133,6 +134,36 @@ def test_requested_changes_are_replanned_by_the_llm_planner(make_repo, sandbox_i
     assert "Failed step 'publish'" in prompt and "requested changes before it ran" in prompt
     assert "+++ b/NOTES.md" in prompt  # the run's diff so far
     assert "Instructions from a human reviewer:\ncount words\nuse wc -w" in prompt
+
+
+LEAKY = """
+id: leaky
+goal: Publish notes a step wrote its secret into
+steps:
+  - {id: notes, tool: shell, writes_workspace: true, secrets: [api-token],
+     args: {command: 'echo "token=$API_TOKEN" > NOTES.md'}}
+  - {id: publish, tool: shell, depends_on: [notes], requires_approval: true, args: {command: "wc -l NOTES.md"}}
+"""
+
+
+def test_the_approver_and_the_planner_see_a_secret_a_step_wrote_redacted(  # type: ignore[no-untyped-def]
+        make_repo, sandbox_image, llm_server) -> None:
+    # the review (form, notice, diff artifact) and the model's prompt leave the run
+    token = "tok-5e0d83b1c9"
+    llm_server.reply({"id": "leaky", "goal": "g", "planner": {"rationale": "count words instead"},
+                      "steps": [{"id": "publish-words", "tool": "shell", "args": {"command": "wc -w NOTES.md"}}]})
+    approver = Approver({"decision": "request_changes", "approver": "cy", "reason": "count words"})
+    llm = LLMEndpoint(base_url=llm_server.base_url, model="scripted-1", api_key=SecretStr(API_KEY))
+    policy = ToolPolicy(secret_grants={"notes": ["api-token"]})
+    state = run_plan(plan=parse_plan(LEAKY, policy=policy), repo=str(make_repo({"README.md": "x\n"})),
+                     sandbox=SandboxSettings(image=sandbox_image), policy=policy, gates=FAST,
+                     secrets={"api-token": SecretStr(token)}, loop=LoopSettings(llm=llm), return_state=True)
+    approver.done()
+    report = state.result()
+    assert statuses(report) == [("notes", "completed"), ("publish-words", "completed")]
+    review, prompt = approver.questions[0], llm_server.user_messages(0)[0]
+    assert f"+token={REDACTED}" in review and token not in review
+    assert f"+token={REDACTED}" in prompt and token not in prompt
 
 
 def test_an_answer_the_run_cannot_use_is_asked_again(make_repo, sandbox_image) -> None:  # type: ignore[no-untyped-def]

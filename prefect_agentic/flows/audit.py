@@ -27,7 +27,7 @@ from typing import Any
 from prefect.runtime import flow_run as flow_run_runtime
 
 from prefect_agentic.blocks.audit_storage import AuditStorage
-from prefect_agentic.executor import RunContext, run_resources
+from prefect_agentic.executor import RunContext, run_redactor, run_resources
 from prefect_agentic.flows.artifacts import ProgressArtifact, publish_run_artifacts
 from prefect_agentic.pins import (
     DEFAULT_UPGRADE_POLICY,
@@ -76,7 +76,7 @@ class RunAudit:
         records: list[AuditRecord] = []
         progress = ProgressArtifact(plan.id, [s.id for s in plan.steps])
         observers: list[Observer] = [records.append, EventEmitter(ids), progress]
-        log = AuditLog(store, ids.flow_run_id, observers)
+        log = AuditLog(store, ids.flow_run_id, observers, redactor=run_redactor(run))
         records.extend(log.previous)
         first = log.previous[0] if log.previous else None
         if first is not None and first.kind == "run_started":
@@ -126,12 +126,15 @@ class RunAudit:
         publish_run_artifacts(report, self.records, status=status, diff_stat=diff_stat,
                               audit_head=self.log.head, audit_location=self.location())
 
-    def crashed(self, exc: BaseException) -> None:
-        """The run ended with an error of its own (not a step's): recorded, then re-raised by the caller."""
+    def crashed(self, exc: BaseException) -> BaseException:
+        """The run ended with an error of its own (not a step's): recorded; returns it redacted, for the
+        caller to raise (Prefect stores and logs the text of the error a flow run ends with)."""
+        error = self.log.redactor.exception(exc)
         self.log.record("run_finished", {
-            "status": "crashed", "error_kind": type(exc).__name__, "error": str(exc),
+            "status": "crashed", "error_kind": type(exc).__name__, "error": str(error),
             "usage": {name: round(used, 3) for name, used in self.meter.used.items()},
         })
+        return error
 
     def suspended(self, pause_key: str | None, until: datetime | None) -> None:
         """The flow run suspended at a gate (its process ends; a worker starts it again once answered)."""

@@ -49,6 +49,7 @@ from prefect_agentic.record.events import RunIds
 from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe
 from prefect_agentic.report import RunReport, StepReport
 from prefect_agentic.scheduler import RunHook, StepScheduler
+from prefect_agentic.secrets import named_secrets
 from prefect_agentic.settings import snapshot_remote_setting, uses_embedded_api
 from prefect_agentic.snapshot_remote import SnapshotRemote, SnapshotRemoteError, run_ref
 from prefect_agentic.workspace import (
@@ -142,7 +143,8 @@ def run_plan(
         run = RunContext(run_key=key, plan_id=plan.id, workspace=workspace.path,
                          workspace_epoch=workspace.epoch if remote is None else _remote_epoch(remote, fresh),
                          base_snapshot=base, sandbox=sandbox,
-                         policy=policy, budget=budget or Budget(), secrets=secrets or {}, chaos=chaos,
+                         policy=policy, budget=budget or Budget(), secrets=secrets or {},
+                         secret_names=named_secrets(plan.steps), chaos=chaos,
                          steps_on=steps_on, snapshot_remote=None if remote is None else str(remote.path))
         logger.info("Plan %s v%s on %s@%s (workspace %s)", plan.id, plan.version, source, base[:12],
                     workspace.path)
@@ -156,7 +158,9 @@ def run_plan(
         scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run, loop, gates), refresh_cache=fresh)
         with _chaos_window(chaos, trail):
             reports = _run_steps(scheduler, trail, key)
-        report = RunReport(
+        # The report leaves the run (summary artifact, the flow's result, the failure's message) and
+        # quotes the workspace (failure reasons, outputs): it holds the run's secrets redacted.
+        report = trail.log.redactor.model(RunReport(
             plan_id=plan.id, plan_version=scheduler.plan.version, goal=plan.goal, run_key=key,
             flow_run_id=flow_run_runtime.id, repo=str(source), base_snapshot=base,
             final_snapshot=_final_snapshot(reports, scheduler.compiled.order, base),
@@ -164,7 +168,7 @@ def run_plan(
             duration_s=round(time.monotonic() - started, 3),
             steps=[reports[s.id] for s in scheduler.plan.steps], stopped=scheduler.stopped,
             revisions=scheduler.revisions, superseded=scheduler.superseded,
-        )
+        ))
         export_failed = None
         if export is not None and report.ok:
             try:
@@ -256,9 +260,8 @@ def _run_steps(scheduler: StepScheduler, trail: RunAudit, key: str) -> dict[str,
         details = pause.state.state_details if pause.state else None
         trail.suspended(details.pause_key if details else None, details.pause_timeout if details else None)
         raise
-    except BaseException as exc:
-        trail.crashed(exc)
-        raise
+    except BaseException as exc:  # noqa: BLE001 - raised again, redacted
+        raise trail.crashed(exc)
     finally:
         unsubscribe()
         close_run_resources(key)

@@ -224,7 +224,7 @@ class ApprovalGate(RunHook):
         try:
             create_markdown_artifact(markdown=notice.markdown(), key=_artifact_key(self.plan.id),
                                      description=f"Plan {self.plan.id} waits for approval of step {step.id}")
-        except Exception:  # noqa: BLE001 - the log and the event already say it
+        except Exception:  # the log and the event already say it
             logger.exception("could not publish the approval artifact")
         tell_watchers(notice)
 
@@ -237,11 +237,14 @@ class ApprovalGate(RunHook):
         return "suspend" if deployed and flow_run.parent_task_run_id is None else "pause"
 
     def _review(self, step: Step, done: dict[str, StepReport]) -> GateReview:
-        workspace = run_resources(self.run).workspace
+        """What the approver sees; its file names and diff pass the run's redactor (the form, the
+        diff artifact and the notice leave the run, and a step may have written a secret there)."""
+        resources = run_resources(self.run)
+        workspace, redactor = resources.workspace, resources.redactor
         start = self._input_snapshot(step, done)
         base = self.run.base_snapshot
-        return review_of(self.plan, step, self.run.policy, done, workspace.changes(base, start),
-                         workspace.diff(base, start) if start != base else "",
+        return review_of(self.plan, step, self.run.policy, done, redactor.model(workspace.changes(base, start)),
+                         redactor.text(workspace.diff(base, start)) if start != base else "",
                          versions=switched_versions(self.run.pins, self.run.tool_versions, self.run.image_id))
 
     def _markdown(self, review: GateReview, key: str, problem: str) -> tuple[str, str]:

@@ -54,7 +54,7 @@ class AgentLoop(RunHook):
 
     def _revise(self, plan: Plan, reports: dict[str, StepReport]) -> Outcome:
         resources = run_resources(self.run)
-        failure = failure_context(plan, reports, resources.workspace, self.run.base_snapshot)
+        failure = failure_context(plan, reports, resources.workspace, self.run.base_snapshot, resources.redactor)
         failed = _names(failure)
         planner = self.planner()
         if planner is None:
@@ -86,7 +86,7 @@ class AgentLoop(RunHook):
         if planner is None:
             return Stop(f"changes to step '{step.id}' were requested and no LLM endpoint is set")
         resources = run_resources(self.run)
-        context = failure_context(plan, reports, resources.workspace, self.run.base_snapshot)
+        context = failure_context(plan, reports, resources.workspace, self.run.base_snapshot, resources.redactor)
         blocked = FailedStep(step=step, reason="not run: a human reviewer requested changes before it ran")
         failure = context.model_copy(update={"failed": [blocked], "instructions": instructions,
                                              "diff": capped(diff)})

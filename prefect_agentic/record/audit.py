@@ -9,6 +9,11 @@ are fsynced, which makes them and every record before them survive a machine
 crash too. Large text values go to content-addressed objects and are
 referenced from the record.
 
+Every record passes the run's redactor before it is stored: records quote
+the workspace (diffs, file names, tool output, error text) and a step may
+have written any secret of the run there. Events, artifacts and the debug
+log are made from the stored, redacted record.
+
 After a record is stored, the log's observers see it (Prefect events, the
 progress artifact); an observer that fails is logged, never fails the run.
 
@@ -33,6 +38,7 @@ from pydantic import BaseModel, Field, ValidationError
 from prefect_agentic.errors import AuditError
 from prefect_agentic.record.recorder import LoggingRecorder
 from prefect_agentic.record.store import AuditStore
+from prefect_agentic.secrets import Redactor
 
 GENESIS = "0" * 64
 """The ``prev`` of a log's first record."""
@@ -91,10 +97,12 @@ Observer = Callable[[AuditRecord], None]
 class AuditLog:
     """The ``Recorder`` of one flow run: chains, stores, then tells the observers."""
 
-    def __init__(self, store: AuditStore, flow_run_id: str, observers: list[Observer] | None = None) -> None:
+    def __init__(self, store: AuditStore, flow_run_id: str, observers: list[Observer] | None = None,
+                 redactor: Redactor | None = None) -> None:
         self.store = store
         self.flow_run_id = flow_run_id
         self.observers = list(observers or [])
+        self.redactor = redactor or Redactor()
         self.previous = _stored_records(store.existing_lines(flow_run_id))
         """The records earlier processes of this flow run stored (empty for a new run)."""
         last = self.previous[-1] if self.previous else None
@@ -104,12 +112,13 @@ class AuditLog:
         self._debug_log = LoggingRecorder()
 
     def record(self, kind: str, data: Mapping[str, Any], *, step_id: str | None = None) -> AuditRecord:
+        clean = self.redactor.data(_plain(data))
         with self._lock:
             entry = AuditRecord(schema_version=AUDIT_SCHEMA_VERSION, seq=self.count, at=datetime.now(timezone.utc), kind=kind, step=step_id,
-                                data=self.store.externalize(_plain(data)), prev=self.head)
+                                data=self.store.externalize(clean), prev=self.head)
             self.store.append(self.flow_run_id, entry.seal(), sync=kind in COMMIT_KINDS)
             self.head, self.count = entry.hash, self.count + 1
-        self._debug_log.record(kind, data, step_id=step_id)  # the records in the Python log, as before
+        self._debug_log.record(kind, clean, step_id=step_id)  # the records in the Python log, as before
         for observer in self.observers:
             try:
                 observer(entry)

@@ -19,6 +19,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from prefect_agentic.secrets import Redactor
+
 logger = logging.getLogger("prefect_agentic.record")
 
 
@@ -28,7 +30,13 @@ class Recorder(Protocol):
 
 
 class LoggingRecorder:
-    """Records to the Python log only (the default before the audit log exists)."""
+    """Records to the Python log only (the default before the audit log exists, and on task workers).
+
+    With the run's redactor, records are logged as the audit log would store them.
+    """
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        self.redactor = redactor or Redactor()
 
     def record(self, kind: str, data: Mapping[str, Any], *, step_id: str | None = None) -> None:
-        logger.debug("%s %s %s", kind, step_id or "-", dict(data))
+        logger.debug("%s %s %s", kind, step_id or "-", self.redactor.data(dict(data)))
