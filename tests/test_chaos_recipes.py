@@ -189,7 +189,9 @@ RECIPE_CAMPAIGNS = [
         {"kind": "tool_exit", "steps": "pull-request", "rate": 0.5},
         {"kind": "latency_before", "steps": "push", "seconds": 0.2}]),
     Campaign("upgrade-dependency", ("package=centlib", "version=2.0.0"), upgrade_with_wheelhouse, seed=0,
-             injects={"container_kill", "garbled_output"}, questions=1, faults=[
+             # the commit gate is asked by the reference run and by the re-run: each trial of a campaign
+             # has a workspace of its own, so no approval of another trial answers it
+             injects={"container_kill", "garbled_output"}, questions=2, faults=[
         # pip's install loses its container as it starts; lint reads a spoiled ruff report
         {"kind": "container_kill", "steps": "install", "seconds": 0},
         {"kind": "garbled_output", "tools": "ruff"}]),
