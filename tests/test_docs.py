@@ -17,13 +17,23 @@ from types import ModuleType
 from typing import Any, get_args
 
 import pytest
-from docs_runner import DOCS, ROOT, blocks_of, matches, normalize, pages, run_page, unmarked
+from docs_runner import (
+    DOCS,
+    ROOT,
+    DocsTestError,
+    blocks_of,
+    matches,
+    normalize,
+    pages,
+    run_page,
+    unmarked,
+)
 
 
 def test_the_site_builds_strictly_with_the_generated_reference(tmp_path: Path) -> None:
     site = tmp_path / "site"
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     cli = (site / "reference" / "cli" / "index.html").read_text()
     for command in ("agentic run", "agentic validate", "agentic approvals", "--budget-block"):
@@ -53,6 +63,17 @@ def test_an_unmarked_block_is_reported_with_its_place(tmp_path: Path) -> None:
     assert [b.kind for b in blocks_of(page)] == ["fragment", None, "skip"]
 
 
+def test_a_run_block_can_run_its_commands_in_the_checkout(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("<!-- docs-test: run cwd=repo -->\n```console\n$ ls mkdocs.yml\nmkdocs.yml\n```\n")
+    assert run_page(page, tmp_path, None) == 1
+    page.write_text("<!-- docs-test: run exit=2 -->\n```console\n$ ls mkdocs.yml\n…No such file…\n```\n")
+    assert run_page(page, tmp_path, None) == 1  # the page's own directory by default
+    page.write_text("<!-- docs-test: run cwd=docs -->\n```console\n$ ls\n```\n")
+    with pytest.raises(DocsTestError, match="options are exit=N and cwd=repo"):
+        run_page(page, tmp_path, None)
+
+
 def test_output_comparison_normalizes_what_varies_and_honours_ellipses() -> None:
     actual = normalize("flow run 4883de33-b6e6-476c-9e03-c04e9ee393b6 done in 1.8s\nA\nB\nend\n", {})
     def docs(text: str) -> list[str]:
@@ -62,6 +83,10 @@ def test_output_comparison_normalizes_what_varies_and_honours_ellipses() -> None
     assert matches(docs("flow run … done…\nA\nB\nend"), actual)
     assert not matches(docs("flow run <id> done in 1.8s\nend"), actual)
     assert not matches(docs("flow run <id> done in 1.8s\nA\nC\nend"), actual)
+    assert docs("head " + "ab" * 32) == ["head <hex>"]  # a sha256, as audit logs have
+    # a table whose column a longer duration widened
+    assert matches(docs("┏━━━━━━━┓\n┃  mean ┃\n│ 5.33s │"), docs("┏━━━━━━━━━┓\n┃    mean ┃\n│ 112.07s │"))
+    assert not matches(docs("│ lint │ 0.40s │"), docs("│ fix │ 0.40s │"))
 
 
 def test_the_events_reference_lists_every_event_the_code_emits() -> None:
