@@ -1,7 +1,8 @@
 """Runs the code blocks of the documentation, as docs/contributors.md ("Writing documentation")
-describes: every fenced block in a checked language carries a ``<!-- docs-test: KIND ... -->``
-marker on the line before it, and is run, compared, written as a file, parsed, or skipped with
-a reason.
+describes: every fenced block, whatever its language (none included), carries a
+``<!-- docs-test: KIND ... -->`` marker on the line before it, and is run, compared, written
+as a file, parsed, or skipped with a reason. A block that shows ``$ `` command lines is a
+```console block (so it can be run) unless it is skipped.
 
 Used by tests/test_docs.py, and on its own to check pages while writing them:
 ``.venv/bin/python tests/docs_runner.py docs/guides/engineer.md`` (starts its own Prefect
@@ -94,16 +95,33 @@ def _closes(line: str, fence: str) -> bool:
 
 
 def unmarked(path: Path) -> list[str]:
-    """Problems with markers on a page: unmarked checked blocks, unknown kinds, skips without reason."""
+    """Problems with markers on a page: unmarked blocks (any language, or none), unknown kinds,
+    skips without reason, kinds that do not apply to the block's language (or a console fragment
+    that shows output it does not check), and `$ ` command lines outside a ```console block that
+    is not skipped."""
     problems = []
     for block in blocks_of(path):
+        fence = f"```{block.lang}" if block.lang else "``` (no language)"
         if block.kind is None:
-            if block.lang in PARSED:
-                problems.append(f"{block.where}: ```{block.lang} block has no <!-- docs-test: ... --> marker")
+            problems.append(f"{block.where}: {fence} block has no <!-- docs-test: ... --> marker")
         elif block.kind not in KINDS:
             problems.append(f"{block.where}: unknown docs-test kind {block.kind!r} (known: {sorted(KINDS)})")
-        elif block.kind == "skip" and not block.rest:
-            problems.append(f"{block.where}: docs-test skip needs a reason")
+        elif block.kind == "skip":
+            if not block.rest:
+                problems.append(f"{block.where}: docs-test skip needs a reason")
+            continue
+        elif block.kind == "run" and block.lang not in RUNNABLE:
+            problems.append(f"{block.where}: `run` does not apply to {fence} blocks (only {sorted(RUNNABLE)})")
+        elif block.kind == "fragment" and block.lang not in PARSED:
+            problems.append(f"{block.where}: `fragment` has nothing to parse in {fence} blocks; "
+                            "run it, compare it with output-of, or skip it with a reason")
+        elif block.kind == "fragment" and block.lang == "console" and any(
+                line.strip() for _, output in _console(block.content) for line in output):
+            problems.append(f"{block.where}: a `fragment` checks commands, not the output this block shows: "
+                            "run it, or skip it with a reason")
+        if block.lang != "console" and any(line.startswith("$ ") for line in block.content.splitlines()):
+            problems.append(f"{block.where}: {fence} block shows `$ ` command lines: make it ```console "
+                            "(and run it) or skip it with a reason")
     return problems
 
 
