@@ -1,7 +1,8 @@
-"""Runs the code blocks of the documentation, as /work/notes/DOCS_CONVENTION.md and
-docs/contributors.md describe: every fenced block in a checked language carries a
-``<!-- docs-test: KIND ... -->`` marker on the line before it, and is run, compared,
-written as a file, parsed, or skipped with a reason.
+"""Runs the code blocks of the documentation, as docs/contributors.md ("Writing documentation")
+describes: every fenced block, whatever its language (none included), carries a
+``<!-- docs-test: KIND ... -->`` marker on the line before it, and is run, compared, written
+as a file, parsed, or skipped with a reason. A block that shows ``$ `` command lines is a
+```console block (so it can be run) unless it is skipped.
 
 Used by tests/test_docs.py, and on its own to check pages while writing them:
 ``.venv/bin/python tests/docs_runner.py docs/guides/engineer.md`` (starts its own Prefect
@@ -35,8 +36,12 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-CHECKED = {"bash", "sh", "shell", "console", "python", "py", "yaml", "yml", "json", "toml"}
+SHELL = {"bash", "sh", "shell"}
+PYTHON = {"python", "py"}
+RUNNABLE = {"console", *SHELL, *PYTHON}  # what `run` applies to
+PARSED = {*RUNNABLE, "yaml", "yml", "json", "toml"}  # what `fragment` can check
 KINDS = {"run", "output-of", "file", "fragment", "skip"}
+OPTIONS = {"exit", "cwd"}  # trailing NAME=VALUE options of run and output-of
 TIMEOUT = 120
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)[^\n]*$")
 MARKER = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<kind>[\w-]+)(?P<rest>.*?)\s*-->\s*$")
@@ -90,16 +95,33 @@ def _closes(line: str, fence: str) -> bool:
 
 
 def unmarked(path: Path) -> list[str]:
-    """Problems with markers on a page: unmarked checked blocks, unknown kinds, skips without reason."""
+    """Problems with markers on a page: unmarked blocks (any language, or none), unknown kinds,
+    skips without reason, kinds that do not apply to the block's language (or a console fragment
+    that shows output it does not check), and `$ ` command lines outside a ```console block that
+    is not skipped."""
     problems = []
     for block in blocks_of(path):
+        fence = f"```{block.lang}" if block.lang else "``` (no language)"
         if block.kind is None:
-            if block.lang in CHECKED:
-                problems.append(f"{block.where}: ```{block.lang} block has no <!-- docs-test: ... --> marker")
+            problems.append(f"{block.where}: {fence} block has no <!-- docs-test: ... --> marker")
         elif block.kind not in KINDS:
             problems.append(f"{block.where}: unknown docs-test kind {block.kind!r} (known: {sorted(KINDS)})")
-        elif block.kind == "skip" and not block.rest:
-            problems.append(f"{block.where}: docs-test skip needs a reason")
+        elif block.kind == "skip":
+            if not block.rest:
+                problems.append(f"{block.where}: docs-test skip needs a reason")
+            continue
+        elif block.kind == "run" and block.lang not in RUNNABLE:
+            problems.append(f"{block.where}: `run` does not apply to {fence} blocks (only {sorted(RUNNABLE)})")
+        elif block.kind == "fragment" and block.lang not in PARSED:
+            problems.append(f"{block.where}: `fragment` has nothing to parse in {fence} blocks; "
+                            "run it, compare it with output-of, or skip it with a reason")
+        elif block.kind == "fragment" and block.lang == "console" and any(
+                line.strip() for _, output in _console(block.content) for line in output):
+            problems.append(f"{block.where}: a `fragment` checks commands, not the output this block shows: "
+                            "run it, or skip it with a reason")
+        if block.lang != "console" and any(line.startswith("$ ") for line in block.content.splitlines()):
+            problems.append(f"{block.where}: {fence} block shows `$ ` command lines: make it ```console "
+                            "(and run it) or skip it with a reason")
     return problems
 
 
@@ -111,8 +133,11 @@ _RULES = [
     (re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)?"), "<time>"),
     (re.compile(r"\b\d\d:\d\d:\d\d(\.\d+)?\b"), "<time>"),
     (re.compile(r"\b\d+(\.\d+)?\s?(ms|s)\b"), "<dur>"),
-    (re.compile(r"\b[0-9a-f]{12,40}\b"), "<hex>"),
+    (re.compile(r"\b[0-9a-f]{12,64}\b"), "<hex>"),  # commits, snapshots, sha256
     (re.compile(r"\b(127\.0\.0\.1|localhost):\d+"), "127.0.0.1:<port>"),
+    # a run of spaces or of a table's rule counts as one, so a table whose column a longer
+    # duration widened still matches
+    (re.compile(r"([ ━─])\1+"), r"\1"),
 ]
 
 
@@ -155,8 +180,8 @@ class Session:
     def replacements(self) -> dict[str, str]:
         return {str(self.scratch): ".", str(ROOT): "$REPO", self.env["HOME"]: "~"}
 
-    def sh(self, command: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=self.scratch, env=self.env,
+    def sh(self, command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "-o", "pipefail", "-c", command], check=False, cwd=cwd, env=self.env,
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, timeout=TIMEOUT)
 
@@ -192,9 +217,16 @@ def run_page(path: Path, home: Path, api_url: str | None) -> int:
     return done
 
 
-def _exit_code(rest: str) -> tuple[int, str]:
-    m = re.search(r"(?:^|\s)exit=(\d+)\s*$", rest)
-    return (int(m[1]), rest[: m.start()].strip()) if m else (0, rest.strip())
+def _options(block: CodeBlock) -> tuple[dict[str, str], str]:
+    """The trailing ``NAME=VALUE`` options of a marker (``exit=2 cwd=repo``) and what is before them."""
+    words = block.rest.split(" ")
+    options: dict[str, str] = {}
+    while words and "=" in words[-1] and words[-1].split("=", 1)[0] in OPTIONS:
+        name, value = words.pop().split("=", 1)
+        options[name] = value
+    if not options.get("exit", "0").isdigit() or options.get("cwd", "repo") != "repo":
+        raise DocsTestError(f"{block.where}: options are exit=N and cwd=repo, not {block.rest!r}")
+    return options, " ".join(words).strip()
 
 
 def _check_block(block: CodeBlock, session: Session) -> None:
@@ -202,28 +234,28 @@ def _check_block(block: CodeBlock, session: Session) -> None:
         _write_file(block, session)
     elif block.kind == "fragment":
         _parse(block)
-    elif block.kind == "output-of":
-        code, rest = _exit_code(block.rest)
-        try:
-            [command] = shlex.split(rest)
-        except ValueError:
-            raise DocsTestError(f'{block.where}: output-of needs one quoted command: output-of "CMD"') from None
-        _expect(block, session, command, block.content.splitlines(), code)
-    elif block.kind == "run":
-        code, _ = _exit_code(block.rest)
-        if block.lang == "console":
+    elif block.kind in ("output-of", "run"):
+        options, rest = _options(block)
+        code, cwd = int(options.get("exit", 0)), ROOT if "cwd" in options else session.scratch
+        if block.kind == "output-of":
+            try:
+                [command] = shlex.split(rest)
+            except ValueError:
+                raise DocsTestError(f'{block.where}: output-of needs one quoted command: output-of "CMD"') from None
+            _expect(block, session, command, block.content.splitlines(), code, cwd)
+        elif block.lang == "console":
             commands = _console(block.content)
             if not commands:
                 raise DocsTestError(f"{block.where}: a console block needs `$ ` command lines")
             for n, (command, expected) in enumerate(commands):
-                _expect(block, session, command, expected, code if n == len(commands) - 1 else 0)
-        elif block.lang in ("bash", "sh", "shell"):
-            _expect(block, session, "set -eu\n" + block.content, None, code)
-        elif block.lang in ("python", "py"):
+                _expect(block, session, command, expected, code if n == len(commands) - 1 else 0, cwd)
+        elif block.lang in SHELL:
+            _expect(block, session, "set -eu\n" + block.content, None, code, cwd)
+        elif block.lang in PYTHON:
             script = session.scratch / f".block-{block.line}.py"
             script.write_text(block.content)
             try:
-                _expect(block, session, f"python {shlex.quote(str(script))}", None, code)
+                _expect(block, session, f"python {shlex.quote(str(script))}", None, code, cwd)
             finally:
                 script.unlink()
         else:
@@ -248,10 +280,11 @@ def _console(content: str) -> list[tuple[str, list[str]]]:
     return commands
 
 
-def _expect(block: CodeBlock, session: Session, command: str, expected: list[str] | None, code: int) -> None:
+def _expect(block: CodeBlock, session: Session, command: str, expected: list[str] | None, code: int,
+            cwd: Path) -> None:
     started = time.monotonic()
     try:
-        done = session.sh(command)
+        done = session.sh(command, cwd)
     except subprocess.TimeoutExpired:
         raise DocsTestError(f"{block.where}: `{command}` ran longer than {TIMEOUT} s") from None
     took = time.monotonic() - started
@@ -294,7 +327,7 @@ def _write_file(block: CodeBlock, session: Session) -> None:
 
 def _parse(block: CodeBlock) -> None:
     try:
-        if block.lang in ("python", "py"):
+        if block.lang in PYTHON:
             compile(block.content, block.where, "exec")
         elif block.lang in ("yaml", "yml"):
             list(yaml.safe_load_all(block.content))
@@ -302,11 +335,11 @@ def _parse(block: CodeBlock) -> None:
             json.loads(block.content)
         elif block.lang == "toml":
             tomllib.loads(block.content)
-        elif block.lang in ("bash", "sh", "shell", "console"):
+        elif block.lang in (*SHELL, "console"):
             text = block.content
             if block.lang == "console":
                 text = "\n".join(c for c, _ in _console(text))
-            done = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True)
+            done = subprocess.run(["bash", "-n"], check=False, input=text, text=True, capture_output=True)
             if done.returncode:
                 raise DocsTestError(f"{block.where}: bash -n: {done.stderr.strip()}")
     except (SyntaxError, yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:

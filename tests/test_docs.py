@@ -17,13 +17,23 @@ from types import ModuleType
 from typing import Any, get_args
 
 import pytest
-from docs_runner import DOCS, ROOT, blocks_of, matches, normalize, pages, run_page, unmarked
+from docs_runner import (
+    DOCS,
+    ROOT,
+    DocsTestError,
+    blocks_of,
+    matches,
+    normalize,
+    pages,
+    run_page,
+    unmarked,
+)
 
 
 def test_the_site_builds_strictly_with_the_generated_reference(tmp_path: Path) -> None:
     site = tmp_path / "site"
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     cli = (site / "reference" / "cli" / "index.html").read_text()
     for command in ("agentic run", "agentic validate", "agentic approvals", "--budget-block"):
@@ -37,7 +47,7 @@ def test_the_site_builds_strictly_with_the_generated_reference(tmp_path: Path) -
     assert (site / "assets" / "logos" / "agentic-sandbox-settings.svg").is_file()
 
 
-def test_every_checked_block_in_the_docs_is_marked() -> None:
+def test_every_block_in_the_docs_is_marked() -> None:
     problems = [p for page in pages() for p in unmarked(page)]
     assert not problems, "\n".join(problems)
 
@@ -45,12 +55,43 @@ def test_every_checked_block_in_the_docs_is_marked() -> None:
 def test_an_unmarked_block_is_reported_with_its_place(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text("# t\n\n<!-- docs-test: fragment -->\n```python\nx = 1\n```\n\n```bash\nls\n```\n"
-                    "\n<!-- docs-test: skip -->\n```yaml\na: 1\n```\n")
+                    "\n<!-- docs-test: skip -->\n```yaml\na: 1\n```\n"
+                    "\n```\nplain output\n```\n\n```text\nmore output\n```\n")
     problems = unmarked(page)
-    assert len(problems) == 2
+    assert len(problems) == 4
     assert problems[0].endswith(":8: ```bash block has no <!-- docs-test: ... --> marker")
     assert "skip needs a reason" in problems[1]
-    assert [b.kind for b in blocks_of(page)] == ["fragment", None, "skip"]
+    assert problems[2].endswith(":17: ``` (no language) block has no <!-- docs-test: ... --> marker")
+    assert problems[3].endswith(":21: ```text block has no <!-- docs-test: ... --> marker")
+    assert [b.kind for b in blocks_of(page)] == ["fragment", None, "skip", None, None]
+
+
+def test_command_lines_belong_in_a_console_block_that_runs_or_is_skipped(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("<!-- docs-test: output-of \"agentic recipes\" -->\n```\n$ agentic recipes\nfix-lint\n```\n\n"
+                    "<!-- docs-test: skip needs an LLM -->\n```\n$ agentic draft goal\n```\n\n"
+                    "<!-- docs-test: run cwd=repo -->\n```console\n$ agentic recipes\n```\n\n"
+                    "<!-- docs-test: fragment -->\n```text\nplain output\n```\n\n"
+                    "<!-- docs-test: run -->\n```yaml\na: 1\n```\n\n"
+                    "<!-- docs-test: fragment -->\n```console\n$ agentic recipes\nfix-lint\n```\n")
+    problems = unmarked(page)
+    assert len(problems) == 4, problems
+    assert problems[0].endswith(":2: ``` (no language) block shows `$ ` command lines: make it ```console "
+                                "(and run it) or skip it with a reason")
+    assert problems[1].startswith(f"{page}:18: `fragment` has nothing to parse in ```text blocks")
+    assert problems[2].startswith(f"{page}:23: `run` does not apply to ```yaml blocks")
+    assert problems[3].startswith(f"{page}:28: a `fragment` checks commands, not the output this block shows")
+
+
+def test_a_run_block_can_run_its_commands_in_the_checkout(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("<!-- docs-test: run cwd=repo -->\n```console\n$ ls mkdocs.yml\nmkdocs.yml\n```\n")
+    assert run_page(page, tmp_path, None) == 1
+    page.write_text("<!-- docs-test: run exit=2 -->\n```console\n$ ls mkdocs.yml\n…No such file…\n```\n")
+    assert run_page(page, tmp_path, None) == 1  # the page's own directory by default
+    page.write_text("<!-- docs-test: run cwd=docs -->\n```console\n$ ls\n```\n")
+    with pytest.raises(DocsTestError, match="options are exit=N and cwd=repo"):
+        run_page(page, tmp_path, None)
 
 
 def test_output_comparison_normalizes_what_varies_and_honours_ellipses() -> None:
@@ -62,6 +103,10 @@ def test_output_comparison_normalizes_what_varies_and_honours_ellipses() -> None
     assert matches(docs("flow run … done…\nA\nB\nend"), actual)
     assert not matches(docs("flow run <id> done in 1.8s\nend"), actual)
     assert not matches(docs("flow run <id> done in 1.8s\nA\nC\nend"), actual)
+    assert docs("head " + "ab" * 32) == ["head <hex>"]  # a sha256, as audit logs have
+    # a table whose column a longer duration widened
+    assert matches(docs("┏━━━━━━━┓\n┃  mean ┃\n│ 5.33s │"), docs("┏━━━━━━━━━┓\n┃    mean ┃\n│ 112.07s │"))
+    assert not matches(docs("│ lint │ 0.40s │"), docs("│ fix │ 0.40s │"))
 
 
 def test_the_events_reference_lists_every_event_the_code_emits() -> None:
