@@ -42,7 +42,8 @@ RUNNABLE = {"console", *SHELL, *PYTHON}  # what `run` applies to
 PARSED = {*RUNNABLE, "yaml", "yml", "json", "toml"}  # what `fragment` can check
 KINDS = {"run", "output-of", "file", "fragment", "skip"}
 OPTIONS = {"exit", "cwd"}  # trailing NAME=VALUE options of run and output-of
-TIMEOUT = 120
+TIMEOUT = 300
+"""A hang guard per command, not a speed claim: a run on a loaded 2-core machine takes minutes."""
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)[^\n]*$")
 MARKER = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<kind>[\w-]+)(?P<rest>.*?)\s*-->\s*$")
 WILDCARD = "…"
