@@ -245,8 +245,13 @@ def _unmounted_at_end(path: Path) -> Iterator[None]:
             get_run_logger().warning("%s", problem)
 
 
+SETTLE_SECONDS = 30.0
+"""How long a crashing run waits for its running steps to record how they ended."""
+
+
 def _run_steps(scheduler: StepScheduler, trail: RunAudit, key: str) -> dict[str, StepReport]:
-    """Run every step; a suspension at a gate is recorded as such, any other escape as a crash."""
+    """Run every step; a suspension at a gate is recorded as such, any other escape as a crash
+    (after the steps still running ended, so that nothing is recorded after it)."""
     unsubscribe = subscribe(lambda e: _count_attempt(e, key, scheduler.attempts))
     try:
         return scheduler.run_all()
@@ -255,6 +260,8 @@ def _run_steps(scheduler: StepScheduler, trail: RunAudit, key: str) -> dict[str,
         trail.suspended(details.pause_key if details else None, details.pause_timeout if details else None)
         raise
     except BaseException as exc:
+        close_run_resources(key)  # the running steps' containers gone, they end at once...
+        scheduler.settle(SETTLE_SECONDS)  # ...and record how before the crash record ends the log
         trail.crashed(exc)
         raise
     finally:
