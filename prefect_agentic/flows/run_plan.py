@@ -131,7 +131,7 @@ def run_plan(
     size = parse_size(sandbox.workspace_size) if sandbox.workspace_size else None
     path = agentic_home() / "workspaces" / key
     # One process at a time per workspace: a run's processes never write its log at once.
-    with workspace_lock(path), _unmounted_at_end(path):
+    with workspace_lock(path), _unmounted_at_end(path), ExitStack() as at_end:
         workspace = Workspace.prepare(source, base, path, size=size)
         if workspace.size_problem:
             logger.warning("Workspace size limit %s is NOT enforced: %s", sandbox.workspace_size, workspace.size_problem)
@@ -148,6 +148,7 @@ def run_plan(
         ids = RunIds(str(flow_run_runtime.id), key, plan.id,
                      request_id or str(flow_run_runtime.root_flow_run_id))
         trail = RunAudit.open(plan, run, ids, audit, on_upgrade, repo=str(source), ref=ref, fresh=fresh)
+        at_end.callback(trail.anchor)  # finished, crashed or suspended: the head this process leaves
         run = trail.run  # with the versions it is pinned to
         scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run, loop, gates), refresh_cache=fresh)
         with _chaos_window(chaos, trail):
