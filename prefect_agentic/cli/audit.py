@@ -25,7 +25,7 @@ from prefect_agentic.blocks.audit_storage import AuditStorage
 from prefect_agentic.cli.errors import EXIT_ENVIRONMENT, EXIT_FAILED, classify, configured_api_url
 from prefect_agentic.cli.runs import audited_run_id
 from prefect_agentic.errors import AgenticError, AuditError
-from prefect_agentic.flows.artifacts import read_audit_anchor
+from prefect_agentic.flows.artifacts import AnchorArtifactError, read_audit_anchor
 from prefect_agentic.record.audit import FutureAuditRecordError, Verification, check_anchor
 from prefect_agentic.record.audit import verify as verify_log
 from prefect_agentic.record.store import AuditStore, log_path
@@ -133,6 +133,8 @@ def _head_not_checked(run: str, lines: list[bytes], result: Verification) -> str
         anchor = asyncio.run(read_audit_anchor(run))
     except ValueError:
         return f"{run} is not a flow run id, so no anchor in Prefect names it"
+    except AnchorArtifactError as exc:
+        return str(exc)
     except ObjectNotFound:
         return (f"the Prefect API ({_api()}) does not know flow run {run}; point PREFECT_API_URL at the "
                 "server the run was made on")
