@@ -16,6 +16,7 @@ which then runs in the same flow run.
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,6 +137,16 @@ class StepScheduler:
             if undone:  # the summary says what the stop undid, not only why it stopped
                 self.stopped = "; then ".join([self.stopped, *undone])
         return self._reports
+
+    def settle(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the steps still running to end.
+
+        A run that crashes records so only once its running steps have recorded how
+        they ended: its ``run_finished`` is then its log's last record.
+        """
+        deadline = time.monotonic() + timeout
+        for step_id in self._running():
+            self._futures[step_id].wait(max(0.0, deadline - time.monotonic()))
 
     def _running(self) -> list[str]:
         return [s for s in self._futures if s not in self._reports]

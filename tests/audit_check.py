@@ -5,18 +5,20 @@ Flow runs of the tests write their logs under the session's state directory
 stacks, storage blocks on ``tmp_path``), always as ``…/runs/<flow run id>.jsonl``.
 At the end of the session every such log is checked with ``verify``: a broken
 chain anywhere (a second chain in one file, an edited or lost record) fails the
-run. A test that breaks a log on purpose says so with ``expect_broken_audit``.
+run. A test that breaks a log on purpose says so with ``expect_broken_audit``; ``reseal``
+forges a log that still forms a chain, for the checks against Prefect's anchor.
 An incomplete log (a run killed on purpose and not retried) is not a broken one.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from prefect_agentic.errors import AuditError
-from prefect_agentic.record.audit import verify
+from prefect_agentic.record.audit import GENESIS, parse_log, verify
 
 EXPECTED_BROKEN = ".expected-broken"
 SKIPPED_DIRS = frozenset({".git", "objects", "workspaces", "approvals", "node_modules", "__pycache__",
@@ -54,3 +56,15 @@ def broken_audit_logs(roots: Iterable[Path]) -> list[str]:
         if not result.ok:
             found.append(f"{log}: {'; '.join(result.problems[:3])}")
     return found
+
+
+def reseal(lines: list[bytes], at: int, change: Callable[[dict[str, Any]], object]) -> list[bytes]:
+    """The log ``lines`` with record ``at``'s data changed by ``change`` and every record from it on
+    re-chained and re-hashed, as a forger with write access to the audit storage would leave it."""
+    records = parse_log(lines)
+    change(records[at].data)
+    forged = list(lines[:at])
+    for i in range(at, len(records)):
+        records[i].prev = records[i - 1].hash if i else GENESIS
+        forged.append(records[i].seal())
+    return forged

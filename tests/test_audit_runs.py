@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import typer
 from api_reads import read_events
-from audit_check import expect_broken_audit
+from audit_check import expect_broken_audit, reseal
 from conftest import agentic_cli, git_commit_all
 from prefect import flow
 from prefect.client.orchestration import get_client
@@ -29,6 +29,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterId,
 )
+from prefect.flow_engine import run_flow
 from typer.testing import CliRunner, Result
 
 from prefect_agentic.blocks.budget import Budget
@@ -194,8 +195,12 @@ TAMPERING = {
 def test_audit_verify_detects_edited_removed_and_reordered_records(runs) -> None:  # type: ignore[no-untyped-def]
     report = runs["failed"]
     names = [copy_log(report, f"{case}-{report.flow_run_id}", change) for case, (change, _) in TAMPERING.items()]
-    result = cli("audit", "verify", names[0])
-    assert result.exit_code == 0 and f"audit log of run {names[0]}: ok, 22 records" in result.stdout
+    result = cli("audit", "verify", str(report.flow_run_id))
+    assert result.exit_code == 0 and f"audit log of run {report.flow_run_id}: ok, 22 records" in result.stdout
+    assert "(anchored in Prefect)" in result.stdout
+    result = cli("audit", "verify", "--chain-only", names[0])  # a copy: no flow run of that name has an anchor
+    assert result.exit_code == 0 and f"audit log of run {names[0]}: chain ok, 22 records" in result.stdout
+    assert "head not checked (--chain-only)" in result.stdout
     log = agentic_home() / "audit" / "runs" / f"{report.flow_run_id}.jsonl"
     original = log.read_bytes()
     log.write_bytes(b"".join(line + b"\n" for line in original.splitlines()[:-1]))  # the tail cut off
@@ -206,8 +211,8 @@ def test_audit_verify_detects_edited_removed_and_reordered_records(runs) -> None
     assert result.exit_code == 1
     for case, (_, message) in TAMPERING.items():
         assert message in result.stdout, (case, result.stdout)
-    # the head Prefect keeps in the summary artifact shows the real log was cut off
-    assert "but the run's summary artifact in Prefect recorded" in result.stdout
+    # the head Prefect keeps, apart from the log, shows the real log was cut off
+    assert "but Prefect's anchor holds head" in result.stdout and ": cut off or rewritten" in result.stdout
     assert result.stdout.count("TAMPERED") == 4
 
 
@@ -234,7 +239,7 @@ def test_events_tell_the_lifecycle_with_the_run_plan_and_request_as_related_reso
 async def read_artifacts(flow_run_id: str) -> dict[str, Any]:
     async with get_client() as client:
         found = await client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {a.type: a.data for a in found}
+    return {"anchor" if (a.key or "").startswith("agentic-audit-head-") else a.type: a.data for a in found}
 
 
 def test_each_run_publishes_a_summary_a_step_table_and_its_progress_while_steps_remain(runs) -> None:  # type: ignore[no-untyped-def]
@@ -252,6 +257,8 @@ def test_each_run_publishes_a_summary_a_step_table_and_its_progress_while_steps_
     assert (rows["tests"]["status"], rows["tests"]["attempts"], rows["tests"]["cached"]) == ("failed", 2, False)
     assert rows["note"]["duration_s"] > 0 and rows["note"]["started"] <= rows["note"]["finished"]
     assert artifacts["progress"] == 100.0  # made when `note` ended (a second into the run), then updated
+    head = records_of(report)[-1]  # the log's head, in an artifact of its own, for `agentic audit verify`
+    assert json.loads(artifacts["anchor"]) == [{"seq": head.seq, "record": "run_finished", "head": head.hash}]
     # a one-step plan's steps all end at once: no progress bar, its state says what one would
     one_step = asyncio.run(read_artifacts(str(runs["denied"].flow_run_id)))
     assert "markdown" in one_step and "table" in one_step and "progress" not in one_step
@@ -417,3 +424,64 @@ def test_a_policy_denial_is_an_event_a_failure_mode_and_replays_the_same(runs) -
         {"workflow": "audit-denial", "error_kind": "policy:protected_paths:.github/workflows/", "count": 1}]
     replayed = replay_run(store(), str(report.flow_run_id))
     assert replayed.same and replayed.replayed_status == "failed", replayed.differences
+
+
+def test_a_run_whose_anchor_prefect_does_not_hold_is_said_to_be_unchecked_and_exits_3(runs) -> None:  # type: ignore[no-untyped-def]
+    """A run made before the anchor, or whose last process could not publish it: the chain is checked,
+    the head is said not to be, and the exit code is 3 (the chain alone with ``--chain-only``)."""
+    run_id = str(runs["denied"].flow_run_id)
+    asyncio.run(delete_anchors(run_id))
+    result = cli("audit", "verify", run_id)
+    assert result.exit_code == 3, result.output
+    said = " ".join(result.stdout.split())
+    assert f"audit log of run {run_id}: chain ok, " in said and "head NOT checked: the Prefect API" in said
+    assert "holds no anchor of this run's audit head" in said, said
+    result = cli("audit", "verify", "--chain-only", run_id)
+    assert result.exit_code == 0 and "head not checked (--chain-only)" in result.stdout, result.output
+
+
+async def delete_anchors(flow_run_id: str) -> None:
+    async with get_client() as client:
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="agentic-audit-head-%")),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        assert found
+        for artifact in found:
+            await client.delete_artifact(artifact.id)
+
+
+PINNED = """
+id: audit-pinned
+goal: Resume with a tool version the worker no longer has
+steps:
+  - {id: hello, tool: shell, args: {command: "echo hello"}}
+"""
+
+
+def test_a_run_stopped_at_a_version_pin_anchors_the_head_its_process_leaves(runs, sandbox_image, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A process that resumes a run and stops at once (a pinned tool version is gone) ends before
+    the run has a summary; the head it leaves is anchored all the same, so a reseal shows."""
+    with get_client(sync_client=True) as client:
+        flow_run = client.create_flow_run(run_plan, parameters={})
+    run_id = str(flow_run.id)
+    started = records_of(runs["succeeded"])[0]  # a real run_started, pinning a shell version no longer installed
+    pins = {**started.data["pins"], "tools": {**started.data["pins"]["tools"], "shell": "0.0.1"}}
+    AuditLog(store(), run_id).record("run_started", {**started.data, "flow_run_id": run_id, "pins": pins})
+    state = run_flow(run_plan, flow_run=flow_run, return_type="state", parameters={
+        "plan": parse_plan(PINNED), "repo": str(make_repo(tmp_path / "repo", FIXED)),
+        "sandbox": SandboxSettings(image=sandbox_image), "on_upgrade": "pinned"})
+    assert state.is_failed() and "tool 'shell': pinned 0.0.1" in str(state.message), state
+    records = parse_log(store().read_log(run_id))
+    assert [r.kind for r in records] == ["run_started", "run_resumed", "version_switch", "run_finished"]
+
+    honest = cli("audit", "verify", run_id)
+    assert honest.exit_code == 0 and "(anchored in Prefect)" in honest.stdout, honest.output
+    log = agentic_home() / "audit" / "runs" / f"{run_id}.jsonl"
+    original = log.read_bytes()
+    log.write_bytes(b"".join(line + b"\n" for line in reseal(original.splitlines(), 1,
+                                                              lambda data: data.update(host="elsewhere"))))
+    try:
+        forged = cli("audit", "verify", run_id)
+    finally:
+        log.write_bytes(original)
+    assert forged.exit_code == 1 and "(run_finished) has hash" in forged.stdout, forged.output

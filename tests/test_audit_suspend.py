@@ -30,6 +30,7 @@ from uuid import UUID
 
 import pytest
 from api_reads import eventually, read_events
+from audit_check import reseal
 from deploy_helpers import BIN, PrefectStack, _descendants, free_port, wait_for_state
 from prefect import flow
 from prefect.client.schemas.filters import (
@@ -160,6 +161,26 @@ def _flow_run_logs(stack: PrefectStack, flow_run_id: UUID) -> list[str]:
     return [entry.message for entry in logs]
 
 
+def _resealed_while_suspended_is_caught(stack: PrefectStack, flow_run_id: UUID) -> None:
+    """The suspended process's last act is to anchor its head in Prefect: a log resealed while the
+    run waits (and so before it ends with run_finished) is TAMPERED, not just unfinished."""
+    honest = eventually(lambda: stack.run("agentic", "audit", "verify", str(flow_run_id)),
+                         lambda found: "head anchored in Prefect" in found.stdout, within=60)
+    assert honest.returncode == 1 and "does not end with run_finished" in honest.stdout, honest.stdout + honest.stderr
+    assert "head anchored in Prefect" in honest.stdout, honest.stdout + honest.stderr
+    log = stack.home / "agentic" / "audit" / "runs" / f"{flow_run_id}.jsonl"
+    original = log.read_bytes()
+    lines = original.splitlines()
+    at = next(i for i, r in enumerate(parse_log(lines)) if r.kind == "verdict")
+    log.write_bytes(b"".join(line + b"\n" for line in reseal(lines, at, lambda data: data.update(forged=True))))
+    try:
+        forged = stack.run("agentic", "audit", "verify", str(flow_run_id))
+    finally:
+        log.write_bytes(original)  # the run goes on with its honest log once approved
+    assert forged.returncode == 1 and "TAMPERED" in forged.stdout, forged.stdout + forged.stderr
+    assert "(run_suspended) has hash" in forged.stdout and "but Prefect's anchor holds" in forged.stdout
+
+
 def test_a_suspended_then_approved_run_has_one_verified_chain_and_said_once_where_to_answer(  # type: ignore[no-untyped-def]
         stack, make_repo, tmp_path, sandbox_image) -> None:
     repo = make_repo({"README.md": "x\n"})
@@ -170,6 +191,7 @@ def test_a_suspended_then_approved_run_has_one_verified_chain_and_said_once_wher
     flow_run_id = UUID(submit.wait_for(r"\(([0-9a-f-]{36})\)").group(1))
     submit.wait_for(r"Waiting for approval: step 'publish'")
     assert wait_for_state(stack, flow_run_id, {"Suspended"}, timeout=30).state.name == "Suspended"
+    _resealed_while_suspended_is_caught(stack, flow_run_id)
     approve = stack.run("agentic", "approve", str(flow_run_id), "--as", "ada")
     assert approve.returncode == 0, approve.stdout + approve.stderr
     assert submit.finish() == 0, submit.lines + submit.other

@@ -239,8 +239,11 @@ def test_the_release_log_verifies_and_replays_from_the_cli(tmp_path: Path) -> No
     home = tmp_path / "home"
     (home / "audit" / "runs").mkdir(parents=True)
     shutil.copy(RELEASE / f"{RELEASE_RUN}.jsonl", home / "audit" / "runs")
-    verified = _agentic("audit", "verify", RELEASE_RUN, home=home)
-    assert verified.returncode == 0 and "ok, 17 records" in verified.stdout, verified.stdout + verified.stderr
+    verified = _agentic("audit", "verify", RELEASE_RUN, home=home)  # made elsewhere: no Prefect API here knows it
+    assert verified.returncode == 3 and "head NOT checked" in verified.stdout, verified.stdout + verified.stderr
+    verified = _agentic("audit", "verify", "--chain-only", RELEASE_RUN, home=home)
+    assert verified.returncode == 0 and "chain ok, 17 records" in verified.stdout, verified.stdout + verified.stderr
+    assert "(--chain-only)" in verified.stdout
     replayed = _agentic("replay", RELEASE_RUN, home=home)
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert "same decisions" in replayed.stdout

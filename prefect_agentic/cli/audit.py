@@ -11,20 +11,22 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
-from prefect.exceptions import PrefectHTTPStatusError
+from prefect.exceptions import ObjectNotFound
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from prefect_agentic.blocks.audit_storage import AuditStorage
+from prefect_agentic.cli.errors import EXIT_ENVIRONMENT, EXIT_FAILED, classify, configured_api_url
 from prefect_agentic.cli.runs import audited_run_id
 from prefect_agentic.errors import AgenticError, AuditError
-from prefect_agentic.flows.artifacts import published_head
-from prefect_agentic.record.audit import FutureAuditRecordError, Verification
+from prefect_agentic.flows.artifacts import AnchorArtifactError, read_audit_anchor
+from prefect_agentic.record.audit import FutureAuditRecordError, Verification, check_anchor
 from prefect_agentic.record.audit import verify as verify_log
 from prefect_agentic.record.store import AuditStore, log_path
 from prefect_agentic.replay import ReplayReport, replay_run
@@ -61,57 +63,118 @@ def _fail(exc: Exception, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+CHAIN_ONLY_HELP = ("Check the records and the chain only, not the head against the anchor Prefect keeps "
+                   "(the output says so): for logs whose run no reachable Prefect API knows.")
+
+
+@dataclass
+class RunCheck:
+    """One run's verification: the chain (``result``) and what became of its head."""
+
+    run: str
+    result: Verification
+    head: Literal["anchored", "chain-only", "not-checked"]
+    """How the head fared against the anchor Prefect keeps."""
+    why: str = ""
+    """Why the head was not checked."""
+
+
 @audit_app.command("verify")
 def verify(
     runs: Annotated[list[str], typer.Argument(help="Flow run id(s) of the run(s) to check (or unique starts of them).")],
     audit_block: Annotated[Optional[str], typer.Option(help=BLOCK_HELP)] = None,  # noqa: UP045
+    chain_only: Annotated[bool, typer.Option("--chain-only", help=CHAIN_ONLY_HELP)] = False,
 ) -> None:
-    """Check runs' audit logs: every record's hash and the chain; exit 1 if any was changed."""
+    """Check runs' audit logs: every record's hash, the chain, and its head against the one Prefect keeps.
+
+    Exit 1 if a log was changed or does not end with run_finished; 3 if a head could not be checked
+    (no Prefect API answers, it does not know the run, or holds no anchor for the end of its log).
+    """
     store = _store(audit_block)
     try:
         runs = [audited_run_id(store, run) for run in runs]
-        results = [(run, _verify_run(store, run)) for run in runs]
+        checks = [_check_run(store, run, chain_only) for run in runs]
     except AgenticError as exc:
         raise _fail(exc) from None
-    for run, result in results:  # a configured server, or the embedded API's own database
-        _compare_head(run, result)
-    for run, result in results:
-        for problem in result.problems:
-            out.print(f"[red]✘[/] {escape(problem)}", highlight=False)
-        if not result.ok:
-            out.print(f"audit log of run {run}: TAMPERED ({len(result.problems)} problem(s))",
-                      highlight=False)
-        elif not result.complete:
-            out.print(f"audit log of run {run}: chain intact over {result.records} records, but it does not "
-                      "end with run_finished: the run is still going, crashed, or its last records were "
-                      "removed", highlight=False)
-        else:
-            out.print(f"audit log of run {run}: ok, {result.records} records, head {result.head}",
-                      highlight=False)
-    raise typer.Exit(0 if all(r.ok and r.complete for _, r in results) else 1)
+    for check in checks:
+        _print_check(check)
+    if any(not c.result.ok or not c.result.complete for c in checks):
+        raise typer.Exit(EXIT_FAILED)
+    if any(c.head == "not-checked" for c in checks):
+        err.print("the head of a log was NOT checked, so a log rewritten or cut off by someone who recomputed "
+                  "its hashes is not ruled out; `agentic audit verify --chain-only` checks the chain alone",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_ENVIRONMENT)
+    raise typer.Exit(0)
 
 
-def _verify_run(store: AuditStore, run: str) -> Verification:
+def _check_run(store: AuditStore, run: str, chain_only: bool) -> RunCheck:
+    """The chain of the run's log, then its head against the anchor (unless ``chain_only``)."""
+    lines = store.read_log(run)
     try:
-        return verify_log(store.read_log(run))
+        result = verify_log(lines)
     except FutureAuditRecordError as exc:  # the file, then which record and which versions
         raise AuditError(f"{store.describe()}/{log_path(run)}: {exc}") from None
+    if chain_only:
+        return RunCheck(run, result, "chain-only")
+    why = _head_not_checked(run, lines, result)
+    return RunCheck(run, result, "not-checked" if why else "anchored", why or "")
 
 
-def _compare_head(run: str, result: Verification) -> None:
-    """A log rewritten from some record on (hashes recomputed) still ends on another head.
+def _head_not_checked(run: str, lines: list[bytes], result: Verification) -> str | None:
+    """Compare the log's head with the anchor Prefect keeps; why it could not be compared, if so.
 
-    The head is kept apart from the log, in the run's summary artifact in Prefect's
-    database: a configured server's, or, with no server configured, the embedded
-    API's (the same database the run wrote to), so a resealed log is caught either way.
+    A log rewritten from some record on (hashes recomputed) or cut off still forms a
+    chain, but no longer holds the head the run's last process handed to Prefect
+    (a configured server, or with none the embedded API's database the run wrote
+    to). A mismatch is one of ``result``'s problems.
     """
     try:
-        head = asyncio.run(published_head(run))
-    except (ValueError, OSError, PrefectHTTPStatusError):  # not a UUID, or the API is away
-        return
-    if head is not None and head != result.head:
-        result.problems.append(f"the log ends on head {result.head[:12]}…, but the run's summary "
-                               f"artifact in Prefect recorded {head[:12]}… (rewritten or cut off)")
+        anchor = asyncio.run(read_audit_anchor(run))
+    except ValueError:
+        return f"{run} is not a flow run id, so no anchor in Prefect names it"
+    except AnchorArtifactError as exc:
+        return str(exc)
+    except ObjectNotFound:
+        return (f"the Prefect API ({_api()}) does not know flow run {run}; point PREFECT_API_URL at the "
+                "server the run was made on")
+    except Exception as exc:  # the API unreachable or refusing: said as the error boundary says it
+        failure = classify(exc)
+        if failure is None:
+            raise
+        return f"Prefect's API could not be read: {failure.message}"
+    if anchor is None:
+        return (f"the Prefect API ({_api()}) holds no anchor of this run's audit head (made by a pack "
+                "older than the anchor, or its last process could not publish it)")
+    found = check_anchor(lines, anchor)
+    if found.problem:
+        result.problems.append(found.problem)
+    return found.not_anchored
+
+
+def _api() -> str:
+    """Which API was asked: an anchor lives in the database of the API the run reported to."""
+    return configured_api_url() or "the embedded API, $PREFECT_HOME's database"
+
+
+def _print_check(check: RunCheck) -> None:
+    """The run's problems, then one line that says whether its head was checked, and if not why:
+    an unchecked head never reads as ``ok``."""
+    result = check.result
+    for problem in result.problems:
+        out.print(f"[red]✘[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    head = {"anchored": "head anchored in Prefect", "chain-only": "head not checked (--chain-only)",
+            "not-checked": f"head NOT checked: {check.why}"}[check.head]
+    if not result.ok:
+        said = f"TAMPERED ({len(result.problems)} problem(s))"
+    elif not result.complete:
+        said = (f"chain intact over {result.records} records, but it does not end with run_finished: the run "
+                f"is still going, suspended, crashed, or its last records were removed; {head}")
+    elif check.head == "anchored":
+        said = f"ok, {result.records} records, head {result.head} (anchored in Prefect)"
+    else:
+        said = f"chain ok, {result.records} records, head {result.head}; {head}"
+    out.print(f"audit log of run {check.run}: {escape(said)}", highlight=False, soft_wrap=True)
 
 
 def replay(

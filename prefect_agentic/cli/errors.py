@@ -42,6 +42,8 @@ OFFLINE_COMMANDS = frozenset({"schema", "tools", "recipes", "plan", "up", "down"
 """Commands that never talk to the Prefect API."""
 BLOCK_FREE_COMMANDS = frozenset({"validate", "replay", "export"})
 """Commands that talk to the Prefect API only to load a saved block (a ``--…-block`` option)."""
+OFFLINE_WITH = {("audit", "verify"): "--chain-only"}
+"""Commands that need no Prefect API with a flag: ``audit verify --chain-only`` reads no anchor."""
 
 
 def run(app: Callable[[], object], argv: list[str] | None = None) -> None:
@@ -80,7 +82,7 @@ def needs_api(args: list[str]) -> bool:
     if "--help" in args or configured_api_url() is None:
         return False
     words = [a for a in args if not a.startswith("-")]
-    if not words or words[0] in OFFLINE_COMMANDS:
+    if not words or words[0] in OFFLINE_COMMANDS or OFFLINE_WITH.get(tuple(words[:2])) in args:
         return False
     if words[0] in BLOCK_FREE_COMMANDS:
         return any(a.startswith("--") and a.split("=", 1)[0].endswith("-block") for a in args) or bool(

@@ -2,7 +2,8 @@
 
 They are views for the Prefect UI, made from the run report and the audit
 records; the audit log stays the source of truth (the summary names its head
-hash). Artifact keys are per plan, so the Artifacts page shows each plan's
+hash). One is not a view: the audit anchor, the log's head kept apart from the
+log, which ``agentic audit verify`` reads. Artifact keys are per plan, so the Artifacts page shows each plan's
 latest run and keeps the earlier ones as versions.
 """
 
@@ -26,12 +27,13 @@ from prefect.artifacts import (
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
-    ArtifactFilterType,
-    FlowRunFilter,
-    FlowRunFilterId,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
 )
+from pydantic import TypeAdapter, ValidationError
 
-from prefect_agentic.record.audit import AuditRecord
+from prefect_agentic.errors import AuditError
+from prefect_agentic.record.audit import AuditAnchor, AuditRecord
 from prefect_agentic.report import RunReport, StepReport, outcome_line
 
 logger = logging.getLogger("prefect_agentic.artifacts")
@@ -186,17 +188,54 @@ def publish_run_artifacts(report: RunReport, records: Sequence[AuditRecord], *, 
         logger.exception("could not publish the run's artifacts")
 
 
-HEAD_PATTERN = re.compile(r"head `([0-9a-f]{64})`")
+ANCHOR_KIND = "audit-head"
+"""Artifact kind of the audit anchor: its key is ``agentic-audit-head-<plan id>``."""
 
 
-async def published_head(flow_run_id: str) -> str | None:
-    """The audit head the run's summary artifact holds (kept by Prefect, apart from the log)."""
+_ANCHOR_ROWS = TypeAdapter(list[AuditAnchor])
+
+
+class AnchorArtifactError(AuditError):
+    """An audit anchor artifact in Prefect that does not hold an anchor."""
+
+
+def publish_audit_anchor(plan_id: str, anchor: AuditAnchor | None) -> None:
+    """Hand the head of the run's audit log to Prefect, where ``agentic audit verify`` compares it.
+
+    A table artifact of its own, all fields ours: the summary artifact quotes
+    what steps printed, and a head read from it could be a step's. Made when a
+    process of the run ends, however it ends (a failure to publish is only
+    logged: verify then says that the head was not checked).
+    """
+    if anchor is None:
+        return
+    try:
+        create_table_artifact([anchor.model_dump(mode="json")], key=artifact_key(ANCHOR_KIND, plan_id),
+                              description=f"Head of this run's audit log after record seq {anchor.seq} "
+                                          f"({anchor.record}): `agentic audit verify` compares the log with it")
+    except Exception:  # the run's work is done; verify will say the head was not checked
+        logger.exception("could not publish the audit head of plan %s's run: `agentic audit verify` will "
+                         "report its head as not checked", plan_id)
+
+
+async def read_audit_anchor(flow_run_id: str) -> AuditAnchor | None:
+    """The latest head the run's processes handed to Prefect (None: they handed over none).
+
+    Raises ``ValueError`` for an id that is not a UUID and ``ObjectNotFound``
+    when the API does not know the flow run (another server's run, logs copied
+    from elsewhere).
+    """
+    run_id = UUID(flow_run_id)
     async with get_client() as client:
-        found = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["markdown"])),
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
+        await client.read_flow_run(run_id)
+        found = await client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(like_=f"agentic-{ANCHOR_KIND}-%"),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    anchors = []
     for artifact in found:
-        match = HEAD_PATTERN.search(str(artifact.data))
-        if match:
-            return match.group(1)
-    return None
+        try:
+            anchors += _ANCHOR_ROWS.validate_json(str(artifact.data))
+        except ValidationError as exc:
+            raise AnchorArtifactError(f"artifact {artifact.key} ({artifact.id}) of flow run {flow_run_id} "
+                                      f"holds no audit anchor: {exc.errors()[0]['msg']}") from None
+    return max(anchors, key=lambda anchor: anchor.seq, default=None)

@@ -5,6 +5,10 @@ events and the progress artifact as its observers) and records
 ``run_started``: every id of the run, the plan with its planner, the sandbox
 image digest and settings, the tool versions, policy and budget. ``finished``
 records ``run_finished`` (status, usage) and publishes the summary artifacts.
+``anchor`` hands the log's head to Prefect, apart from the log, when a process
+of the run ends, however it ends (finished, crashed, suspended at a gate,
+stopped at a version pin): ``agentic audit verify`` compares the log with the
+latest one, so a rewritten or cut-off log of any run shows.
 
 A flow run that suspends at an approval gate records ``run_suspended`` (not a
 crash); the process that runs it again (resumed on any worker, or retried after
@@ -28,7 +32,11 @@ from prefect.runtime import flow_run as flow_run_runtime
 
 from prefect_agentic.blocks.audit_storage import AuditStorage
 from prefect_agentic.executor import RunContext, run_redactor, run_resources
-from prefect_agentic.flows.artifacts import ProgressArtifact, publish_run_artifacts
+from prefect_agentic.flows.artifacts import (
+    ProgressArtifact,
+    publish_audit_anchor,
+    publish_run_artifacts,
+)
 from prefect_agentic.pins import (
     DEFAULT_UPGRADE_POLICY,
     RunPins,
@@ -110,6 +118,10 @@ class RunAudit:
         })
         return cls(log, run, records, progress)
 
+    def anchor(self) -> None:
+        """Publish the log's head as it stands; the run calls it as its process ends, however it ends."""
+        publish_audit_anchor(self.run.plan_id, self.log.anchor())
+
     def location(self) -> str:
         return f"{self.log.store.describe()}/{log_path(self.log.flow_run_id)}"
 
@@ -170,6 +182,7 @@ def _resume_pinned(log: AuditLog, run: RunContext, pins: RunPins, on_upgrade: Up
                                       "pack": pack_version()})
         log.record("run_finished", {"status": "stopped", "stopped": str(exc), "error_kind": type(exc).__name__,
                                     "error": str(exc), "usage": {}})
+        publish_audit_anchor(run.plan_id, log.anchor())  # the process ends here, before the run has a trail
         raise
     run = run.model_copy(update={"pins": pins, "tool_versions": resolution.tool_versions,
                                  "image_id": resolution.image_id})

@@ -133,7 +133,7 @@ def run_plan(
     sandbox = sandbox or SandboxSettings()
     path = run_workspace(key)
     # One process at a time per workspace: a run's processes never write its log at once.
-    with workspace_lock(path), unmounted_at_end(path, logger):
+    with workspace_lock(path), unmounted_at_end(path, logger), ExitStack() as at_end:
         # Fails closed (WorkspaceSizeLimitError) where the limit cannot be enforced: no step runs.
         workspace = Workspace.prepare(source, base, path, size=sandbox.workspace_size)
         if sandbox.workspace_size is None:
@@ -154,6 +154,7 @@ def run_plan(
                      request_id or str(flow_run_runtime.root_flow_run_id))
         trail = RunAudit.open(plan, run, ids, audit, on_upgrade, repo=str(source), ref=ref, fresh=fresh,
                               workspace_limit=_workspace_limit(sandbox))
+        at_end.callback(trail.anchor)  # finished, crashed or suspended: the head this process leaves
         run = trail.run  # with the versions it is pinned to
         scheduler = StepScheduler(compiled, run, hooks=run_hooks(plan, run, loop, gates), refresh_cache=fresh)
         with _chaos_window(chaos, trail):
@@ -251,8 +252,13 @@ def _chaos_window(chaos: ChaosSpec | None, trail: RunAudit) -> Iterator[None]:
         yield
 
 
+SETTLE_SECONDS = 30.0
+"""How long a crashing run waits for its running steps to record how they ended."""
+
+
 def _run_steps(scheduler: StepScheduler, trail: RunAudit, key: str) -> dict[str, StepReport]:
-    """Run every step; a suspension at a gate is recorded as such, any other escape as a crash."""
+    """Run every step; a suspension at a gate is recorded as such, any other escape as a crash
+    (after the steps still running ended, so that nothing is recorded after it)."""
     unsubscribe = subscribe(lambda e: _count_attempt(e, key, scheduler.attempts))
     try:
         return scheduler.run_all()
@@ -261,6 +267,8 @@ def _run_steps(scheduler: StepScheduler, trail: RunAudit, key: str) -> dict[str,
         trail.suspended(details.pause_key if details else None, details.pause_timeout if details else None)
         raise
     except BaseException as exc:  # noqa: BLE001 - raised again, redacted
+        close_run_resources(key)  # the running steps' containers gone, they end at once...
+        scheduler.settle(SETTLE_SECONDS)  # ...and record how before the crash record ends the log
         raise trail.crashed(exc)
     finally:
         unsubscribe()

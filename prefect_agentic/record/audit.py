@@ -21,6 +21,11 @@ A flow run has one log and one chain, however many processes it takes: a run
 suspended at a gate and resumed (on any worker), or crashed and retried, starts
 a new process, whose ``AuditLog`` continues after the last stored record
 (``previous``) instead of starting a second chain.
+
+A log rewritten from some record on, every later hash recomputed ("resealed"),
+or cut off, is still a chain: only a head kept elsewhere shows it. Each process
+of a run ends by handing its log's head (``AuditLog.anchor``) to Prefect, and
+``check_anchor`` compares a log with the latest such ``AuditAnchor``.
 """
 
 from __future__ import annotations
@@ -108,6 +113,7 @@ class AuditLog:
         last = self.previous[-1] if self.previous else None
         self.head = last.hash if last else GENESIS
         self.count = last.seq + 1 if last else 0
+        self._last = last
         self._lock = threading.Lock()
         self._debug_log = LoggingRecorder()
 
@@ -117,7 +123,7 @@ class AuditLog:
             entry = AuditRecord(schema_version=AUDIT_SCHEMA_VERSION, seq=self.count, at=datetime.now(timezone.utc), kind=kind, step=step_id,
                                 data=self.store.externalize(clean), prev=self.head)
             self.store.append(self.flow_run_id, entry.seal(), sync=kind in COMMIT_KINDS)
-            self.head, self.count = entry.hash, self.count + 1
+            self.head, self.count, self._last = entry.hash, self.count + 1, entry
         self._debug_log.record(kind, clean, step_id=step_id)  # the records in the Python log, as before
         for observer in self.observers:
             try:
@@ -125,6 +131,12 @@ class AuditLog:
             except Exception:  # an event or artifact problem must never fail a run
                 logger.exception("audit observer %r failed on a %s record", observer, kind)
         return entry
+
+    def anchor(self) -> AuditAnchor | None:
+        """The head as it stands and the record it is the hash of (None for a log with no record)."""
+        with self._lock:
+            last = self._last
+        return None if last is None else AuditAnchor(seq=last.seq, record=last.kind, head=last.hash)
 
 
 def _stored_records(lines: list[bytes]) -> list[AuditRecord]:
@@ -227,6 +239,51 @@ def verify(lines: list[bytes]) -> Verification:
     complete = last is not None and last.kind == "run_finished"
     return Verification(records=len(lines), head=last.hash if last else GENESIS,
                         problems=problems, complete=complete)
+
+
+class AuditAnchor(BaseModel):
+    """A run's audit head as one of its processes left it, kept by Prefect apart from the log.
+
+    ``seq`` and ``record`` say which record the head is the hash of, so that a log
+    cut off before it, or rewritten up to it, is told from one that honestly goes
+    on past it (a later process killed before it could hand over its head).
+    """
+
+    seq: int = Field(ge=0)
+    record: str
+    head: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class AnchorCheck(BaseModel):
+    """What comparing a log with its anchor found: a rewrite, or why its end is not covered."""
+
+    problem: str | None = None
+    """The log does not hold the anchored head where the anchor says: rewritten or cut off."""
+    not_anchored: str | None = None
+    """The log holds the anchored head but goes on past it: its end is checked by nothing."""
+
+
+def check_anchor(lines: list[bytes], anchor: AuditAnchor) -> AnchorCheck:
+    """Compare the log ``lines`` with the latest head Prefect holds for the run.
+
+    The chain fixes every record up to the anchored one, so only that record
+    needs comparing: it must be there, with the anchored hash, and be the last.
+    """
+    hashes = {entry.seq: entry.hash for entry in _stored_records(lines)}
+    last = max(hashes, default=-1)
+    found = hashes.get(anchor.seq)
+    where = f"record seq {anchor.seq} ({anchor.record})"
+    if found is None:
+        ends = f"ends at seq {last} on head {hashes[last][:12]}…" if hashes else "has no record"
+        return AnchorCheck(problem=f"the log {ends}, but Prefect's anchor holds head {anchor.head[:12]}… "
+                                   f"of {where}: cut off or rewritten")
+    if found != anchor.head:
+        return AnchorCheck(problem=f"{where} has hash {found[:12]}…, but Prefect's anchor holds "
+                                   f"{anchor.head[:12]}… for it: rewritten")
+    if last > anchor.seq:
+        return AnchorCheck(not_anchored=f"the log goes on past the head Prefect holds ({where}): "
+                                        f"record(s) seq {anchor.seq + 1} to {last} are anchored nowhere")
+    return AnchorCheck()
 
 
 def _parse(line: bytes) -> AuditRecord | None:
