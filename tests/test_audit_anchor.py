@@ -112,7 +112,7 @@ def test_a_head_a_failing_step_prints_does_not_pass_for_the_anchor(embedded: Emb
     resealed_is_caught(embedded, run_id, "attempt_finished")
 
 
-def test_a_crashed_runs_resealed_log_is_caught(embedded: Embedded, make_repo) -> None:  # type: ignore[no-untyped-def]
+def test_a_crashed_runs_resealed_log_is_caught(embedded: Embedded, make_repo, docker_client) -> None:  # type: ignore[no-untyped-def]
     """Ctrl-C ends `agentic run` with a crash record and no summary; the head is anchored all the same."""
     plan = embedded.plan({"id": "anchor-crash", "goal": "be interrupted", "steps": [
         {"id": "wait", "tool": "shell", "args": {"command": "sleep 120"}}]})
@@ -122,7 +122,7 @@ def test_a_crashed_runs_resealed_log_is_caught(embedded: Embedded, make_repo) ->
                             env=embedded.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + 240
-    while not [log for log in set(runs.glob("*.jsonl")) - before if b'"attempt_started"' in log.read_bytes()]:
+    while not _running_step(docker_client, "anchor-crash-"):  # interrupted while its step runs
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGINT)
@@ -135,6 +135,12 @@ def test_a_crashed_runs_resealed_log_is_caught(embedded: Embedded, make_repo) ->
     honest = embedded.agentic("audit", "verify", run_id)
     assert honest.returncode == 0 and "(anchored in Prefect)" in honest.stdout, honest.stdout + honest.stderr
     resealed_is_caught(embedded, run_id, "attempt_started")
+
+
+def _running_step(docker_client, run_key_start: str) -> bool:  # type: ignore[no-untyped-def]
+    """Whether a managed container of a run whose key starts so is running (one list call)."""
+    found = docker_client.api.containers(filters={"label": "org.prefect-agentic.managed=true", "status": "running"})
+    return any((c.get("Labels") or {}).get("org.prefect-agentic.run", "").startswith(run_key_start) for c in found)
 
 
 def test_a_head_no_anchor_covers_is_not_checked_and_exits_3_unless_chain_only(embedded: Embedded, make_repo) -> None:  # type: ignore[no-untyped-def]
