@@ -204,8 +204,9 @@ def stage_worktree(path: Path, *options: str) -> None:
 def _reincludes(path: Path) -> bool:
     """Whether the worktree's top ``.gitignore`` may have a negation line (when it cannot
     be read here, e.g. a link or over the read cap, assume it has: the check costs little)."""
+    files = WorkspaceFiles(path)
     try:
-        text = WorkspaceFiles(path).read_bytes(".gitignore")
+        text = files.read_bytes(".gitignore")
     except FileNotFoundError:
         return False
     except (OSError, WorkspaceBoundaryError):
