@@ -173,11 +173,12 @@ def embedded_repositories(path: Path, limit: int = 5) -> list[str]:
 
     Git run on the host would enter such an embedded repository and obey its
     configuration (filters, fsmonitor, ...), so none may be present when host
-    git touches the worktree. The top ``.git`` is not searched; ``.agentic`` is,
-    although git is told to leave it alone (``WORKTREE_PATHSPEC``): a second guard.
+    git touches the worktree. The top ``.git`` is not searched, nor ``.agentic`` (where reports
+    pile up over a run) unless the top ``.gitignore`` may re-include it: only then does git enter it.
     """
     found: list[str] = []
-    for here, dirs, files in WorkspaceFiles(path).walk(skip_top=(".git",)):
+    skip = (".git",) if _reincludes(path) else (".git", AGENTIC_DIR)
+    for here, dirs, files in WorkspaceFiles(path).walk(skip_top=skip):
         for name in [*dirs, *files]:
             if name == ".git" and here:
                 found.append(shown(f"{here}/{name}"))
