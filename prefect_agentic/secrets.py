@@ -30,6 +30,9 @@ if TYPE_CHECKING:  # the records' seam (``record.recorder``) imports this module
 REDACTED = "***REDACTED***"
 MIN_SECRET_LENGTH = 4
 """Shorter values are refused: redacting them would mangle ordinary output."""
+SERIALIZED_MASK = "**********"
+"""What pydantic writes for a ``SecretStr`` in JSON, and so what one reads back after crossing Prefect's
+API (a deployment's parameters, a suspended run's resume, a task worker's parameters)."""
 
 
 def secret_env_name(name: str) -> str:
@@ -57,6 +60,29 @@ def load_step_secrets(step: Step, policy: ToolPolicy,
     return env
 
 
+def check_given_secrets(provided: Mapping[str, SecretStr], steps_on: str) -> None:
+    """Refuses, before any step, secrets handed to the run that a step could not receive.
+
+    A ``SecretStr`` given as a flow parameter survives only in the process it was
+    given to: Prefect stores parameters as JSON, where pydantic writes the mask.
+    A run started from a deployment or resumed after a suspension reads the mask
+    back, and a task worker would be handed it (or the value stored in the task
+    scheduling storage, were it pickled); a step given the mask would run with a
+    wrong credential, silently. Secret blocks are loaded where the step runs.
+    """
+    masked = sorted(name for name, value in provided.items() if value.get_secret_value() == SERIALIZED_MASK)
+    if masked:
+        raise SecretUnavailableError(
+            f"secret(s) {masked} given to the run arrived masked ({SERIALIZED_MASK!r}): a SecretStr parameter "
+            "does not survive Prefect's API (deployment parameters, a suspended run's resume); save each as a "
+            "Prefect Secret block of that name and do not pass it to the run")
+    if provided and steps_on != "local":
+        raise SecretUnavailableError(
+            f"secret(s) {sorted(provided)} given to the run cannot reach task workers (steps_on={steps_on!r}): "
+            "a step's parameters are stored for the worker to read; save each as a Prefect Secret block of "
+            "that name, which the worker loads itself, and do not pass it to the run")
+
+
 def named_secrets(steps: Iterable[Step]) -> list[str]:
     """The secrets ``steps`` name, each once (what a run's redactor must know besides the given ones)."""
     return sorted({name for step in steps for name in step.secrets})
@@ -81,6 +107,7 @@ def run_secret_values(provided: Mapping[str, SecretStr], names: Iterable[str]) -
 
 def _load(name: str, provided: Mapping[str, SecretStr]) -> str:
     if name in provided:
+        check_given_secrets({name: provided[name]}, "local")
         return provided[name].get_secret_value()
     from prefect.blocks.system import Secret
 

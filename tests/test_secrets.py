@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import git
 import pytest
 import yaml
 from api_reads import eventually, read_events
@@ -32,13 +33,13 @@ from pydantic import SecretStr
 from prefect_agentic.blocks.audit_storage import AuditStorage
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.blocks.tool_policy import ToolPolicy
-from prefect_agentic.errors import PlanRunFailed, StepFailed, ToolError
+from prefect_agentic.errors import PlanRunFailed, SecretUnavailableError, StepFailed, ToolError
 from prefect_agentic.flows.run_plan import RunReport, run_plan
 from prefect_agentic.plan import parse_plan
 from prefect_agentic.record.audit import AuditLog, parse_log
 from prefect_agentic.record.events import EventEmitter, RunIds
 from prefect_agentic.record.store import AuditStore
-from prefect_agentic.secrets import REDACTED, Redactor
+from prefect_agentic.secrets import REDACTED, SERIALIZED_MASK, Redactor
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -231,6 +232,49 @@ def test_a_resumed_run_redacts_a_secret_a_cached_step_wrote(make_repo, sandbox_i
     assert show.output is not None and show.output["stdout"] == f"password={REDACTED}\n"
     assert PASSWORD not in again.model_dump_json()
     assert audit_and_result_files_holding(PASSWORD) == []
+
+
+async def _task_run_count(flow_run_id: uuid.UUID) -> int:
+    async with get_client() as client:
+        return len(await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))))
+
+
+async def _stored_parameters(flow_run_id: uuid.UUID) -> dict[str, Any]:
+    async with get_client() as client:
+        return (await client.read_flow_run(flow_run_id)).parameters
+
+
+def test_a_secret_given_to_the_run_that_cannot_reach_its_steps_is_refused_before_any_step(
+        make_repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    # A SecretStr parameter lives only in the process it was handed to. A run started from a
+    # deployment, or resumed after a suspension, reads back what Prefect stored: the mask, which a
+    # step would otherwise receive as its credential. Task workers would read stored parameters too.
+    repo = make_repo(files={"README.md": "s\n"})
+    policy = ToolPolicy(secret_grants={"push": ["api-token"]})
+    plan = parse_plan(yaml.safe_dump({"id": "given-secrets", "goal": "use a token", "steps": [
+        {"id": "push", "tool": "shell", "secrets": ["api-token"], "args": {"command": 'test -n "$API_TOKEN"'}},
+    ]}), policy=policy)
+    first = run_plan(plan=plan, repo=str(repo), ref="no-such-ref", policy=policy,
+                     secrets={"api-token": SecretStr(TOKEN)}, return_state=True)
+    assert first.is_failed()
+    stored = asyncio.run(_stored_parameters(first.state_details.flow_run_id))["secrets"]
+    assert stored == {"api-token": SERIALIZED_MASK}  # what a deployment run or a resume is handed
+
+    again = run_plan(plan=plan, repo=str(repo), policy=policy,
+                     secrets={name: SecretStr(value) for name, value in stored.items()}, return_state=True)
+    refused = again.result(raise_on_failure=False)
+    assert isinstance(refused, SecretUnavailableError) and "arrived masked" in str(refused)
+    assert asyncio.run(_task_run_count(again.state_details.flow_run_id)) == 0
+
+    remote = tmp_path / "snapshots.git"
+    git.Repo.init(remote, bare=True)
+    monkeypatch.setenv("AGENTIC_SNAPSHOT_REMOTE", str(remote))
+    on_workers = run_plan(plan=plan, repo=str(repo), policy=policy, secrets={"api-token": SecretStr(TOKEN)},
+                          steps_on="task-workers", return_state=True)
+    refused = on_workers.result(raise_on_failure=False)
+    assert isinstance(refused, SecretUnavailableError)
+    assert "cannot reach task workers" in str(refused) and "Prefect Secret block" in str(refused)
+    assert asyncio.run(_task_run_count(on_workers.state_details.flow_run_id)) == 0
 
 
 def test_a_dict_key_holding_a_secret_is_redacted_in_the_stored_record_and_its_event(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ from prefect_agentic.record.events import RunIds
 from prefect_agentic.record.progress import StepEvent, StepStatus, subscribe
 from prefect_agentic.report import RunReport, StepReport
 from prefect_agentic.scheduler import RunHook, StepScheduler
-from prefect_agentic.secrets import named_secrets
+from prefect_agentic.secrets import check_given_secrets, named_secrets
 from prefect_agentic.settings import snapshot_remote_setting, uses_embedded_api
 from prefect_agentic.snapshot_remote import SnapshotRemote, SnapshotRemoteError, run_ref
 from prefect_agentic.workspace import (
@@ -127,6 +127,7 @@ def run_plan(
     started_at, started = datetime.now(timezone.utc), time.monotonic()
     policy = policy or ToolPolicy()
     compiled = compile_plan(plan, policy)
+    check_given_secrets(secrets or {}, steps_on)
     source = Path(repo).resolve()
     base = resolve_base(source, ref)
     key = run_key(plan.id, source, base)
