@@ -4,6 +4,7 @@ submitting the resume form. Its screenshot is the one in docs/guides/approver.md
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import ROOT, _missing
 from gate_helpers import waiting_at_gates
@@ -94,14 +96,46 @@ def chromium():  # type: ignore[no-untyped-def]
 
 
 def _paused_run(api: str, within: float = 120) -> str:
+    """The run paused at its gate, once its form is there: Prefect stores the form's schema and
+    description only after the run is Paused, and a page opened between shows no form."""
     deadline = time.monotonic() + within
     with SyncPrefectClient(api) as client:
         while time.monotonic() < deadline:
             paused = waiting_at_gates(client)
-            if paused:
+            if paused and _has_form(client, paused[0]):
                 return str(paused[0].id)
             time.sleep(0.5)
-    raise TimeoutError("the run never paused at its gate")
+    raise TimeoutError("the run never paused at its gate with its form stored")
+
+
+def _has_form(client: SyncPrefectClient, run) -> bool:  # type: ignore[no-untyped-def]
+    keyset = run.state.state_details.run_input_keyset or {}
+    try:
+        return all(client.read_flow_run_input(run.id, keyset[part]) for part in ("schema", "description"))
+    except (KeyError, httpx.HTTPStatusError):
+        return False
+
+
+def _open_resume_form(page, url: str, within: float = 300):  # type: ignore[no-untyped-def]
+    """Opens the run's page and its Resume form, as an approver would: on a loaded machine the
+    page's first render can miss the click, so a page that shows no form is loaded again (the
+    approver's reload) until ``within``; each attempt's screenshot is kept for diagnosis."""
+    # playwright's presence is checked by the chromium fixture
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    deadline = time.monotonic() + within
+    for attempt in itertools.count(1):
+        page.goto(url)
+        page.get_by_role("button", name="Resume").first.click()
+        form = page.locator(".p-modal")
+        try:
+            form.get_by_text("Approve step").first.wait_for(timeout=60_000)
+            return form
+        except PlaywrightTimeoutError:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / f"approval-form-missing-{attempt}.png"))
+            if time.monotonic() > deadline:
+                raise
 
 
 def _inside_window(element, what: str, height: float | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -147,10 +181,8 @@ def test_an_approver_answers_the_form_in_the_prefect_ui(  # type: ignore[no-unty
     try:
         run_id = _paused_run(prefect_server)
         page = chromium.new_page(viewport=WINDOW)
-        page.goto(prefect_server.removesuffix("/api") + f"/runs/flow-run/{run_id}")
-        page.get_by_role("button", name="Resume").first.click()
-        form = page.locator(".p-modal")
-        form.get_by_text("Approve step").first.wait_for()
+        page.set_default_timeout(120_000)  # each action waits for its element; a loaded machine renders slowly
+        form = _open_resume_form(page, prefect_server.removesuffix("/api") + f"/runs/flow-run/{run_id}")
         assert "Goal: Ship the release notes" in form.inner_text()
         assert "wc -l NOTES.md" in form.inner_text()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
