@@ -365,3 +365,24 @@ def test_a_workspace_left_full_under_its_report_directory_fails_the_next_step_na
     assert "step 'next' found the workspace full before it ran: its size limit (64m) was reached" in (
         following.reason or ""), following.reason
     assert "remove the run's workspace and its image" in (following.reason or "")  # a larger limit would not do
+
+
+def test_removing_a_throwaway_workspace_never_follows_a_link_a_step_planted(make_repo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # A chaos campaign removes each trial's workspace (``remove_workspace``); its steps could have left
+    # links there to anything on the host, at the top and deep down.
+    from prefect_agentic.workspace import Workspace, remove_workspace, resolve_base, run_key
+
+    repo = make_repo(files={"README.md": "x\n"})
+    base = resolve_base(repo, "HEAD")
+    path = tmp_path / "workspaces" / run_key("p", repo, base)
+    workspace = Workspace.prepare(repo, base, path, size=None)
+    victim = tmp_path / "victim"
+    (victim / "inner").mkdir(parents=True)
+    (victim / "inner" / "keep.txt").write_text("host file\n")
+    (workspace.path / "to-dir").symlink_to(victim)
+    (workspace.path / "deep" / "er").mkdir(parents=True)
+    (workspace.path / "deep" / "er" / "to-inner").symlink_to(victim / "inner")
+    (workspace.path / "deep" / "to-file").symlink_to(victim / "inner" / "keep.txt")
+    assert remove_workspace(path) is None
+    assert not path.exists()
+    assert (victim / "inner" / "keep.txt").read_text() == "host file\n"
