@@ -180,6 +180,21 @@ def test_agentic_run_goal_plans_with_the_model_once_and_a_rerun_takes_the_same_p
     assert wrong.returncode == 2 and "--goal needs --llm-block" in wrong.stderr
 
 
+def test_agentic_run_goal_with_a_model_it_cannot_reach_ends_in_one_clear_error(make_repo, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The plan is asked for before any flow run exists: the failed request's task run says nothing
+    of its own (Prefect once warned there that it had no flow run to send its logs to)."""
+    LLMEndpoint(base_url="http://127.0.0.1:9/v1", model="m", max_retries=0).save("unreachable-llm", overwrite=True)
+    repo = make_repo({"README.md": "x\n"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "prefect_agentic.cli.main", "run", "--goal", "Leave a note", "--repo", str(repo),
+         "--llm-block", "unreachable-llm"],
+        env={**os.environ, "AGENTIC_HOME": str(tmp_path / "home")}, capture_output=True, text=True,
+        timeout=300, check=False)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.strip() == ("error: --goal: LLM endpoint block 'unreachable-llm' (model m) cannot be "
+                                   "reached after max_retries=0: Connection error.")
+
+
 def start_run_goal(goal: str, repo: Path, home: Path, image: str, block: str) -> subprocess.Popen[str]:
     env = {**os.environ, "AGENTIC_HOME": str(home)}
     return subprocess.Popen(

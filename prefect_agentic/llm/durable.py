@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from prefect.cache_policies import CachePolicy
-from prefect.context import TaskRunContext
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
 from pydantic_ai.durable_exec.prefect import PrefectModel, TaskConfig
 from pydantic_ai.durable_exec.prefect._cache_policies import PrefectAgentInputs
 from pydantic_ai.messages import ModelMessage, ModelResponse
@@ -65,10 +67,25 @@ class DurableModel(PrefectModel):
         task = self._wrapped_request.with_options(
             name=f"model-request: {self.wrapped.model_name}", refresh_cache=self._refresh,
             **self.task_config)
-        state = await task(messages, model_settings, model_request_parameters, return_state=True)
+        with _logs_kept_local_outside_a_flow_run():
+            state = await task(messages, model_settings, model_request_parameters, return_state=True)
         response = await state.aresult()  # raises the request's own error if it failed
         self._on_response(messages, response, state.name == "Cached")
         return response
+
+
+@contextmanager
+def _logs_kept_local_outside_a_flow_run() -> Iterator[None]:
+    """Outside a flow run (``agentic run --goal``, ``agentic draft``) the request's task run has no
+    flow run to file its logs under, and Prefect's API log handler would print a ``UserWarning``
+    about that next to the pack's own error when the request fails. Those logs still reach the
+    console; only the API, which cannot take them, does without.
+    """
+    if FlowRunContext.get() is not None:
+        yield
+        return
+    with temporary_settings({PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}):
+        yield
 
 
 class RecordingModel(WrapperModel):
