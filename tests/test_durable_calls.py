@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import agentic_cli
 from llm_server import API_KEY
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
@@ -185,11 +186,8 @@ def test_agentic_run_goal_with_a_model_it_cannot_reach_ends_in_one_clear_error(m
     of its own (Prefect once warned there that it had no flow run to send its logs to)."""
     LLMEndpoint(base_url="http://127.0.0.1:9/v1", model="m", max_retries=0).save("unreachable-llm", overwrite=True)
     repo = make_repo({"README.md": "x\n"})
-    proc = subprocess.run(
-        [sys.executable, "-m", "prefect_agentic.cli.main", "run", "--goal", "Leave a note", "--repo", str(repo),
-         "--llm-block", "unreachable-llm"],
-        env={**os.environ, "AGENTIC_HOME": str(tmp_path / "home")}, capture_output=True, text=True,
-        timeout=300, check=False)
+    proc = agentic_cli("run", "--goal", "Leave a note", "--repo", str(repo), "--llm-block", "unreachable-llm",
+                       env={**os.environ, "AGENTIC_HOME": str(tmp_path / "home")}, timeout=300)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert proc.stderr.strip() == ("error: --goal: LLM endpoint block 'unreachable-llm' (model m) cannot be "
                                    "reached after max_retries=0: Connection error.")
