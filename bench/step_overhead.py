@@ -11,8 +11,10 @@ floor, ours...), so a change in the machine's load hits both alike:
     whose task does, around the same ``docker exec``, the work our warm step
     does around its command, with git and files and without our code
     (``SameWork``: reset a clone to the snapshot with ``git checkout`` and
-    ``git clean``, five hash-chained audit lines with one fsync, a report
-    file): that splits the warm ratio into our code and the work;
+    ``git clean`` and hand it to the sandbox uid, five hash-chained audit
+    lines with one fsync, the command under ``timeout`` with its output
+    streamed and capped and the cgroup counters read around it, a report
+    file): that splits the warm ratio into our code and the work;;
   * container-per-step vs floor: the same with a container per step against
     floor tasks doing ``docker run --rm`` (target <= 1.05x); with ``--only
     per_step_slot``, on a server, the same twice more: ours without the
@@ -102,6 +104,7 @@ from prefect_agentic.errors import PlanRunFailed
 from prefect_agentic.flows.run_plan import run_plan
 from prefect_agentic.plan.loader import plan_from_data
 from prefect_agentic.report import RunReport
+from prefect_agentic.sandbox.limits import read_counters, task_count
 from prefect_agentic.settings import embedded_run_settings, uses_embedded_api
 from prefect_agentic.tasks.step import step_tags
 
@@ -356,13 +359,16 @@ class Comparison:
 
 
 class SameWork:
-    """The work our warm step does around its command, done with git and files, without our code.
+    """The work our warm step does around its command, done with git, files and the SDK, without our code.
 
     Reset a clone of the repository to the step's snapshot (``git checkout
     --force --detach`` and ``git clean -ffdxq``, git's user and system config
-    off, as the workspace runs them), make the reports directory, append five
-    hash-chained audit lines (fsynced once, after the attempt's end), and write
-    a step report: the per-step work ``docs/benchmarks.md`` lists as ours.
+    off, as the workspace runs them), hand the worktree to the sandbox uid
+    (a walk that changes the owner of what is not the sandbox's yet, as
+    ``Workspace.hand_over`` does), make the reports directory, append five
+    hash-chained audit lines (fsynced once, after the attempt's end), run the
+    command as our warm sandbox does (``exec``), and write a step report: the
+    per-step work ``docs/benchmarks.md`` lists as ours.
     """
 
     def __init__(self, repo: Path) -> None:
@@ -372,6 +378,10 @@ class SameWork:
         self.snapshot = self._git("rev-parse", "HEAD").strip()
         self.audit = _STATE / "same-work-audit.jsonl"
         self.head = "0" * 64
+        settings = SandboxSettings(image=IMAGE)
+        self.owner = settings.workspace_owner()
+        self.user = settings.effective_user()
+        self.output_limit = settings.output_limit_bytes
 
     def _git(self, *args: str) -> str:
         return subprocess.run(["git", "-C", str(self.workspace), *args], check=True, env=GIT_ENV,
@@ -384,10 +394,42 @@ class SameWork:
         if sync:
             os.fsync(handle)
 
+    def _hand_over(self) -> None:
+        """Give the worktree but ``.git`` to the sandbox uid, links themselves, never their targets."""
+        if self.owner is None:
+            return
+        uid, gid = self.owner
+        os.chown(self.workspace, os.getuid(), gid)
+        os.chmod(self.workspace, 0o775)
+        for top, dirs, files, top_fd in os.fwalk(self.workspace):
+            if top == str(self.workspace):
+                dirs[:] = [name for name in dirs if name != ".git"]
+            for name in dirs + files:
+                entry = os.stat(name, dir_fd=top_fd, follow_symlinks=False)
+                if (entry.st_uid, entry.st_gid) != (uid, gid):
+                    os.chown(name, uid, gid, dir_fd=top_fd, follow_symlinks=False)
+
+    def exec(self, container: WarmContainer, command: list[str]) -> None:
+        """``command`` as our warm sandbox runs it: under ``timeout``, output streamed and capped, cgroup counters."""
+        api = container.container.client.api
+        container_id = container.container.id
+        exec_id = api.exec_create(container_id, ["timeout", "-k", "5", "600", *command],
+                                  environment={"HOME": "/tmp"}, user=self.user)["Id"]
+        before = read_counters(container_id)
+        output = bytearray()
+        for chunk_out, chunk_err in api.exec_start(exec_id, stream=True, demux=True):
+            output += ((chunk_out or b"") + (chunk_err or b""))[:self.output_limit - len(output)]
+        exit_code = api.exec_inspect(exec_id)["ExitCode"]
+        after = read_counters(container_id)
+        self.counters = after.since(before) if after is not None else None
+        self.left_behind = task_count(container_id)
+        _check(exit_code)
+
     def around(self, command: Callable[[], object]) -> None:
         """``command`` with the step's work before and after it."""
         self._git("checkout", "--quiet", "--force", "--detach", self.snapshot)
         self._git("clean", "-ffdxq", "-e", "/.agentic/")
+        self._hand_over()
         (self.workspace / ".agentic" / "reports").mkdir(parents=True, exist_ok=True)
         handle = os.open(self.audit, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
@@ -431,7 +473,7 @@ def compare_warm(comparison: Comparison, repo: Path, container: WarmContainer, c
         if same_work is None:
             container.exec(COMMAND)
         else:
-            same_work.around(lambda: container.exec(COMMAND))
+            same_work.around(lambda: same_work.exec(container, COMMAND))
 
     def ours(length: int) -> float:
         return run(chain_plan(f"bench-warm-{length}", length, COMMAND), repo, settings)[0]
