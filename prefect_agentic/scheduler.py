@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import Task
 from prefect.futures import PrefectFuture
 
 from prefect_agentic.compiler import CompiledPlan, compile_plan
@@ -34,7 +33,7 @@ from prefect_agentic.record.progress import StepEvent, StepStatus, publish
 from prefect_agentic.report import PlanRevision, StepReport
 from prefect_agentic.secrets import named_secrets
 from prefect_agentic.tasks.remote_step import TaskWorkerStep
-from prefect_agentic.tasks.step import step_tags, step_task
+from prefect_agentic.tasks.step import step_task
 from prefect_agentic.tools.registry import default_registry
 
 
@@ -109,7 +108,6 @@ class StepScheduler:
     superseded: list[StepReport] = field(default_factory=list)
     _replan: Replan | None = None
     _futures: dict[str, Any] = field(default_factory=dict)  # PrefectFuture or TaskWorkerStep
-    _tasks: dict[str, tuple[Step, Task[..., StepResult]]] = field(default_factory=dict)
     _reports: dict[str, StepReport] = field(default_factory=dict)
     _finished: queue.Queue[str] = field(default_factory=queue.Queue)
 
@@ -124,7 +122,6 @@ class StepScheduler:
             if self._replan is None:
                 waiting = self._start_ready(waiting)
             if self._running():
-                self._prepare(waiting)
                 self._finish(self._finished.get())
             elif self._replan is not None:  # quiet now: time to revise
                 waiting = self._revise(self._replan, waiting)
@@ -196,33 +193,10 @@ class StepScheduler:
             input_result = self._futures[source].state.result() if source else None
             future: PrefectFuture[StepResult] | TaskWorkerStep = TaskWorkerStep(step, self.run, input_result)
         else:
-            task = self._task(step)
+            task = step_task(step, self.plan.id, refresh_cache=self.refresh_cache)
             future = task.submit(step, self.run, input_result=self._futures[source] if source else None)
         self._futures[step.id] = future
         future.add_done_callback(lambda _f, step_id=step.id: self._finished.put(step_id))
-
-    def _prepare(self, waiting: list[str]) -> None:
-        """Make the tasks of the steps that start when the running ones end, while those run.
-
-        Making a ``Task`` costs about half a millisecond (Prefect reads the step
-        function's source each time); made here, it is off the path between one
-        step's end and the next one's start.
-        """
-        pending = set(waiting) - self._tasks.keys()
-        if not pending or self.run.steps_on == "task-workers":  # task workers make their own
-            return
-        for step in self.plan.steps:
-            if step.id in pending and all(d in self._futures for d in step.depends_on):
-                self._task(step)
-
-    def _task(self, step: Step) -> Task[..., StepResult]:
-        """``step``'s task: the one prepared for it, unless the step or its tags changed since."""
-        prepared = self._tasks.get(step.id)
-        if prepared is not None and prepared[0] is step and prepared[1].tags == step_tags(self.plan.id, step.tool):
-            return prepared[1]
-        task = step_task(step, self.plan.id, refresh_cache=self.refresh_cache)
-        self._tasks[step.id] = (step, task)
-        return task
 
     def _finish(self, step_id: str) -> None:
         report = step_report(self.plan.step(step_id), self._futures[step_id],

@@ -10,6 +10,7 @@ every step whose inputs did not change from the cache.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any
@@ -24,6 +25,9 @@ from prefect_agentic.concurrency import limit_names
 from prefect_agentic.executor import RunContext, StepResult, execute_step, pinned_tool_version
 from prefect_agentic.plan.models import Step
 from prefect_agentic.record.progress import StepEvent, StepStatus, publish
+
+STEP_TASK_RUN_NAME = "{step.id}"
+"""A step's task run is named after its step (Prefect formats the name with the task's parameters)."""
 
 
 def input_snapshot_of(run: RunContext, input_result: StepResult | None) -> str:
@@ -92,21 +96,27 @@ def step_tags(plan_id: str, tool: str) -> set[str]:
 
 
 def step_task(step: Step, plan_id: str, *, refresh_cache: bool = False) -> Task[..., StepResult]:
-    """``run_step`` configured for ``step``: name, tags, retries, backoff (its timeout is the sandbox's).
+    """``run_step`` configured for ``step``: tags, retries, backoff (its timeout is the sandbox's).
 
-    ``refresh_cache``: run it and replace its cached result (``--fresh``). One ``with_options``
-    a step: each makes a new ``Task`` (about half a millisecond: Prefect reads the function's
-    source), so the scheduler makes the next steps' tasks while the running ones run.
+    ``refresh_cache``: run it and replace its cached result (``--fresh``). The
+    task run is named after the step. Steps configured alike share one task:
+    making a ``Task`` costs about half a millisecond (Prefect reads the step
+    function's source each time), and a chain paid it between one step's end
+    and the next one's start.
     """
+    return _configured_run_step(refresh_cache, frozenset(step_tags(plan_id, step.tool)), step.retries,
+                                step.retry_backoff_seconds, step.retry_jitter)
+
+
+@functools.lru_cache(maxsize=256)
+def _configured_run_step(refresh_cache: bool, tags: frozenset[str], retries: int, backoff_seconds: float,
+                         jitter: float | None) -> Task[..., StepResult]:
     return run_step.with_options(
         refresh_cache=refresh_cache or None,
-        name=step.id,
-        task_run_name=step.id,
-        tags=step_tags(plan_id, step.tool),
-        retries=step.retries,
-        retry_delay_seconds=exponential_backoff(step.retry_backoff_seconds)(step.retries)
-        if step.retries
-        else 0,
-        retry_jitter_factor=step.retry_jitter,
+        task_run_name=STEP_TASK_RUN_NAME,
+        tags=set(tags),
+        retries=retries,
+        retry_delay_seconds=exponential_backoff(backoff_seconds)(retries) if retries else 0,
+        retry_jitter_factor=jitter,
         retry_condition_fn=_retryable,
     )
