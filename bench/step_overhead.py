@@ -32,7 +32,12 @@ floor, ours...), so a change in the machine's load hits both alike:
     out; not a target, it shows what our run adds beyond that); with ``--only
     parallel_cold_slot``, on a server, a cold floor that also holds a slot of a
     global concurrency limit (Prefect's ``concurrency()``) while its container
-    lives, as our warm run holds a slot of the sandbox limit;
+    lives, as our warm run holds a slot of the sandbox limit; with ``--only
+    parallel_same``, a cold floor that also does the work a run of ours does
+    once (``RunWork``: the size-limited workspace mounted and reset, the image
+    inspected, the run renamed, its artifacts and events, the unmount) and, in
+    each task, the records and the command's wrapping of our steps (and, on a
+    server, holds the slot);
   * 2-second stalls: API calls Prefect's client retried after a 503 (its first
     retry waits 2 s); with ``--why-stalls`` the embedded server prints each
     statement SQLite refused.
@@ -77,6 +82,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -94,7 +100,10 @@ os.environ.setdefault("AGENTIC_HOME", str(_STATE / "agentic"))
 
 import docker
 from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
+from prefect.events import emit_event
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -119,8 +128,8 @@ CACHED_QUIET_S = 2.0
 FLOOR_SLOT_LIMIT = "bench-floor-sandboxes"
 """The global concurrency limit the slotted floor holds a slot of (created by the bench, size 50)."""
 COMPARISONS = ["warm", "warm_same", "per_step", "per_step_slot", "cached", "parallel", "parallel_cold",
-               "parallel_cold_slot"]
-"""What ``--only`` can name (``warm_same``; ``per_step_slot`` and ``parallel_cold_slot``, on a server)."""
+               "parallel_cold_slot", "parallel_same"]
+"""What ``--only`` can name (``warm_same``, ``parallel_same``; ``per_step_slot`` and ``parallel_cold_slot``, on a server)."""
 GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 """git without the user's and the system's config, for the same-work floor (``SameWork``)."""
 TARGETS = {"warm": 1.10, "per_step": 1.05, "cached": 1.3, "parallel": 1.10}
@@ -371,13 +380,14 @@ class SameWork:
     per-step work ``docs/benchmarks.md`` lists as ours.
     """
 
-    def __init__(self, repo: Path) -> None:
-        self.workspace = _STATE / "same-work-workspace"
+    def __init__(self, repo: Path, workspace: Path | None = None) -> None:
+        self.workspace = workspace or _STATE / "same-work-workspace"
         subprocess.run(["git", "clone", "-q", "--no-checkout", str(repo), str(self.workspace)],
                        check=True, env=GIT_ENV)
         self.snapshot = self._git("rev-parse", "HEAD").strip()
         self.audit = _STATE / "same-work-audit.jsonl"
         self.head = "0" * 64
+        self._lock = threading.Lock()
         settings = SandboxSettings(image=IMAGE)
         self.owner = settings.workspace_owner()
         self.user = settings.effective_user()
@@ -388,9 +398,11 @@ class SameWork:
                               capture_output=True, text=True).stdout
 
     def _record(self, handle: int, kind: str, *, sync: bool = False) -> None:
-        line = json.dumps({"kind": kind, "at": time.time(), "prev": self.head, "data": {"snapshot": self.snapshot}})
-        self.head = hashlib.sha256(line.encode()).hexdigest()
-        os.write(handle, (line + "\n").encode())
+        with self._lock:
+            line = json.dumps({"kind": kind, "at": time.time(), "prev": self.head,
+                               "data": {"snapshot": self.snapshot}})
+            self.head = hashlib.sha256(line.encode()).hexdigest()
+            os.write(handle, (line + "\n").encode())
         if sync:
             os.fsync(handle)
 
@@ -425,12 +437,16 @@ class SameWork:
         self.left_behind = task_count(container_id)
         _check(exit_code)
 
-    def around(self, command: Callable[[], object]) -> None:
-        """``command`` with the step's work before and after it."""
+    def reset(self) -> None:
+        """The worktree back at the snapshot and handed to the sandbox uid."""
         self._git("checkout", "--quiet", "--force", "--detach", self.snapshot)
         self._git("clean", "-ffdxq", "-e", "/.agentic/")
         self._hand_over()
-        (self.workspace / ".agentic" / "reports").mkdir(parents=True, exist_ok=True)
+
+    def recorded(self, command: Callable[[], object], name: str = "step") -> None:
+        """``command`` between the step's audit records, then its report file."""
+        reports = self.workspace / ".agentic" / "reports"
+        reports.mkdir(parents=True, exist_ok=True)
         handle = os.open(self.audit, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             self._record(handle, "step_started")
@@ -441,7 +457,78 @@ class SameWork:
             self._record(handle, "step_finished")
         finally:
             os.close(handle)
-        (self.workspace / ".agentic" / "reports" / "step.json").write_text(json.dumps({"snapshot": self.snapshot}))
+        (reports / f"{name}.json").write_text(json.dumps({"snapshot": self.snapshot}))
+
+    def around(self, command: Callable[[], object]) -> None:
+        """``command`` with the step's work before and after it."""
+        self.reset()
+        self.recorded(command)
+
+
+class RunWork:
+    """What a run of ours does once around its steps, with mount, git, files and Prefect's client, without our code.
+
+    Before the steps: the size-limited workspace (an ext4 image, made once, as
+    ours is) loop-mounted, the snapshot looked up, git's exclude and attribute
+    files written, the sandbox image inspected, the flow run renamed, a run
+    event, the worktree reset and handed over (``SameWork``). After them: the
+    summary, step-table and audit-head artifacts, a run event, the unmount.
+    Each step: a step event, ``SameWork.recorded`` around ``SameWork.exec``, a
+    step event.
+    """
+
+    def __init__(self, repo: Path) -> None:
+        self.root = _STATE / "same-run-work"
+        self.image, mount_point = self.root / "workspace.img", self.root / "workspace"
+        mount_point.mkdir(parents=True)
+        with open(self.image, "wb") as handle:
+            handle.truncate(8 * 1024**3)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E",
+                        "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1", str(self.image)], check=True)
+        self._mount()
+        (mount_point / "lost+found").rmdir()
+        self.work = SameWork(repo, mount_point)
+        self._unmount()
+
+    def _mount(self) -> None:
+        subprocess.run(["mount", "-o", "loop,nosuid,nodev", str(self.image), str(self.root / "workspace")],
+                       check=True)
+
+    def _unmount(self) -> None:
+        subprocess.run(["umount", str(self.root / "workspace")], check=True)
+
+    def __enter__(self) -> Self:
+        from prefect.runtime import flow_run
+
+        self._mount()
+        self.work._git("cat-file", "-e", f"{self.work.snapshot}^{{commit}}")
+        git_dir = self.work.workspace / ".git"
+        (git_dir / "info").mkdir(exist_ok=True)
+        (git_dir / "info" / "exclude").write_text("/.agentic/\n")
+        (git_dir / "info" / "attributes").write_text("* -diff -ident -filter -text -eol\n")
+        docker.from_env().images.get(IMAGE)
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.get_id(), name="bench same run work v1: sixteen sleeps")
+        self._event("run.started")
+        self.work.reset()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        rows = [{"step": f"p{i:02d}", "status": "completed"} for i in range(16)]
+        create_markdown_artifact("# bench same run work\n\n16 steps completed", key="bench-same-run-summary")
+        create_table_artifact(rows, key="bench-same-run-steps")
+        create_table_artifact([{"seq": 80, "record": "run_finished", "head": self.work.head}],
+                              key="bench-same-run-audit-head")
+        self._event("run.completed")
+        self._unmount()
+
+    def _event(self, name: str) -> None:
+        emit_event(event=f"bench.same-run-work.{name}", resource={"prefect.resource.id": "bench.same-run-work"})
+
+    def step(self, container: WarmContainer, command: list[str], name: str) -> None:
+        self._event("step.started")
+        self.work.recorded(lambda: self.work.exec(container, command), name)
+        self._event("step.completed")
 
 
 class WarmContainer:
@@ -542,19 +629,26 @@ def parallel_plan() -> dict:
 
 
 def compare_parallel(comparison: Comparison, repo: Path, container: WarmContainer | None, *,
-                     slot: bool = False) -> None:
+                     slot: bool = False, run_work: RunWork | None = None) -> None:
     """16 one-second ``sleep 1`` steps, 8 at once, against the same 16 ``docker exec``s as floor tasks.
 
     With ``container=None`` the floor flow starts its own container and removes
     it at the end, as a whole run of ours does; with ``slot`` too, it holds a
     slot of a global concurrency limit (Prefect's ``concurrency()``) while that
-    container lives, as our warm run holds one of the sandbox limit (on a server).
+    container lives, as our warm run holds one of the sandbox limit (on a server);
+    with ``run_work`` too, it does around its tasks and in each the work a run
+    of ours does (``RunWork``).
     """
+    slot = slot or run_work is not None
     if slot and not uses_embedded_api():
         ensure_limit(FLOOR_SLOT_LIMIT, 50)
 
     def execs(target: WarmContainer) -> None:
-        step = floor_task(lambda: target.exec(["sleep", "1"])).with_options(refresh_cache=True)
+        if run_work is None:
+            op: Callable[[], object] = lambda: target.exec(["sleep", "1"])
+        else:
+            op = lambda: run_work.step(target, ["sleep", "1"], "parallel")
+        step = floor_task(op).with_options(refresh_cache=True)
         for future in [step.submit(f"parallel-{i}") for i in range(16)]:
             future.result()
 
@@ -563,7 +657,8 @@ def compare_parallel(comparison: Comparison, repo: Path, container: WarmContaine
         if container is not None:
             execs(container)
             return
-        with concurrency(FLOOR_SLOT_LIMIT, occupy=1) if slot else nullcontext(), WarmContainer() as own:
+        held = concurrency(FLOOR_SLOT_LIMIT, occupy=1) if slot and not uses_embedded_api() else nullcontext()
+        with held, run_work or nullcontext(), WarmContainer() as own:
             execs(own)
 
     def floor() -> float:
@@ -594,7 +689,9 @@ def floor_ratios(repo: Path, chain: int, rounds: int, only: set[str]) -> list[Co
     parallel = Comparison("16 x 1 s steps at 8 vs plain", TARGETS["parallel"])
     cold = Comparison("16 x 1 s at 8 vs cold plain", TARGETS["parallel"])
     cold_slot = Comparison("  same, cold plain holds a slot", TARGETS["parallel"])
+    run_same = Comparison("  same, cold plain does our work", TARGETS["parallel"])
     same_work = SameWork(repo) if "warm_same" in only else None
+    run_work = RunWork(repo) if "parallel_same" in only else None
     with WarmContainer() as container:
         compare_warm(warm, repo, container, chain, -1)  # warm-up: imports, first container, caches
         compare_parallel(parallel, repo, container)
@@ -621,11 +718,13 @@ def floor_ratios(repo: Path, chain: int, rounds: int, only: set[str]) -> list[Co
                 compare_parallel(cold, repo, None)
             if "parallel_cold_slot" in only:
                 compare_parallel(cold_slot, repo, None, slot=True)
+            if run_work is not None:
+                compare_parallel(run_same, repo, None, run_work=run_work)
             print(f"  round {n + 1}/{rounds} done", file=sys.stderr, flush=True)
     return [c for name, c in (("warm", warm), ("warm_same", warm_same), ("per_step", per_step),
                               ("per_step_slot", no_slot), ("per_step_slot", both_slot), ("cached", cached),
                               ("parallel", parallel), ("parallel_cold", cold),
-                              ("parallel_cold_slot", cold_slot)) if name in only]
+                              ("parallel_cold_slot", cold_slot), ("parallel_same", run_same)) if name in only]
 
 
 def slot_costs(repo: Path, chain: int, repeats: int) -> dict[str, tuple[float, float]]:
@@ -665,7 +764,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=["warm", "per_step", "cached", "parallel", "parallel_cold"],
                         choices=COMPARISONS,
                         help="run only these comparisons (warm_same: the warm ratio split into our code and "
-                             "the work; per_step_slot, parallel_cold_slot: on a server, what the sandbox slot costs)")
+                             "the work; parallel_same: the cold floor doing a run's work too; per_step_slot, "
+                             "parallel_cold_slot: on a server, what the sandbox slot costs)")
     parser.add_argument("--chain", type=int, help="steps added to the one-step chain (default 10, 5 with --quick)")
     parser.add_argument("--per-round", action="store_true", help="also print each round's ratio")
     parser.add_argument("--why-stalls", action="store_true",
@@ -740,7 +840,7 @@ def unmount_workspaces() -> None:
     """The runs' size-limited workspaces are loop mounts: leave none behind."""
     from prefect_agentic.workspace import unmount_size_limited
 
-    for path in (_STATE / "agentic" / "workspaces").glob("*"):
+    for path in [*(_STATE / "agentic" / "workspaces").glob("*"), _STATE / "same-run-work" / "workspace"]:
         unmount_size_limited(path)
 
 
