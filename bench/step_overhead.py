@@ -20,7 +20,9 @@ floor, ours...), so a change in the machine's load hits both alike:
     per_step_slot``, on a server, the same twice more: ours without the
     sandbox slot (``concurrency_limit=None``) against that floor, and ours
     against a floor that holds a slot of a global concurrency limit through
-    Prefect's own ``concurrency()``, as each of our steps does;
+    Prefect's own ``concurrency()``, as each of our steps does; with ``--only
+    per_step_same``, against a floor that also does our step's work around a
+    container started as our per-step sandbox starts it (``SameWork``);
   * cached step vs cached plain task: a chain run once, then again from the
     cache, ours (``run-plan``) against the floor's (target <= 1.3x);
   * 16 x 1 s steps at 8: a plan of 16 independent ``sleep 1`` steps at
@@ -99,6 +101,7 @@ os.environ.setdefault("PREFECT_HOME", str(_STATE / "prefect"))
 os.environ.setdefault("AGENTIC_HOME", str(_STATE / "agentic"))
 
 import docker
+from docker.types import LogConfig, Mount
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
@@ -128,8 +131,8 @@ CACHED_QUIET_S = 2.0
 FLOOR_SLOT_LIMIT = "bench-floor-sandboxes"
 """The global concurrency limit the slotted floor holds a slot of (created by the bench, size 50)."""
 COMPARISONS = ["warm", "warm_same", "per_step", "per_step_slot", "cached", "parallel", "parallel_cold",
-               "parallel_cold_slot", "parallel_same"]
-"""What ``--only`` can name (``warm_same``, ``parallel_same``; ``per_step_slot`` and ``parallel_cold_slot``, on a server)."""
+               "parallel_cold_slot", "parallel_same", "per_step_same"]
+"""What ``--only`` can name (``warm_same``, ``per_step_same``, ``parallel_same``; ``per_step_slot`` and ``parallel_cold_slot``, on a server)."""
 GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 """git without the user's and the system's config, for the same-work floor (``SameWork``)."""
 TARGETS = {"warm": 1.10, "per_step": 1.05, "cached": 1.3, "parallel": 1.10}
@@ -459,6 +462,30 @@ class SameWork:
             os.close(handle)
         (reports / f"{name}.json").write_text(json.dumps({"snapshot": self.snapshot}))
 
+    def run_container(self, client: docker.DockerClient, command: list[str]) -> None:
+        """``command`` as our per-step sandbox runs it: a hardened container on the worktree, capture, counters."""
+        container = client.containers.create(
+            IMAGE, command, working_dir="/workspace", user=self.user, environment={"HOME": "/tmp"},
+            mounts=[Mount("/workspace", str(self.workspace), type="bind"),
+                    Mount("/workspace/.git", str(self.workspace / ".git"), type="bind", read_only=True)],
+            mem_limit="1g", nano_cpus=10**9, pids_limit=512, network_mode="none",
+            cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
+            tmpfs={"/tmp": "rw,nosuid,nodev,size=256m,mode=1777"},
+            log_config=LogConfig(type=LogConfig.types.NONE), detach=True)
+        try:
+            stream = container.attach(stdout=True, stderr=True, stream=True, demux=True, logs=False)
+            output = bytearray()
+            pump = threading.Thread(target=lambda: [output.extend((o or b"") + (e or b"")) for o, e in stream])
+            pump.start()
+            container.start()
+            self.counters = read_counters(container.id)
+            exit_code = int(container.wait()["StatusCode"])
+            pump.join()
+            container.reload()
+        finally:
+            container.remove(force=True)
+        _check(exit_code)
+
     def around(self, command: Callable[[], object]) -> None:
         """``command`` with the step's work before and after it."""
         self.reset()
@@ -570,25 +597,33 @@ def compare_warm(comparison: Comparison, repo: Path, container: WarmContainer, c
                      lambda: marginal(ours, chain))
 
 
-def compare_per_step(comparison: Comparison, repo: Path, chain: int, n: int, *, slot: str = "ours") -> None:
+def compare_per_step(comparison: Comparison, repo: Path, chain: int, n: int, *, slot: str = "ours",
+                     same_work: SameWork | None = None) -> None:
     """A container per step against floor tasks doing ``docker run --rm``.
 
     ``slot`` says who takes a slot of a global concurrency limit around each
     step: ``"ours"`` (our default settings, the floor takes none), ``"none"``
     (ours with ``concurrency_limit=None``), ``"both"`` (the floor also holds a
-    slot through Prefect's own ``concurrency()`` context). On a server the last
-    two show what the slot costs; on the embedded API nobody takes one.
+    slot through Prefect's own ``concurrency()`` context), ``"same"`` (that, and
+    with ``same_work`` the floor's task also does our step's work: the reset,
+    the records, the container hardened, mounted and captured as ours is). On a
+    server "none" and "both" show what the slot costs; on the embedded API
+    nobody takes one.
     """
     settings = SandboxSettings(image=IMAGE, mode="per_step")
     if slot == "none":
         settings.concurrency_limit = None
-    if slot == "both" and not uses_embedded_api():
+    floor_slot = slot in ("both", "same") and not uses_embedded_api()
+    if floor_slot:
         ensure_limit(FLOOR_SLOT_LIMIT, 50)
     client = docker.from_env()
 
     def run_op() -> None:
-        with concurrency(FLOOR_SLOT_LIMIT, occupy=1) if slot == "both" else nullcontext():
-            client.containers.run(IMAGE, COMMAND, remove=True, network_mode="none")
+        with concurrency(FLOOR_SLOT_LIMIT, occupy=1) if floor_slot else nullcontext():
+            if same_work is None:
+                client.containers.run(IMAGE, COMMAND, remove=True, network_mode="none")
+            else:
+                same_work.around(lambda: same_work.run_container(client, COMMAND))
 
     def ours(length: int) -> float:
         return run(chain_plan(f"bench-per-step-{slot}-{length}", length, COMMAND), repo, settings)[0]
@@ -685,12 +720,13 @@ def floor_ratios(repo: Path, chain: int, rounds: int, only: set[str]) -> list[Co
     per_step = Comparison("container-per-step vs floor", TARGETS["per_step"])
     no_slot = Comparison("  same, ours without sandbox slot", TARGETS["per_step"])
     both_slot = Comparison("  same, floor holds a slot too", TARGETS["per_step"])
+    per_step_same = Comparison("  same, floor does our step's work", TARGETS["per_step"])
     cached = Comparison("cached step vs cached plain task", TARGETS["cached"])
     parallel = Comparison("16 x 1 s steps at 8 vs plain", TARGETS["parallel"])
     cold = Comparison("16 x 1 s at 8 vs cold plain", TARGETS["parallel"])
     cold_slot = Comparison("  same, cold plain holds a slot", TARGETS["parallel"])
     run_same = Comparison("  same, cold plain does our work", TARGETS["parallel"])
-    same_work = SameWork(repo) if "warm_same" in only else None
+    same_work = SameWork(repo) if {"warm_same", "per_step_same"} & only else None
     run_work = RunWork(repo) if "parallel_same" in only else None
     with WarmContainer() as container:
         compare_warm(warm, repo, container, chain, -1)  # warm-up: imports, first container, caches
@@ -703,13 +739,15 @@ def floor_ratios(repo: Path, chain: int, rounds: int, only: set[str]) -> list[Co
         for n in range(rounds):
             if "warm" in only:
                 compare_warm(warm, repo, container, chain, n)
-            if same_work is not None:
+            if "warm_same" in only:
                 compare_warm(warm_same, repo, container, chain, n, same_work)
             if "per_step" in only:
                 compare_per_step(per_step, repo, chain, n)
             if "per_step_slot" in only:
                 compare_per_step(no_slot, repo, chain, n, slot="none")
                 compare_per_step(both_slot, repo, chain, n, slot="both")
+            if "per_step_same" in only:
+                compare_per_step(per_step_same, repo, chain, n, slot="same", same_work=same_work)
             if chains is not None:
                 chains.round(cached)
             if "parallel" in only:
@@ -722,7 +760,8 @@ def floor_ratios(repo: Path, chain: int, rounds: int, only: set[str]) -> list[Co
                 compare_parallel(run_same, repo, None, run_work=run_work)
             print(f"  round {n + 1}/{rounds} done", file=sys.stderr, flush=True)
     return [c for name, c in (("warm", warm), ("warm_same", warm_same), ("per_step", per_step),
-                              ("per_step_slot", no_slot), ("per_step_slot", both_slot), ("cached", cached),
+                              ("per_step_slot", no_slot), ("per_step_slot", both_slot),
+                              ("per_step_same", per_step_same), ("cached", cached),
                               ("parallel", parallel), ("parallel_cold", cold),
                               ("parallel_cold_slot", cold_slot), ("parallel_same", run_same)) if name in only]
 
@@ -764,7 +803,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=["warm", "per_step", "cached", "parallel", "parallel_cold"],
                         choices=COMPARISONS,
                         help="run only these comparisons (warm_same: the warm ratio split into our code and "
-                             "the work; parallel_same: the cold floor doing a run's work too; per_step_slot, "
+                             "the work; per_step_same: the same with a container per step; parallel_same: the cold floor doing a run's work too; per_step_slot, "
                              "parallel_cold_slot: on a server, what the sandbox slot costs)")
     parser.add_argument("--chain", type=int, help="steps added to the one-step chain (default 10, 5 with --quick)")
     parser.add_argument("--per-round", action="store_true", help="also print each round's ratio")
