@@ -42,7 +42,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import docker
-from docker.types import Mount
+from docker.models.containers import Container
+from docker.types import LogConfig, Mount
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
@@ -80,7 +81,31 @@ def docker_floor(key: str, label: str) -> dict[str, object]:
 
 WORKSPACE_SIZE = 8 * 1024**3
 """``SandboxSettings().workspace_size`` (8g)."""
+SANDBOX_USER = "10001:10001"
+"""The uid:gid our sandbox runs commands as when the host side is root."""
 GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+def make_workspace_image(image: Path) -> None:
+    """A sparse ext4 image of ``WORKSPACE_SIZE``, lazily initialised, as a size-limited workspace of ours is."""
+    with open(image, "wb") as handle:
+        handle.truncate(WORKSPACE_SIZE)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E",
+                    "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1", str(image)], check=True)
+
+
+def hardened_container(client: docker.DockerClient, command: list[str], workspace: str,
+                       labels: dict[str, str] | None = None) -> Container:
+    """A container created as our per-step sandbox creates one: hardening, limits, workspace and read-only .git."""
+    return client.containers.create(
+        IMAGE, command, network_mode="none", detach=True, labels=labels or {},
+        working_dir="/workspace", user=SANDBOX_USER, environment={"HOME": "/tmp"},
+        mem_limit="1g", nano_cpus=10**9, pids_limit=512,
+        cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
+        tmpfs={"/tmp": "rw,nosuid,nodev,size=256m,mode=1777"},
+        log_config=LogConfig(type=LogConfig.types.NONE),
+        mounts=[Mount("/workspace", workspace, type="bind"),
+                Mount("/workspace/.git", f"{workspace}/.git", type="bind", read_only=True)])
 
 
 def _git(workspace: Path, *args: str) -> None:
@@ -118,13 +143,7 @@ def hardened_sleep(key: str, label: str, workspace: str) -> dict[str, object]:
     _event("step.started", key)
     client = docker.from_env()
     with sandbox_slot():
-        container = client.containers.create(
-            IMAGE, ["sleep", "1"], network_mode="none", detach=True, labels={LABEL: label},
-            working_dir="/workspace", user="10001:10001", mem_limit="1g", nano_cpus=10**9, pids_limit=512,
-            cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
-            tmpfs={"/tmp": "rw,nosuid,nodev,size=256m,mode=1777"},
-            mounts=[Mount("/workspace", workspace, type="bind"),
-                    Mount("/workspace/.git", f"{workspace}/.git", type="bind", read_only=True)])
+        container = hardened_container(client, ["sleep", "1"], workspace, {LABEL: label})
         try:
             stream = container.attach(stdout=True, stderr=True, stream=True, demux=True, logs=False)
             container.start()
@@ -146,10 +165,7 @@ def docker_floor_same_work(key: str, label: str, repo: str) -> dict[str, object]
     root = Path(tempfile.mkdtemp(prefix="scale-out-same-work-"))
     image, workspace = root / "workspace.img", root / "workspace"
     workspace.mkdir()
-    with open(image, "wb") as handle:
-        handle.truncate(WORKSPACE_SIZE)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E",
-                    "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1", str(image)], check=True)
+    make_workspace_image(image)
     subprocess.run(["mount", "-o", "loop,nosuid,nodev,noinit_itable", str(image), str(workspace)], check=True)
     try:
         (workspace / "lost+found").rmdir()
@@ -159,7 +175,7 @@ def docker_floor_same_work(key: str, label: str, repo: str) -> dict[str, object]
         _git(workspace, "cat-file", "-e", f"{head}^{{commit}}")
         _git(workspace, "checkout", "-q", "-f", head)
         _git(workspace, "clean", "-q", "-f", "-d", "-x")
-        os.chown(workspace, 10001, 10001)
+        os.chown(workspace, *map(int, SANDBOX_USER.split(":")))
         result = hardened_sleep(key, label, str(workspace))
         create_markdown_artifact(f"# same work {key}\n\n| step | status |\n|---|---|\n| work | completed |",
                                  key=f"same-work-summary-{key}")

@@ -14,7 +14,7 @@ floor, ours...), so a change in the machine's load hits both alike:
     ``git clean`` and hand it to the sandbox uid, five hash-chained audit
     lines with one fsync, the command under ``timeout`` with its output
     streamed and capped and the cgroup counters read around it, a report
-    file): that splits the warm ratio into our code and the work;;
+    file): that splits the warm ratio into our code and the work;
   * container-per-step vs floor: the same with a container per step against
     floor tasks doing ``docker run --rm`` (target <= 1.05x); with ``--only
     per_step_slot``, on a server, the same twice more: ours without the
@@ -101,7 +101,6 @@ os.environ.setdefault("PREFECT_HOME", str(_STATE / "prefect"))
 os.environ.setdefault("AGENTIC_HOME", str(_STATE / "agentic"))
 
 import docker
-from docker.types import LogConfig, Mount
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
@@ -109,6 +108,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
+from scale_out_floor import hardened_container, make_workspace_image
 
 from prefect_agentic.blocks.sandbox_settings import SandboxSettings
 from prefect_agentic.concurrency import ensure_limit
@@ -119,6 +119,7 @@ from prefect_agentic.report import RunReport
 from prefect_agentic.sandbox.limits import read_counters, task_count
 from prefect_agentic.settings import embedded_run_settings, uses_embedded_api
 from prefect_agentic.tasks.step import step_tags
+from prefect_agentic.workspace import NEUTRAL_ATTRIBUTES
 
 IMAGE = os.environ.get("AGENTIC_SANDBOX_IMAGE", "prefect-agentic/sandbox:2")
 COMMAND = ["python3", "-c", "print(sum(range(200000)))"]
@@ -464,14 +465,7 @@ class SameWork:
 
     def run_container(self, client: docker.DockerClient, command: list[str]) -> None:
         """``command`` as our per-step sandbox runs it: a hardened container on the worktree, capture, counters."""
-        container = client.containers.create(
-            IMAGE, command, working_dir="/workspace", user=self.user, environment={"HOME": "/tmp"},
-            mounts=[Mount("/workspace", str(self.workspace), type="bind"),
-                    Mount("/workspace/.git", str(self.workspace / ".git"), type="bind", read_only=True)],
-            mem_limit="1g", nano_cpus=10**9, pids_limit=512, network_mode="none",
-            cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
-            tmpfs={"/tmp": "rw,nosuid,nodev,size=256m,mode=1777"},
-            log_config=LogConfig(type=LogConfig.types.NONE), detach=True)
+        container = hardened_container(client, command, str(self.workspace))
         try:
             stream = container.attach(stdout=True, stderr=True, stream=True, demux=True, logs=False)
             output = bytearray()
@@ -508,10 +502,7 @@ class RunWork:
         self.root = _STATE / "same-run-work"
         self.image, mount_point = self.root / "workspace.img", self.root / "workspace"
         mount_point.mkdir(parents=True)
-        with open(self.image, "wb") as handle:
-            handle.truncate(8 * 1024**3)
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E",
-                        "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1", str(self.image)], check=True)
+        make_workspace_image(self.image)
         self._mount()
         (mount_point / "lost+found").rmdir()
         self.work = SameWork(repo, mount_point)
@@ -532,7 +523,7 @@ class RunWork:
         git_dir = self.work.workspace / ".git"
         (git_dir / "info").mkdir(exist_ok=True)
         (git_dir / "info" / "exclude").write_text("/.agentic/\n")
-        (git_dir / "info" / "attributes").write_text("* -diff -ident -filter -text -eol\n")
+        (git_dir / "info" / "attributes").write_text(NEUTRAL_ATTRIBUTES)
         docker.from_env().images.get(IMAGE)
         with get_client(sync_client=True) as client:
             client.update_flow_run(flow_run.get_id(), name="bench same run work v1: sixteen sleeps")
@@ -604,16 +595,16 @@ def compare_per_step(comparison: Comparison, repo: Path, chain: int, n: int, *, 
     ``slot`` says who takes a slot of a global concurrency limit around each
     step: ``"ours"`` (our default settings, the floor takes none), ``"none"``
     (ours with ``concurrency_limit=None``), ``"both"`` (the floor also holds a
-    slot through Prefect's own ``concurrency()`` context), ``"same"`` (that, and
-    with ``same_work`` the floor's task also does our step's work: the reset,
-    the records, the container hardened, mounted and captured as ours is). On a
-    server "none" and "both" show what the slot costs; on the embedded API
-    nobody takes one.
+    slot through Prefect's own ``concurrency()`` context). On a server the last
+    two show what the slot costs; on the embedded API nobody takes one. With
+    ``same_work``, the floor holds that slot too and its task also does our
+    step's work: the reset, the records, the container hardened, mounted and
+    captured as ours is.
     """
     settings = SandboxSettings(image=IMAGE, mode="per_step")
     if slot == "none":
         settings.concurrency_limit = None
-    floor_slot = slot in ("both", "same") and not uses_embedded_api()
+    floor_slot = (slot == "both" or same_work is not None) and not uses_embedded_api()
     if floor_slot:
         ensure_limit(FLOOR_SLOT_LIMIT, 50)
     client = docker.from_env()
@@ -747,7 +738,7 @@ def floor_ratios(repo: Path, chain: int, rounds: int, only: set[str]) -> list[Co
                 compare_per_step(no_slot, repo, chain, n, slot="none")
                 compare_per_step(both_slot, repo, chain, n, slot="both")
             if "per_step_same" in only:
-                compare_per_step(per_step_same, repo, chain, n, slot="same", same_work=same_work)
+                compare_per_step(per_step_same, repo, chain, n, same_work=same_work)
             if chains is not None:
                 chains.round(cached)
             if "parallel" in only:
